@@ -1,0 +1,32 @@
+"""redbatch: ML inference requests over Redis Streams, run in micro-batches, nothing lost."""
+
+from redbatch.config import WorkerConfig
+from redbatch.errors import (
+    RedbatchError,
+    RequestCancelled,
+    RequestDead,
+    RequestExpired,
+    RequestFailed,
+    ResultNotFound,
+    ResultTimeout,
+)
+from redbatch.producer import AsyncHandle, AsyncProducer, Handle, Producer
+from redbatch.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncHandle",
+    "AsyncProducer",
+    "Handle",
+    "Producer",
+    "RedbatchError",
+    "RequestCancelled",
+    "RequestDead",
+    "RequestExpired",
+    "RequestFailed",
+    "ResultNotFound",
+    "ResultTimeout",
+    "Worker",
+    "WorkerConfig",
+]

@@ -1,0 +1,3 @@
+from redbatch.cli import main
+
+main()

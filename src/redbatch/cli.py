@@ -1,0 +1,153 @@
+"""The ``redbatch`` command. User errors end in one readable line and a distinct exit code:
+2 for a bad setting or argument, 3 when Redis cannot be reached, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+
+from redbatch import demo as demo_module
+from redbatch.config import ENV_NAMES, WorkerConfig, check_environment, parse_handler_options
+from redbatch.connection import DEFAULT_URL
+from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
+from redbatch.logconfig import setup as setup_logging
+
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+
+def fail(exc: RedbatchError) -> NoReturn:
+    click.echo(f"redbatch: error: {exc}", err=True)
+    if isinstance(exc, ConfigError):
+        sys.exit(EXIT_CONFIG)
+    if isinstance(exc, ConnectionFailed):
+        sys.exit(EXIT_UNREACHABLE)
+    sys.exit(1)
+
+
+def _env(setting: str) -> str:
+    return f"[env: {ENV_NAMES[setting]}]"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="redbatch")
+def main() -> None:
+    """redbatch: ML inference requests over Redis Streams, run in micro-batches."""
+
+
+@main.command()
+@click.argument("queues", nargs=-1)
+@click.option("--handler", help=f"module:function to run on each batch {_env('handler')}")
+@click.option(
+    "--handler-option",
+    "handler_options",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help=f"keyword argument for the handler, repeatable {_env('handler_options')}",
+)
+@click.option("--redis-url", help=f"default {DEFAULT_URL} {_env('redis_url')}")
+@click.option("--namespace", help=f"key prefix, default rb {_env('namespace')}")
+@click.option("--name", help=f"consumer name, default host-pid-random {_env('name')}")
+@click.option(
+    "--max-batch-size", type=int, help=f"items per batch, default 32 {_env('max_batch_size')}"
+)
+@click.option("--max-wait-ms", type=int, help=f"batch window, default 2 {_env('max_wait_ms')}")
+@click.option("--block-ms", type=int, help=f"idle read block, default 1000 {_env('block_ms')}")
+@click.option(
+    "--result-ttl", "result_ttl_s", type=int, help=f"seconds, default 3600 {_env('result_ttl_s')}"
+)
+@click.option("--log-level", help=f"DEBUG, INFO, WARNING, ERROR {_env('log_level')}")
+def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options: Any) -> None:
+    """Serve QUEUES with a batch handler until SIGTERM or Ctrl-C (then drain and exit 0)."""
+    from redbatch.worker import Worker  # noqa: PLC0415 - keep `redbatch --help` light
+
+    try:
+        parsed = tuple(o for text in handler_options for o in parse_handler_options(text))
+        config = WorkerConfig.from_env(queues=queues, handler_options=parsed, **_upper(options))
+        setup_logging(config.log_level)
+        runner = Worker(config)
+        _on_stop_signals(runner.stop)
+        runner.run()
+    except RedbatchError as exc:
+        fail(exc)
+
+
+def _upper(options: dict[str, Any]) -> dict[str, Any]:
+    level = options.get("log_level")
+    if level:
+        options["log_level"] = level.upper()
+    return options
+
+
+def _on_stop_signals(stop: Callable[[], None]) -> None:
+    """First SIGTERM/SIGINT: drain and exit. A second SIGINT: stop at once."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and getattr(handle, "seen", False):
+            raise KeyboardInterrupt
+        handle.seen = True  # type: ignore[attr-defined]
+        stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+@main.command()
+@click.argument("queue")
+@click.argument("payload")
+@click.option("--redis-url", envvar=ENV_NAMES["redis_url"], default=DEFAULT_URL, show_default=True)
+@click.option("--namespace", envvar=ENV_NAMES["namespace"], default="rb", show_default=True)
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="seconds")
+@click.option("--id", "request_id", help="request id (default: a random one)")
+def submit(
+    queue: str, payload: str, redis_url: str, namespace: str, timeout: float, request_id: str | None
+) -> None:
+    """Send one JSON PAYLOAD to QUEUE, wait for its result and print it as JSON."""
+    from redbatch.producer import Producer  # noqa: PLC0415
+
+    try:
+        check_environment(os.environ)
+        try:
+            value = json.loads(payload)
+        except ValueError as exc:
+            raise ConfigError(f"PAYLOAD is not valid JSON: {exc}") from None
+        with Producer.from_url(redis_url, namespace=namespace) as producer:
+            producer.ping()
+            handle = producer.submit(queue, value, id=request_id, timeout=timeout)
+            result = handle.result(timeout)
+        click.echo(json.dumps(result, default=_jsonable))
+    except RedbatchError as exc:
+        fail(exc)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return repr(value)
+
+
+@main.command()
+@click.option("--requests", "count", type=int, default=5000, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--max-batch-size", type=int, default=32, show_default=True)
+def demo(count: int, workers: int, max_batch_size: int) -> None:
+    """Run a scheduler-free demo: a private Redis (unless REDBATCH_REDIS_URL is set), worker
+    processes with the echo handler, and a producer sending COUNT requests through them."""
+    try:
+        check_environment(os.environ)
+        demo_module.run(
+            redis_url=os.environ.get(ENV_NAMES["redis_url"]) or None,
+            count=count,
+            workers=workers,
+            max_batch_size=max_batch_size,
+        )
+    except RedbatchError as exc:
+        fail(exc)

@@ -1,0 +1,166 @@
+"""Validated, frozen configuration, read from ``REDBATCH_*`` variables and explicit overrides.
+
+This is the one module that reads the environment. Every setting has one environment name;
+an unknown ``REDBATCH_*`` variable is an error (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from redbatch.connection import DEFAULT_URL, check_url
+from redbatch.errors import ConfigError
+from redbatch.protocol.keys import KeySpace, check_queue_name
+
+ENV_PREFIX = "REDBATCH_"
+MAX_BATCH_SIZE_LIMIT = 4096
+
+# setting name -> environment variable, for every setting of every part.
+ENV_NAMES: dict[str, str] = {
+    "redis_url": "REDBATCH_REDIS_URL",
+    "namespace": "REDBATCH_NAMESPACE",
+    "queues": "REDBATCH_QUEUES",
+    "handler": "REDBATCH_HANDLER",
+    "handler_options": "REDBATCH_HANDLER_OPTIONS",
+    "name": "REDBATCH_WORKER_NAME",
+    "max_batch_size": "REDBATCH_MAX_BATCH_SIZE",
+    "max_wait_ms": "REDBATCH_MAX_WAIT_MS",
+    "block_ms": "REDBATCH_BLOCK_MS",
+    "result_ttl_s": "REDBATCH_RESULT_TTL",
+    "dead_maxlen": "REDBATCH_DEAD_MAXLEN",
+    "max_payload_bytes": "REDBATCH_MAX_PAYLOAD_BYTES",
+    "log_level": "REDBATCH_LOG_LEVEL",
+}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``REDBATCH_*`` variables nobody reads: they are typos or stale settings."""
+    known = set(ENV_NAMES.values())
+    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(
+            f"unknown environment variable {unknown[0]} (known: {', '.join(sorted(known))})"
+        )
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _where(setting: str) -> str:
+    return f"--{setting.replace('_', '-')} / {ENV_NAMES[setting]}"
+
+
+def _int_in(setting: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(
+            f"{setting} must be an integer from {low} to {high}, got {value!r} ({_where(setting)})"
+        )
+    return value
+
+
+def parse_handler_options(text: str) -> tuple[tuple[str, str], ...]:
+    """``"a=1 b=x"`` (spaces or commas) -> (("a", "1"), ("b", "x"))."""
+    options = []
+    for item in text.replace(",", " ").split():
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"handler option {item!r} must look like name=value")
+        options.append((key, value))
+    return tuple(options)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker process needs; invalid values raise ConfigError on creation."""
+
+    queues: tuple[str, ...]
+    handler: str
+    handler_options: tuple[tuple[str, str], ...] = ()
+    redis_url: str = DEFAULT_URL
+    namespace: str = "rb"
+    name: str = field(default_factory=default_worker_name)
+    max_batch_size: int = 32
+    max_wait_ms: int = 2
+    block_ms: int = 1000
+    result_ttl_s: int = 3600
+    dead_maxlen: int = 100_000
+    max_payload_bytes: int = 32 * 1024 * 1024
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise ConfigError("give at least one queue to serve (QUEUE... / REDBATCH_QUEUES)")
+        for queue in self.queues:
+            check_queue_name(queue)
+        if len(set(self.queues)) != len(self.queues):
+            raise ConfigError(f"a queue is listed twice: {' '.join(self.queues)}")
+        if ":" not in self.handler:
+            raise ConfigError(
+                f"handler must look like module:function, got {self.handler!r} "
+                f"({_where('handler')})"
+            )
+        check_url(self.redis_url)
+        KeySpace(self.namespace)
+        if not self.name or any(c.isspace() for c in self.name):
+            raise ConfigError(f"worker name must be non-empty without spaces ({_where('name')})")
+        _int_in("max_batch_size", self.max_batch_size, 1, MAX_BATCH_SIZE_LIMIT)
+        _int_in("max_wait_ms", self.max_wait_ms, 0, 60_000)
+        # BLOCK 0 would block for ever and the worker could not notice a stop request.
+        _int_in("block_ms", self.block_ms, 1, 60_000)
+        _int_in("result_ttl_s", self.result_ttl_s, 1, 30 * 86_400)
+        _int_in("dead_maxlen", self.dead_maxlen, 1, 10**9)
+        _int_in("max_payload_bytes", self.max_payload_bytes, 1, 512 * 1024 * 1024)
+        if self.log_level not in _LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> WorkerConfig:
+        """Settings from ``REDBATCH_*`` variables, then ``overrides`` (None values ignored)."""
+        environ = os.environ if environ is None else environ
+        check_environment(environ)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_NAMES[f.name])
+            if raw is not None and raw != "":
+                values[f.name] = _from_text(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+        for required in ("queues", "handler"):
+            if required not in values:
+                raise ConfigError(f"missing setting {required} ({_where(required)})")
+        return cls(**values)
+
+
+_INT_SETTINGS = frozenset(
+    {
+        "max_batch_size",
+        "max_wait_ms",
+        "block_ms",
+        "result_ttl_s",
+        "dead_maxlen",
+        "max_payload_bytes",
+    }
+)
+
+
+def _from_text(setting: str, raw: str) -> Any:
+    if setting == "queues":
+        return tuple(raw.replace(",", " ").split())
+    if setting == "handler_options":
+        return parse_handler_options(raw)
+    if setting == "log_level":
+        return raw.upper()
+    if setting in _INT_SETTINGS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(
+                f"{setting} must be an integer, got {raw!r} ({_where(setting)})"
+            ) from None
+    return raw

@@ -1,0 +1,103 @@
+"""Redis clients built one way for every part: bytes replies, redis-py's own Retry/backoff.
+
+Reconnects are redis-py's job (``Retry`` with exponential backoff and jitter), not a hand
+loop of ours. Errors that reach a user are translated into one readable line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from redbatch.errors import ConfigError, ConnectionFailed
+
+DEFAULT_URL = "redis://localhost:6379/0"
+_SCHEMES = ("redis", "rediss", "unix")
+# Long-running parts ride out a Redis restart: retry for ever, backing off up to 2 s.
+FOREVER = -1
+
+
+def redacted(url: str) -> str:
+    """The URL with any password replaced, safe for logs and error lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def check_url(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            f"invalid Redis URL {redacted(url)!r}: it must start with redis://, rediss:// or unix://"
+        )
+    try:
+        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {redacted(url)!r}: {exc}") from None
+    return url
+
+
+def _options(retries: int) -> dict[str, Any]:
+    return {
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "socket_connect_timeout": 5.0,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+
+
+def connect(url: str, *, retries: int = 3) -> redis.Redis:
+    """A sync client on ``url`` (bytes replies: payloads are binary)."""
+    return redis.Redis.from_url(check_url(url), **_options(retries))
+
+
+def connect_async(url: str, *, retries: int = 3) -> redis.asyncio.Redis:
+    """An asyncio client on ``url`` (bytes replies)."""
+    return redis.asyncio.Redis.from_url(check_url(url), **_options(retries))
+
+
+def describe_error(url: str, exc: BaseException) -> str:
+    """One line saying why Redis at ``url`` could not be used."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot use Redis at {redacted(url)}: {reason}"
+
+
+def ping(client: redis.Redis, url: str) -> None:
+    """Fail fast with ConnectionFailed (one line) when Redis is unreachable or refuses us."""
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
+        raise ConnectionFailed(describe_error(url, exc)) from None
+    except redis.ResponseError as exc:
+        raise ConnectionFailed(describe_error(url, exc)) from None
+
+
+async def ping_async(client: redis.asyncio.Redis, url: str) -> None:
+    try:
+        await client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+        raise ConnectionFailed(describe_error(url, exc)) from None
+
+
+def clone_kwargs(client: redis.Redis | redis.asyncio.Redis) -> dict[str, Any]:
+    """Connection settings of ``client``, to open a dedicated connection to the same server."""
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    kwargs.pop("retry", None)
+    return kwargs
+
+
+def address(client: redis.Redis | redis.asyncio.Redis) -> str:
+    """Where ``client`` connects, for error lines (never includes a password)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"

@@ -1,0 +1,95 @@
+"""Every error redbatch raises derives from RedbatchError, so callers can catch one type."""
+
+from __future__ import annotations
+
+
+class RedbatchError(Exception):
+    """Base of every redbatch error."""
+
+
+class ConfigError(RedbatchError):
+    """A configuration value is invalid; the message names the setting and what is allowed."""
+
+
+class ConnectionFailed(RedbatchError):
+    """Redis could not be reached or refused us (address, password, TLS)."""
+
+
+class PayloadError(RedbatchError):
+    """A payload cannot be encoded or decoded (type, size, nesting, content type)."""
+
+
+class PayloadTooLarge(PayloadError):
+    """An encoded payload is larger than the configured limit."""
+
+
+class MalformedEntry(RedbatchError):
+    """A stream entry breaks the wire contract; the message is the dead-letter reason."""
+
+
+class RequestFailed(RedbatchError):
+    """The handler raised for this request. ``remote_type`` and ``remote_message`` say what."""
+
+    def __init__(self, request_id: str, error: str) -> None:
+        self.request_id = request_id
+        self.error = error
+        remote_type, sep, remote_message = error.partition(": ")
+        self.remote_type = remote_type if sep else "Error"
+        self.remote_message = remote_message if sep else error
+        super().__init__(f"request {request_id} failed: {error}")
+
+
+class RequestExpired(RedbatchError):
+    """The request's deadline passed before a worker ran it."""
+
+    def __init__(self, request_id: str, detail: str = "deadline passed") -> None:
+        self.request_id = request_id
+        super().__init__(f"request {request_id} expired: {detail}")
+
+
+class RequestCancelled(RedbatchError):
+    """The request was cancelled before it ran."""
+
+    def __init__(self, request_id: str, detail: str = "cancelled") -> None:
+        self.request_id = request_id
+        super().__init__(f"request {request_id} cancelled: {detail}")
+
+
+class RequestDead(RedbatchError):
+    """The request was dead-lettered (malformed, or out of attempts); see ``reason``."""
+
+    def __init__(self, request_id: str, reason: str) -> None:
+        self.request_id = request_id
+        self.reason = reason
+        super().__init__(f"request {request_id} dead-lettered: {reason}")
+
+
+class ResultTimeout(RedbatchError, TimeoutError):
+    """The local wait for a result ended; the request may still finish later."""
+
+    def __init__(self, request_id: str, timeout: float) -> None:
+        self.request_id = request_id
+        super().__init__(f"no result for request {request_id} within {timeout:g} s")
+
+
+class ProducerClosed(RedbatchError):
+    """The producer was closed while this request was still waiting for its result."""
+
+
+class DuplicateRequestId(RedbatchError):
+    """This producer is already waiting for a request with the same id."""
+
+
+class ResultNotFound(RedbatchError, KeyError):
+    """No result is stored for this id: not finished yet, unknown, or past its TTL."""
+
+    def __init__(self, queue: str, request_id: str) -> None:
+        self.queue = queue
+        self.request_id = request_id
+        super().__init__(
+            f"no result for request {request_id} on queue {queue} "
+            "(not finished yet, unknown, or expired after its TTL)"
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

@@ -1,0 +1,6 @@
+"""Producers: submit requests and receive their outcomes (sync and asyncio)."""
+
+from redbatch.producer.aio import AsyncHandle, AsyncProducer
+from redbatch.producer.sync import Handle, Producer
+
+__all__ = ["AsyncHandle", "AsyncProducer", "Handle", "Producer"]

@@ -1,0 +1,121 @@
+"""The producer's logic, shared by the sync and asyncio shells: no I/O here.
+
+It builds request entries, names the reply keys, and turns outcomes into values or errors.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redbatch.errors import (
+    ConfigError,
+    RedbatchError,
+    RequestCancelled,
+    RequestDead,
+    RequestExpired,
+    RequestFailed,
+)
+from redbatch.protocol import codec
+from redbatch.protocol.fields import CANCELLED, DEAD, EXPIRED, OK, Outcome, build_entry
+from redbatch.protocol.keys import KeySpace, check_request_id
+
+# The reply listener pops up to this many outcomes per round trip.
+REPLY_BATCH = 512
+# Upper bound of one blocking pop: the listener also wakes at once when a queue is added
+# or the producer closes (see WAKE); this only bounds how long a lost wake could cost.
+LISTEN_TIMEOUT_S = 5.0
+# A reply element with an empty request id: pushed by a producer onto its own reply list to
+# wake its listener when it starts using a new queue. Request ids are never empty.
+WAKE = Outcome("", OK, b"").encode_reply()
+# TTL of a reply list that only ever held a wake marker (ms): it must not outlive us for long.
+WAKE_TTL_MS = 3_600_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_producer_id() -> str:
+    return f"p{uuid.uuid4().hex}"
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    queue: str
+    request_id: str
+    fields: dict[str, str | bytes | int]
+
+
+class ProducerCore:
+    """What a producer knows: its id, namespace, codec settings and the queues it uses."""
+
+    def __init__(
+        self,
+        namespace: str = "rb",
+        *,
+        content_type: str = codec.MSGPACK,
+        max_payload_bytes: int = codec.DEFAULT_LIMITS.max_payload_bytes,
+    ) -> None:
+        self.keyspace = KeySpace(namespace)
+        self.producer_id = new_producer_id()
+        self.content_type = codec.check_content_type(content_type)
+        self.limits = codec.Limits(max_payload_bytes)
+
+    def reply_key(self, queue: str) -> str:
+        return self.keyspace.queue(queue).reply(self.producer_id)
+
+    def submission(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        cost: int = 1,
+    ) -> Submission:
+        keys = self.keyspace.queue(queue)  # checks the queue name
+        request_id = check_request_id(request_id) if request_id is not None else new_request_id()
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+            raise ConfigError(f"cost must be a positive integer, got {cost!r}")
+        if timeout is not None and not timeout > 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        enq = now_ms()
+        deadline = enq + max(1, round(timeout * 1000)) if timeout is not None else 0
+        fields = build_entry(
+            request_id,
+            codec.encode(payload, self.content_type, self.limits),
+            reply=self.producer_id,
+            enq=enq,
+            deadline=deadline,
+            cost=cost,
+            ct=self.content_type,
+        )
+        return Submission(keys.name, request_id, fields)
+
+    def value(self, outcome: Outcome, ct: str) -> Any:
+        """The request's result, or raise the error its outcome stands for."""
+        if outcome.status == OK:
+            return codec.decode(outcome.body, ct, self.limits)
+        raise outcome_error(outcome)
+
+
+def outcome_error(outcome: Outcome) -> RedbatchError:
+    if outcome.status == EXPIRED:
+        return RequestExpired(outcome.id, outcome.error)
+    if outcome.status == CANCELLED:
+        return RequestCancelled(outcome.id, outcome.error)
+    if outcome.status == DEAD:
+        return RequestDead(outcome.id, outcome.error)
+    return RequestFailed(outcome.id, outcome.error)
+
+
+def entry_fields(sub: Submission) -> dict[Any, Any]:
+    """The entry's fields typed as redis-py's xadd takes them."""
+    return cast(dict[Any, Any], sub.fields)

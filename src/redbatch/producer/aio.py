@@ -1,0 +1,312 @@
+"""The asyncio producer: the same methods as ``Producer``, as coroutines.
+
+One listener task per producer pops the producer's reply lists (blocking, on a connection of
+its own) and completes futures. No thread and no thread lock: everything runs on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, cast
+
+import redis
+import redis.asyncio
+
+from redbatch.connection import address, clone_kwargs, connect_async, ping_async
+from redbatch.errors import (
+    ConnectionFailed,
+    DuplicateRequestId,
+    ProducerClosed,
+    ResultNotFound,
+    ResultTimeout,
+)
+from redbatch.producer._core import (
+    LISTEN_TIMEOUT_S,
+    REPLY_BATCH,
+    WAKE,
+    WAKE_TTL_MS,
+    ProducerCore,
+    Submission,
+)
+from redbatch.producer._core import (
+    entry_fields as _fields,
+)
+from redbatch.protocol import codec
+from redbatch.protocol.fields import Outcome, decode_reply, outcome_from_result
+from redbatch.protocol.keys import check_queue_name
+from redbatch.protocol.streams import ensure_queue_async
+
+log = logging.getLogger(__name__)
+
+
+class AsyncHandle:
+    """A submitted request; ``await result()`` waits for its outcome."""
+
+    __slots__ = ("_core", "_ct", "_future", "id", "queue")
+
+    def __init__(self, core: ProducerCore, queue: str, request_id: str, ct: str) -> None:
+        self.id = request_id
+        self.queue = queue
+        self._core = core
+        self._ct = ct
+        self._future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+    def __repr__(self) -> str:
+        return f"<AsyncHandle {self.queue}/{self.id} {'done' if self.done() else 'waiting'}>"
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Like ``Handle.result``; cancelling the wait leaves the request itself alone."""
+        try:
+            # shield: a timeout or cancellation of this wait must not cancel the future,
+            # which other waiters (and a later call) still use.
+            outcome = await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except TimeoutError:
+            raise ResultTimeout(self.id, timeout or 0.0) from None
+        return self._core.value(outcome, self._ct)
+
+    def _resolve(self, outcome: Outcome) -> None:
+        if not self._future.done():
+            self._future.set_result(outcome)
+
+    def _fail(self, error: Exception) -> None:
+        if not self._future.done():
+            self._future.set_exception(error)
+            # Mark retrieved: nobody may ever await a handle the caller dropped.
+            self._future.exception()
+
+
+class AsyncProducer:
+    """asyncio twin of ``Producer``; use one per event loop."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        namespace: str = "rb",
+        content_type: str = codec.MSGPACK,
+        max_payload_bytes: int = codec.DEFAULT_LIMITS.max_payload_bytes,
+    ) -> None:
+        self._client = client
+        self._owns_client = False
+        self._core = ProducerCore(
+            namespace, content_type=content_type, max_payload_bytes=max_payload_bytes
+        )
+        pool = client.connection_pool
+        self._listen_client = redis.asyncio.Redis(
+            connection_pool=redis.asyncio.ConnectionPool(
+                connection_class=pool.connection_class, max_connections=1, **clone_kwargs(client)
+            )
+        )
+        self._pending: dict[str, AsyncHandle] = {}
+        self._reply_keys: dict[str, str] = {}
+        self._keys_changed = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = "rb", **options: Any) -> AsyncProducer:
+        producer = cls(connect_async(url), namespace=namespace, **options)
+        producer._owns_client = True
+        return producer
+
+    @property
+    def id(self) -> str:
+        return self._core.producer_id
+
+    async def __aenter__(self) -> AsyncProducer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def ping(self) -> None:
+        """Raise ConnectionFailed (one readable line) if Redis cannot be used."""
+        await ping_async(self._client, address(self._client))
+
+    async def submit(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        id: str | None = None,
+        timeout: float | None = None,
+        cost: int = 1,
+    ) -> AsyncHandle:
+        sub = self._core.submission(queue, payload, request_id=id, timeout=timeout, cost=cost)
+        await self._use_queue(sub.queue)
+        [handle] = self._register([sub])
+        try:
+            await self._client.xadd(self._core.keyspace.queue(sub.queue).stream, _fields(sub))
+        except redis.RedisError as exc:
+            self._unregister([handle])
+            raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+        return handle
+
+    async def call(
+        self, queue: str, payload: Any, *, timeout: float | None = None, cost: int = 1
+    ) -> Any:
+        handle = await self.submit(queue, payload, timeout=timeout, cost=cost)
+        return await handle.result(timeout)
+
+    async def map(
+        self,
+        queue: str,
+        payloads: Iterable[Any],
+        *,
+        timeout: float | None = None,
+        chunk: int = 500,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        subs = [self._core.submission(queue, p, timeout=timeout) for p in payloads]
+        if not subs:
+            return []
+        await self._use_queue(subs[0].queue)
+        handles = self._register(subs)
+        stream = self._core.keyspace.queue(subs[0].queue).stream
+        for start in range(0, len(subs), chunk):
+            pipe = self._client.pipeline(transaction=False)
+            for sub in subs[start : start + chunk]:
+                pipe.xadd(stream, _fields(sub))
+            try:
+                await pipe.execute()
+            except redis.RedisError as exc:
+                self._unregister(handles[start:])
+                raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+        return await _gather(handles, timeout, return_exceptions)
+
+    async def get_result(self, queue: str, id: str) -> Any:
+        key = self._core.keyspace.queue(queue).result(id)
+        try:
+            fields: dict[bytes, bytes] = await self._client.hgetall(key)  # type: ignore[assignment]
+        except redis.RedisError as exc:
+            raise ConnectionFailed(f"cannot read result {id} of queue {queue}: {exc}") from None
+        if not fields:
+            raise ResultNotFound(queue, id)
+        outcome, ct = outcome_from_result(id, fields)
+        return self._core.value(outcome, ct)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pending, self._pending = self._pending, {}
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for handle in pending.values():
+            handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
+        await self._listen_client.aclose()
+        if self._owns_client:
+            await self._client.aclose()
+
+    def _register(self, subs: list[Submission]) -> list[AsyncHandle]:
+        if self._closed:
+            raise ProducerClosed("producer is closed")
+        ct = self._core.content_type
+        handles = [AsyncHandle(self._core, s.queue, s.request_id, ct) for s in subs]
+        clash = next((h.id for h in handles if h.id in self._pending), None)
+        if clash is None and len({h.id for h in handles}) != len(handles):
+            clash = "(repeated within this call)"
+        if clash is not None:
+            raise DuplicateRequestId(f"already waiting for request {clash}")
+        for handle in handles:
+            self._pending[handle.id] = handle
+        return handles
+
+    def _unregister(self, handles: list[AsyncHandle]) -> None:
+        for handle in handles:
+            self._pending.pop(handle.id, None)
+
+    async def _use_queue(self, queue: str) -> None:
+        check_queue_name(queue)
+        if queue in self._reply_keys:
+            return
+        keys = self._core.keyspace.queue(queue)
+        try:
+            await ensure_queue_async(self._client, self._core.keyspace, keys)
+        except redis.RedisError as exc:
+            raise ConnectionFailed(f"cannot create queue {queue}: {exc}") from None
+        if queue in self._reply_keys:
+            return
+        first_key = next(iter(self._reply_keys.values()), None)
+        self._reply_keys[queue] = self._core.reply_key(queue)
+        self._keys_changed.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._listen())
+        if first_key is not None:
+            await self._wake(first_key)
+
+    async def _wake(self, key: str) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.rpush(key, WAKE)
+            pipe.pexpire(key, WAKE_TTL_MS, nx=True)
+            await pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not wake the reply listener: %s", exc)
+
+    async def _listen(self) -> None:
+        while not self._closed:
+            if not self._reply_keys:
+                self._keys_changed.clear()
+                await self._keys_changed.wait()
+                continue
+            keys = list(self._reply_keys.values())
+            try:
+                popped = await self._listen_client.blmpop(
+                    LISTEN_TIMEOUT_S, len(keys), *keys, direction="LEFT", count=REPLY_BATCH
+                )
+            except redis.RedisError as exc:
+                log.warning("reply listener: %s; retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if popped:
+                self._dispatch(cast(list[bytes], popped[1]))
+
+    def _dispatch(self, items: list[bytes]) -> None:
+        for raw in items:
+            try:
+                outcome = decode_reply(raw)
+            except ValueError as exc:
+                log.warning("ignoring unreadable reply: %s", exc)
+                continue
+            handle = self._pending.pop(outcome.id, None) if outcome.id else None
+            if handle is not None:
+                handle._resolve(outcome)
+
+
+async def _gather(
+    handles: list[AsyncHandle], timeout: float | None, return_exceptions: bool
+) -> list[Any]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    results: list[Any] = []
+    first_error: Exception | None = None
+    for handle in handles:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            results.append(await handle.result(remaining))
+        except ResultTimeout:
+            raise ResultTimeout(handle.id, timeout or 0.0) from None
+        except Exception as exc:
+            if not return_exceptions and first_error is None:
+                first_error = exc
+            results.append(exc)
+    if first_error is not None:
+        raise first_error
+    return results

@@ -1,0 +1,350 @@
+"""The synchronous producer: submit requests, wait on handles, fetch results by id.
+
+One background thread per producer listens on the producer's reply lists with a blocking
+multi-key pop and resolves handles; waiting requests cost no connection and no polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, cast
+
+import redis
+
+from redbatch.connection import address, clone_kwargs, connect, ping
+from redbatch.errors import (
+    ConnectionFailed,
+    DuplicateRequestId,
+    ProducerClosed,
+    ResultNotFound,
+    ResultTimeout,
+)
+from redbatch.producer._core import (
+    LISTEN_TIMEOUT_S,
+    REPLY_BATCH,
+    WAKE,
+    WAKE_TTL_MS,
+    ProducerCore,
+    Submission,
+)
+from redbatch.producer._core import (
+    entry_fields as _fields,
+)
+from redbatch.protocol import codec
+from redbatch.protocol.fields import Outcome, decode_reply, outcome_from_result
+from redbatch.protocol.keys import check_queue_name
+from redbatch.protocol.streams import ensure_queue
+
+log = logging.getLogger(__name__)
+
+
+class Handle:
+    """A submitted request; ``result()`` waits for its outcome."""
+
+    __slots__ = ("_core", "_ct", "_error", "_event", "_outcome", "id", "queue")
+
+    def __init__(self, core: ProducerCore, queue: str, request_id: str, ct: str) -> None:
+        self.id = request_id
+        self.queue = queue
+        self._core = core
+        self._ct = ct
+        self._event = threading.Event()
+        self._outcome: Outcome | None = None
+        self._error: Exception | None = None
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.queue}/{self.id} {'done' if self.done() else 'waiting'}>"
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The handler's result; raises RequestFailed, RequestExpired, RequestDead,
+        RequestCancelled, ProducerClosed, or ResultTimeout when ``timeout`` seconds pass."""
+        if not self._event.wait(timeout):
+            raise ResultTimeout(self.id, timeout or 0.0)
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._core.value(self._outcome, self._ct)
+
+    def _resolve(self, outcome: Outcome) -> None:
+        self._outcome = outcome
+        self._event.set()
+
+    def _fail(self, error: Exception) -> None:
+        self._error = error
+        self._event.set()
+
+
+class Producer:
+    """Sends requests to queues and receives their outcomes. Thread-safe; share one."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str = "rb",
+        content_type: str = codec.MSGPACK,
+        max_payload_bytes: int = codec.DEFAULT_LIMITS.max_payload_bytes,
+    ) -> None:
+        self._client = client
+        self._owns_client = False
+        self._core = ProducerCore(
+            namespace, content_type=content_type, max_payload_bytes=max_payload_bytes
+        )
+        # The listener's blocking pop holds its own connection, never one of the pool's.
+        pool = client.connection_pool
+        self._listen_client = redis.Redis(
+            connection_pool=redis.ConnectionPool(
+                connection_class=pool.connection_class, max_connections=1, **clone_kwargs(client)
+            )
+        )
+        self._cond = threading.Condition()
+        self._pending: dict[str, Handle] = {}
+        self._reply_keys: dict[str, str] = {}  # queue -> reply key, oldest first
+        self._closed = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = "rb", **options: Any) -> Producer:
+        producer = cls(connect(url), namespace=namespace, **options)
+        producer._owns_client = True
+        return producer
+
+    @property
+    def id(self) -> str:
+        return self._core.producer_id
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        """Raise ConnectionFailed (one readable line) if Redis cannot be used."""
+        ping(self._client, address(self._client))
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        id: str | None = None,
+        timeout: float | None = None,
+        cost: int = 1,
+    ) -> Handle:
+        """Add one request; ``timeout`` (s) is its deadline: workers skip it after that."""
+        sub = self._core.submission(queue, payload, request_id=id, timeout=timeout, cost=cost)
+        self._use_queue(sub.queue)
+        [handle] = self._register([sub])
+        try:
+            self._client.xadd(self._core.keyspace.queue(sub.queue).stream, _fields(sub))
+        except redis.RedisError as exc:
+            self._unregister([handle])
+            raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+        return handle
+
+    def call(self, queue: str, payload: Any, *, timeout: float | None = None, cost: int = 1) -> Any:
+        """Submit and wait: ``timeout`` is both the request's deadline and the local wait."""
+        return self.submit(queue, payload, timeout=timeout, cost=cost).result(timeout)
+
+    def map(
+        self,
+        queue: str,
+        payloads: Iterable[Any],
+        *,
+        timeout: float | None = None,
+        chunk: int = 500,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Submit many (pipelined, ``chunk`` per round trip); results in input order.
+
+        With ``return_exceptions`` a failed request's exception takes its place in the list;
+        otherwise the first failure (in input order) is raised once every request has ended
+        or ``timeout`` passed.
+        """
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        subs = [self._core.submission(queue, p, timeout=timeout) for p in payloads]
+        if not subs:
+            return []
+        self._use_queue(subs[0].queue)
+        handles = self._register(subs)
+        stream = self._core.keyspace.queue(subs[0].queue).stream
+        for start in range(0, len(subs), chunk):
+            pipe = self._client.pipeline(transaction=False)
+            for sub in subs[start : start + chunk]:
+                pipe.xadd(stream, _fields(sub))
+            try:
+                pipe.execute()
+            except redis.RedisError as exc:
+                self._unregister(handles[start:])
+                raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+        return _gather(handles, timeout, return_exceptions)
+
+    # -- results by id ----------------------------------------------------------------
+
+    def get_result(self, queue: str, id: str) -> Any:
+        """The stored outcome of request ``id`` from any process, until its TTL ends."""
+        key = self._core.keyspace.queue(queue).result(id)
+        try:
+            fields: dict[bytes, bytes] = self._client.hgetall(key)  # type: ignore[assignment]
+        except redis.RedisError as exc:
+            raise ConnectionFailed(f"cannot read result {id} of queue {queue}: {exc}") from None
+        if not fields:
+            raise ResultNotFound(queue, id)
+        outcome, ct = outcome_from_result(id, fields)
+        return self._core.value(outcome, ct)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the listener; every handle still waiting raises ProducerClosed."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            pending, self._pending = self._pending, {}
+            first_key = next(iter(self._reply_keys.values()), None)
+            self._cond.notify_all()
+        self._stopping.set()
+        if self._thread is not None:
+            if first_key is not None:
+                self._wake(first_key)
+            self._thread.join(timeout=1.0)
+            if self._thread.is_alive():
+                # Redis did not take the wake (down?): break the blocking read by force.
+                self._listen_client.connection_pool.disconnect()
+                self._thread.join(timeout=1.0)
+        for handle in pending.values():
+            handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
+        self._listen_client.close()
+        if self._owns_client:
+            self._client.close()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _register(self, subs: list[Submission]) -> list[Handle]:
+        ct = self._core.content_type
+        handles = [Handle(self._core, s.queue, s.request_id, ct) for s in subs]
+        with self._cond:
+            if self._closed:
+                raise ProducerClosed("producer is closed")
+            clash = next((h.id for h in handles if h.id in self._pending), None)
+            if clash is None and len({h.id for h in handles}) != len(handles):
+                clash = "(repeated within this call)"
+            if clash is not None:
+                raise DuplicateRequestId(f"already waiting for request {clash}")
+            for handle in handles:
+                self._pending[handle.id] = handle
+        return handles
+
+    def _unregister(self, handles: list[Handle]) -> None:
+        with self._cond:
+            for handle in handles:
+                self._pending.pop(handle.id, None)
+
+    def _use_queue(self, queue: str) -> None:
+        check_queue_name(queue)
+        with self._cond:
+            if queue in self._reply_keys:
+                return
+        keys = self._core.keyspace.queue(queue)
+        try:
+            ensure_queue(self._client, self._core.keyspace, keys)
+        except redis.RedisError as exc:
+            raise ConnectionFailed(f"cannot create queue {queue}: {exc}") from None
+        with self._cond:
+            if queue in self._reply_keys:
+                return
+            first_key = next(iter(self._reply_keys.values()), None)
+            self._reply_keys[queue] = self._core.reply_key(queue)
+            self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._listen, name=f"redbatch-replies-{self.id[:9]}", daemon=True
+                )
+                self._thread.start()
+        if first_key is not None:
+            # The listener may be blocked on the old keys: a marker on the oldest (which every
+            # snapshot holds) makes it return and pick up the new key. Lock not held: I/O.
+            self._wake(first_key)
+
+    def _wake(self, key: str) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.rpush(key, WAKE)
+            pipe.pexpire(key, WAKE_TTL_MS, nx=True)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not wake the reply listener: %s", exc)
+
+    def _listen(self) -> None:
+        while True:
+            with self._cond:
+                while not self._reply_keys and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                keys = list(self._reply_keys.values())
+            try:
+                popped = self._listen_client.blmpop(
+                    LISTEN_TIMEOUT_S, len(keys), *keys, direction="LEFT", count=REPLY_BATCH
+                )
+            except redis.RedisError as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning("reply listener: %s; retrying", exc)
+                self._stopping.wait(1.0)
+                continue
+            if popped:
+                self._dispatch(cast(list[bytes], popped[1]))
+
+    def _dispatch(self, items: list[bytes]) -> None:
+        outcomes = []
+        for raw in items:
+            try:
+                outcome = decode_reply(raw)
+            except ValueError as exc:
+                log.warning("ignoring unreadable reply: %s", exc)
+                continue
+            if outcome.id:  # an empty id is a wake marker
+                outcomes.append(outcome)
+        with self._cond:
+            resolved = [(self._pending.pop(o.id, None), o) for o in outcomes]
+        for handle, outcome in resolved:
+            if handle is not None:
+                handle._resolve(outcome)
+
+
+def _gather(handles: list[Handle], timeout: float | None, return_exceptions: bool) -> list[Any]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    results: list[Any] = []
+    first_error: Exception | None = None
+    for handle in handles:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            results.append(handle.result(remaining))
+        except ResultTimeout:
+            raise ResultTimeout(handle.id, timeout or 0.0) from None
+        except Exception as exc:
+            if not return_exceptions and first_error is None:
+                first_error = exc
+            results.append(exc)
+    if first_error is not None:
+        raise first_error
+    return results

@@ -1,0 +1,158 @@
+"""Payload codecs: msgpack (default, with a numpy extension type) and JSON.
+
+Decoding never executes code (no pickle), bounds sizes, and turns anything it cannot read
+into ``PayloadError`` with a reason. numpy is optional: it is imported only when an array
+is encoded or decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from redbatch.errors import ConfigError, PayloadError, PayloadTooLarge
+
+MSGPACK = "msgpack"
+JSON = "json"
+CONTENT_TYPES = (MSGPACK, JSON)
+
+# msgpack extension type code for numpy arrays: body = msgpack [dtype.str, shape, raw bytes].
+NDARRAY_EXT = 1
+# Only plain numeric kinds travel as arrays: object, void and datetime dtypes could smuggle
+# Python objects or need interpretation we do not want in a decoder.
+_ARRAY_KINDS = frozenset("biufc")
+_MAX_DIMS = 32
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size bounds applied when encoding and decoding one payload."""
+
+    max_payload_bytes: int = 32 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_payload_bytes < 1:
+            raise ConfigError("max_payload_bytes must be a positive number of bytes")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def check_content_type(ct: str) -> str:
+    if ct not in CONTENT_TYPES:
+        raise PayloadError(f"unknown content type {ct!r}: use one of {', '.join(CONTENT_TYPES)}")
+    return ct
+
+
+def encode(obj: Any, ct: str = MSGPACK, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Encode one payload; raises PayloadError for what the content type cannot carry."""
+    check_content_type(ct)
+    try:
+        if ct == JSON:
+            data = json.dumps(obj, default=_json_default, separators=(",", ":")).encode()
+        else:
+            data = msgpack.packb(obj, default=_msgpack_default, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise PayloadError(f"cannot encode payload as {ct}: {exc}") from None
+    _check_size(len(data), limits)
+    return bytes(data)
+
+
+def decode(data: bytes, ct: str = MSGPACK, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Decode one payload; raises PayloadError (never anything else) for bad input."""
+    check_content_type(ct)
+    _check_size(len(data), limits)
+    try:
+        if ct == JSON:
+            return json.loads(data)
+        # unpackb bounds every string, bin, array and map length by len(data), which
+        # _check_size already bounded (it takes no max_buffer_size argument).
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
+    except PayloadError:
+        raise
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
+        # ExtraData, FormatError, StackError and UnicodeDecodeError all land here.
+        raise PayloadError(f"cannot decode {ct} payload: {type(exc).__name__}: {exc}") from None
+
+
+def _check_size(size: int, limits: Limits) -> None:
+    if size > limits.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"payload is {size} bytes, over the limit of {limits.max_payload_bytes} bytes"
+        )
+
+
+def _numpy() -> Any:
+    try:
+        import numpy  # noqa: PLC0415 - optional dependency, imported on first use
+    except ImportError:  # pragma: no cover - exercised only without numpy installed
+        raise PayloadError("payload holds a numpy array but numpy is not installed") from None
+    return numpy
+
+
+def _is_numpy(obj: Any) -> bool:
+    return type(obj).__module__ == "numpy"
+
+
+def _msgpack_default(obj: Any) -> Any:
+    if _is_numpy(obj):
+        np = _numpy()
+        if isinstance(obj, np.ndarray):
+            return _pack_ndarray(obj)
+        if isinstance(obj, np.generic):
+            return obj.item()
+    raise TypeError(f"cannot serialize object of type {type(obj).__name__}")
+
+
+def _json_default(obj: Any) -> Any:
+    # JSON has no array type of its own: a JSON client gets lists and plain numbers.
+    if _is_numpy(obj) and hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _pack_ndarray(array: Any) -> msgpack.ExtType:
+    if array.dtype.kind not in _ARRAY_KINDS:
+        raise TypeError(f"numpy dtype {array.dtype} cannot travel (numeric dtypes only)")
+    np = _numpy()
+    body = msgpack.packb(
+        [array.dtype.str, list(array.shape), np.ascontiguousarray(array).tobytes()],
+        use_bin_type=True,
+    )
+    return msgpack.ExtType(NDARRAY_EXT, body)
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != NDARRAY_EXT:
+        raise PayloadError(f"unknown msgpack extension type {code}")
+    try:
+        dtype_str, shape, raw = msgpack.unpackb(data, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        raise PayloadError("malformed numpy array extension") from None
+    return _unpack_ndarray(dtype_str, shape, raw)
+
+
+def _unpack_ndarray(dtype_str: Any, shape: Any, raw: Any) -> Any:
+    np = _numpy()
+    shape_ok = (
+        isinstance(shape, list)
+        and len(shape) <= _MAX_DIMS
+        and all(isinstance(n, int) and n >= 0 for n in shape)
+    )
+    if not (isinstance(dtype_str, str) and shape_ok and isinstance(raw, bytes)):
+        raise PayloadError("malformed numpy array extension")
+    try:
+        dtype = np.dtype(dtype_str)
+    except (TypeError, ValueError, Warning):
+        # Warning: deprecated aliases such as 'a4' warn, which is an exception under -W error.
+        raise PayloadError(f"unknown numpy dtype {dtype_str!r}") from None
+    if dtype.kind not in _ARRAY_KINDS:
+        raise PayloadError(f"numpy dtype {dtype_str!r} is not allowed (numeric dtypes only)")
+    if math.prod(shape) * dtype.itemsize != len(raw):
+        raise PayloadError(f"numpy array of shape {shape} and dtype {dtype_str} has wrong size")
+    # frombuffer shares the bytes object: no copy; the array is read-only.
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)

@@ -1,0 +1,218 @@
+"""Entry, result and reply records of wire contract v1 (shared/DESIGN.md).
+
+Request entries are flat stream fields; a field at its default is left out. Results are
+hashes; replies are msgpack arrays ``[id, status, body]`` where body is the encoded payload
+on ``ok`` and the error text otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from redbatch.errors import MalformedEntry
+from redbatch.protocol.codec import CONTENT_TYPES, MSGPACK
+from redbatch.protocol.keys import REQUEST_ID
+
+# Entry fields.
+ID = "id"
+REPLY = "reply"
+ENQ = "enq"
+DEADLINE = "deadline"
+ATTEMPT = "attempt"
+COST = "cost"
+CT = "ct"
+PAYLOAD = "payload"
+
+# Outcome statuses; every request ends in exactly one of them.
+OK = "ok"
+ERROR = "error"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+DEAD = "dead"
+STATUSES = (OK, ERROR, EXPIRED, CANCELLED, DEAD)
+
+# Producer ids become part of a key name, so they obey the request-id alphabet.
+PRODUCER_ID = REQUEST_ID
+_MAX_INT_DIGITS = 19
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request as read from a queue's stream."""
+
+    queue: str
+    entry_id: str
+    id: str
+    payload: bytes
+    reply: str = ""
+    enq: int = 0
+    deadline: int = 0
+    attempt: int = 1
+    cost: int = 1
+    ct: str = MSGPACK
+
+    def expired(self, now_ms: int) -> bool:
+        return self.deadline > 0 and now_ms >= self.deadline
+
+
+def build_entry(
+    request_id: str,
+    payload: bytes,
+    *,
+    reply: str = "",
+    enq: int = 0,
+    deadline: int = 0,
+    attempt: int = 1,
+    cost: int = 1,
+    ct: str = MSGPACK,
+) -> dict[str, str | bytes | int]:
+    """Stream fields for one request, defaults left out as the contract asks."""
+    fields: dict[str, str | bytes | int] = {ID: request_id}
+    if reply:
+        fields[REPLY] = reply
+    if enq:
+        fields[ENQ] = enq
+    if deadline:
+        fields[DEADLINE] = deadline
+    if attempt != 1:
+        fields[ATTEMPT] = attempt
+    if cost != 1:
+        fields[COST] = cost
+    if ct != MSGPACK:
+        fields[CT] = ct
+    fields[PAYLOAD] = payload
+    return fields
+
+
+def entry_request_id(fields: dict[bytes, bytes]) -> str | None:
+    """The entry's request id if it is valid, else None (such an entry cannot get a result)."""
+    raw = fields.get(ID.encode())
+    if raw is None:
+        return None
+    try:
+        request_id = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return request_id if REQUEST_ID.fullmatch(request_id) else None
+
+
+def parse_entry(queue: str, entry_id: str, fields: dict[bytes, bytes]) -> Request:
+    """Validate a raw stream entry; raises MalformedEntry with the dead-letter reason."""
+    request_id = entry_request_id(fields)
+    if request_id is None:
+        raise MalformedEntry(f"missing or invalid field 'id': {fields.get(b'id')!r:.80}")
+    payload = fields.get(PAYLOAD.encode())
+    if payload is None:
+        raise MalformedEntry("missing field 'payload'")
+    reply = _text(fields, REPLY, "")
+    if reply and not PRODUCER_ID.fullmatch(reply):
+        raise MalformedEntry(f"invalid field 'reply': {reply!r:.80}")
+    ct = _text(fields, CT, MSGPACK)
+    if ct not in CONTENT_TYPES:
+        raise MalformedEntry(f"invalid field 'ct': {ct!r:.40} (use msgpack or json)")
+    return Request(
+        queue=queue,
+        entry_id=entry_id,
+        id=request_id,
+        payload=payload,
+        reply=reply,
+        enq=_integer(fields, ENQ, 0, minimum=0),
+        deadline=_integer(fields, DEADLINE, 0, minimum=0),
+        attempt=_integer(fields, ATTEMPT, 1, minimum=1),
+        cost=_integer(fields, COST, 1, minimum=1),
+        ct=ct,
+    )
+
+
+def _text(fields: dict[bytes, bytes], name: str, default: str) -> str:
+    raw = fields.get(name.encode())
+    if raw is None:
+        return default
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedEntry(f"field {name!r} is not ASCII") from None
+
+
+def _integer(fields: dict[bytes, bytes], name: str, default: int, *, minimum: int) -> int:
+    text = _text(fields, name, "")
+    if not text:
+        return default
+    if not (text.isdigit() and len(text) <= _MAX_INT_DIGITS) or int(text) < minimum:
+        raise MalformedEntry(f"field {name!r} must be an integer >= {minimum}, got {text!r:.40}")
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The final outcome of one request, as a producer receives it."""
+
+    id: str
+    status: str
+    body: bytes  # encoded payload on ok, UTF-8 error text otherwise
+
+    @property
+    def error(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def encode_reply(self) -> bytes:
+        return bytes(msgpack.packb([self.id, self.status, self.body], use_bin_type=True))
+
+
+def decode_reply(data: bytes) -> Outcome:
+    """Parse one reply-list element; raises ValueError when it is not ``[id, status, body]``.
+
+    raw=True because Lua's cmsgpack (which re-sends a stored outcome) packs every string as
+    msgpack "str", binary payloads included: we decode the text parts ourselves.
+    """
+    try:
+        item: Any = msgpack.unpackb(data, raw=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ValueError(f"undecodable reply: {exc}") from None
+    if not (isinstance(item, list) and len(item) == 3):
+        raise ValueError(f"reply is not [id, status, body]: {item!r:.80}")
+    raw_id, raw_status, body = item
+    if not all(isinstance(part, bytes) for part in item):
+        raise ValueError(f"reply parts are not strings: {item!r:.80}")
+    request_id = raw_id.decode("ascii", "replace")
+    status = raw_status.decode("ascii", "replace")
+    if status not in STATUSES:
+        raise ValueError(f"reply has unknown status {status!r}")
+    return Outcome(request_id, status, body)
+
+
+def result_fields(
+    outcome: Outcome,
+    *,
+    ct: str = MSGPACK,
+    worker: str = "",
+    attempt: int = 1,
+    enq: int = 0,
+    start: int = 0,
+    end: int = 0,
+    batch: int = 0,
+) -> dict[str, str | bytes | int]:
+    """The result hash of one outcome. ``ct`` is stored only when it is not msgpack."""
+    fields: dict[str, str | bytes | int] = {"status": outcome.status}
+    if outcome.status == OK:
+        fields["payload"] = outcome.body
+        if ct != MSGPACK:
+            fields["ct"] = ct
+    else:
+        fields["error"] = outcome.body
+    fields.update(worker=worker, attempt=attempt, enq=enq, start=start, end=end, batch=batch)
+    return fields
+
+
+def outcome_from_result(request_id: str, fields: dict[bytes, bytes]) -> tuple[Outcome, str]:
+    """Rebuild an outcome and its content type from a result hash read back from Redis."""
+    status = fields.get(b"status", b"").decode("ascii", "replace")
+    if status not in STATUSES:
+        raise ValueError(f"result of {request_id} has unknown status {status!r}")
+    ct = fields.get(b"ct", MSGPACK.encode()).decode("ascii", "replace")
+    if status == OK:
+        return Outcome(request_id, status, fields.get(b"payload", b"")), ct
+    return Outcome(request_id, status, fields.get(b"error", b"")), ct

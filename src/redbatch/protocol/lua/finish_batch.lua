@@ -1,0 +1,58 @@
+-- finish_batch: record the outcomes of one batch atomically.
+--
+-- KEYS[1]   the queue's stream            (rb:{Q}:stream)
+-- KEYS[2]   the queue's dead-letter stream (rb:{Q}:dead)
+-- KEYS[3..] result keys and reply keys referenced by index from ARGV (all carry {Q})
+--
+-- ARGV[1]   consumer group name
+-- ARGV[2]   result and reply TTL, ms
+-- ARGV[3]   dead-letter stream max length (approximate trim)
+-- ARGV[4..] 7 values per item:
+--           entry id; index into KEYS of the result key (0: none); index into KEYS of the
+--           reply key (0: none); the request id; the reply element (msgpack [id, status,
+--           body]); the result hash as a msgpack flat array [field, value, ...]; the
+--           dead-letter entry as a msgpack flat array, or "" when it is not dead-lettered.
+--           Flat arrays use msgpack's old "raw" strings: Redis's cmsgpack cannot read "bin".
+--
+-- Reply: the number of items whose result already existed (the first outcome wins: the
+-- stored one is re-sent to the reply key, so a producer always sees the winning outcome).
+local ttl = ARGV[2]
+local dead_maxlen = ARGV[3]
+local existed = 0
+local ids = {}
+for i = 4, #ARGV, 7 do
+  local entry_id = ARGV[i]
+  local result_idx = tonumber(ARGV[i + 1])
+  local reply_idx = tonumber(ARGV[i + 2])
+  local request_id = ARGV[i + 3]
+  local reply = ARGV[i + 4]
+  local dead_fields = ARGV[i + 6]
+  local first = true
+  if result_idx > 0 then
+    local result_key = KEYS[result_idx]
+    if redis.call('EXISTS', result_key) == 1 then
+      first = false
+      existed = existed + 1
+      local stored = redis.call('HMGET', result_key, 'status', 'payload', 'error')
+      local body = stored[3]
+      if stored[1] == 'ok' then body = stored[2] end
+      reply = cmsgpack.pack({request_id, stored[1] or 'error', body or ''})
+    else
+      redis.call('HSET', result_key, unpack(cmsgpack.unpack(ARGV[i + 5])))
+      redis.call('PEXPIRE', result_key, ttl)
+    end
+  end
+  if reply_idx > 0 then
+    redis.call('RPUSH', KEYS[reply_idx], reply)
+    redis.call('PEXPIRE', KEYS[reply_idx], ttl)
+  end
+  if first and dead_fields ~= '' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', dead_maxlen, '*', unpack(cmsgpack.unpack(dead_fields)))
+  end
+  ids[#ids + 1] = entry_id
+end
+if #ids > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+return existed

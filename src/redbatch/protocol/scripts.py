@@ -1,0 +1,91 @@
+"""Lua scripts of the wire contract, and the pure code that builds their KEYS and ARGV.
+
+Scripts live as ``lua/*.lua`` files whose header documents KEYS, ARGV and the reply. Every key
+a script touches arrives through KEYS and carries the queue's ``{Q}`` hash tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import msgpack
+
+from redbatch.protocol.fields import Outcome
+from redbatch.protocol.keys import GROUP, QueueKeys
+
+
+def load_lua(name: str) -> str:
+    return resources.files("redbatch.protocol").joinpath("lua", f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """One processed stream entry and what to record for it.
+
+    ``outcome`` is None for an entry that cannot be addressed (no valid id): it is only
+    dead-lettered and acked. ``dead_reason`` set means: also copy the entry to the dead stream.
+    """
+
+    entry_id: str
+    outcome: Outcome | None
+    reply: str = ""
+    result: dict[str, str | bytes | int] | None = None
+    dead_reason: str = ""
+    dead_fields: dict[bytes, bytes] | None = None
+
+
+def _flat(mapping: dict[Any, Any]) -> bytes:
+    # Lua turns numbers into floats; send every value as a string so nothing is reformatted.
+    # use_bin_type=False: Redis's cmsgpack cannot decode msgpack "bin"; Lua strings are bytes.
+    flat: list[bytes | str] = []
+    for key, value in mapping.items():
+        flat.append(key)
+        flat.append(str(value) if isinstance(value, int) else value)
+    return bytes(msgpack.packb(flat, use_bin_type=False))
+
+
+def finish_batch_args(
+    keys: QueueKeys,
+    items: list[Finished],
+    *,
+    ttl_ms: int,
+    dead_maxlen: int,
+) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV for finish_batch.lua."""
+    script_keys = [keys.stream, keys.dead]
+    index: dict[str, int] = {}
+
+    def key_index(key: str) -> int:
+        if key not in index:
+            script_keys.append(key)
+            index[key] = len(script_keys)  # Lua's KEYS is 1-based
+        return index[key]
+
+    argv: list[bytes | str | int] = [GROUP, ttl_ms, dead_maxlen]
+    for item in items:
+        result_idx = reply_idx = 0
+        reply = b""
+        request_id = ""
+        if item.outcome is not None:
+            request_id = item.outcome.id
+            result_idx = key_index(keys.result(item.outcome.id))
+            reply = item.outcome.encode_reply()
+            if item.reply:
+                reply_idx = key_index(keys.reply(item.reply))
+        dead = b""
+        if item.dead_reason:
+            dead_entry = dict(item.dead_fields or {})
+            dead_entry[b"reason"] = item.dead_reason.encode()
+            dead = _flat(dead_entry)
+        result = _flat(item.result) if item.result is not None else b""
+        argv += [item.entry_id, result_idx, reply_idx, request_id, reply, result, dead]
+    return script_keys, argv
+
+
+class Scripts:
+    """The registered scripts of one Redis client (no module-level cache: one per client)."""
+
+    def __init__(self, client: Any) -> None:
+        self.finish_batch = client.register_script(load_lua("finish_batch"))

@@ -1,0 +1,109 @@
+"""Runs one batch through the user's handler. No Redis here: payloads in, outcomes out.
+
+A handler exception must not fail innocent neighbours: the batch is bisected until the
+failing items are alone, and only those end ``error``. A handler that returns the wrong
+number of results breaks its contract; the whole batch fails with a message that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redbatch.errors import PayloadError
+from redbatch.protocol import codec
+from redbatch.protocol.fields import DEAD, ERROR, EXPIRED, OK, Outcome, Request
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[list[Any]], list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Ran:
+    """One request's outcome and when its batch ran (ms since epoch)."""
+
+    request: Request
+    outcome: Outcome
+    start: int
+    end: int
+    batch: int
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` as the wire contract stores errors; first line only, bounded."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message[:2000]}"
+
+
+class Executor:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: codec.Limits = codec.DEFAULT_LIMITS,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self._handler = handler
+        self._limits = limits
+        self._clock_ms = clock_ms
+
+    def run(self, requests: list[Request]) -> list[Ran]:
+        start = self._clock_ms()
+        outcomes: dict[int, Outcome] = {}
+        live: list[int] = []
+        payloads: list[Any] = []
+        for i, request in enumerate(requests):
+            if request.expired(start):
+                # Dropped before it costs handler time.
+                outcomes[i] = Outcome(request.id, EXPIRED, b"deadline passed before it ran")
+                continue
+            try:
+                payloads.append(codec.decode(request.payload, request.ct, self._limits))
+            except PayloadError as exc:
+                outcomes[i] = Outcome(request.id, DEAD, error_text(exc).encode())
+                continue
+            live.append(i)
+        if live:
+            results = self._isolated(payloads)
+            for i, (ok, value) in zip(live, results, strict=True):
+                outcomes[i] = self._outcome(requests[i], ok, value)
+        end = self._clock_ms()
+        return [
+            Ran(request, outcomes[i], start, end, len(requests))
+            for i, request in enumerate(requests)
+        ]
+
+    def _outcome(self, request: Request, ok: bool, value: Any) -> Outcome:
+        if not ok:
+            return Outcome(request.id, ERROR, str(value).encode())
+        try:
+            return Outcome(request.id, OK, codec.encode(value, request.ct, self._limits))
+        except PayloadError as exc:
+            return Outcome(request.id, ERROR, f"PayloadError: result: {exc}".encode())
+
+    def _isolated(self, payloads: list[Any]) -> list[tuple[bool, Any]]:
+        """(True, result) or (False, error text) per payload, bisecting on exceptions."""
+        try:
+            results = self._handler(list(payloads))
+        except Exception as exc:
+            if len(payloads) == 1:
+                return [(False, error_text(exc))]
+            log.debug("handler raised on a batch of %d; bisecting: %s", len(payloads), exc)
+            middle = len(payloads) // 2
+            return self._isolated(payloads[:middle]) + self._isolated(payloads[middle:])
+        if not isinstance(results, list | tuple) or len(results) != len(payloads):
+            got = len(results) if isinstance(results, list | tuple) else type(results).__name__
+            text = (
+                f"HandlerContractError: handler returned {got} results for {len(payloads)} "
+                "payloads (it must return a list of the same length, in the same order)"
+            )
+            log.error("%s", text)
+            return [(False, text)] * len(payloads)
+        return [(True, r) for r in results]

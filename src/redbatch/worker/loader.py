@@ -1,0 +1,33 @@
+"""Turn a ``module:function`` handler spec into a callable, with one clear error if it fails."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from redbatch.errors import ConfigError
+
+Handler = Callable[[list[Any]], list[Any]]
+
+
+def load_handler(spec: str, options: tuple[tuple[str, str], ...] = ()) -> Handler:
+    """Import ``module:attr`` (attr may be dotted); bind ``options`` as keyword arguments."""
+    module_name, _, attr_path = spec.partition(":")
+    if not module_name or not attr_path:
+        raise ConfigError(f"handler must look like module:function, got {spec!r}")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure of user code is a config error here
+        raise ConfigError(f"cannot import handler {spec!r}: {type(exc).__name__}: {exc}") from None
+    for part in attr_path.split("."):
+        if not hasattr(target, part):
+            raise ConfigError(f"cannot import handler {spec!r}: {module_name} has no {attr_path!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ConfigError(f"handler {spec!r} is not callable")
+    if options:
+        target = functools.partial(target, **dict(options))
+    handler: Handler = target
+    return handler
