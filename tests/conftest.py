@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ for _path in (TESTS_DIR.parent / "src", TESTS_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from helpers.workers import WorkerProcess  # noqa: E402
 from redbatch.embedded import EmbeddedRedis, find_redis_server  # noqa: E402
 
 
@@ -79,3 +80,32 @@ def queue() -> str:
 def helpers_path() -> Path:
     """Path of tests/helpers (the package worker subprocesses import handlers from)."""
     return TESTS_DIR / "helpers"
+
+
+@pytest.fixture
+def worker_factory(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes; each is stopped (SIGTERM, drain) after the test and must
+    exit 0 unless the test killed it."""
+    from helpers.workers import start_worker  # noqa: PLC0415
+
+    started: list[WorkerProcess] = []
+
+    def start(
+        queues: list[str], handler: str = "redbatch.handlers:echo", *extra: str
+    ) -> WorkerProcess:
+        worker = start_worker(
+            redis_url, namespace, queues, log_dir=str(tmp_path), handler=handler, extra=extra
+        )
+        started.append(worker)
+        return worker
+
+    yield start
+    failures = []
+    for worker in started:
+        killed = worker.proc.returncode is not None and worker.proc.returncode < 0
+        code = worker.stop()
+        if code != 0 and not killed:
+            failures.append(f"{worker.name} exited {code}:\n{worker.log()[-2000:]}")
+    assert not failures, "\n".join(failures)
