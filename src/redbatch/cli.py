@@ -40,7 +40,12 @@ def _env(setting: str) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="redbatch")
 def main() -> None:
-    """redbatch: ML inference requests over Redis Streams, run in micro-batches."""
+    """redbatch: ML inference requests over Redis Streams, run in micro-batches.
+
+    Settings come from options or REDBATCH_* environment variables, e.g. REDBATCH_REDIS_URL
+    (default redis://localhost:6379/0); an option wins over its variable. An unknown
+    REDBATCH_* variable is an error.
+    """
 
 
 @main.command()

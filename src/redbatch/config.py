@@ -131,9 +131,10 @@ class WorkerConfig:
             if raw is not None and raw != "":
                 values[f.name] = _from_text(f.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
-        for required in ("queues", "handler"):
-            if required not in values:
-                raise ConfigError(f"missing setting {required} ({_where(required)})")
+        if "queues" not in values:
+            raise ConfigError("give at least one queue to serve (QUEUE... / REDBATCH_QUEUES)")
+        if "handler" not in values:
+            raise ConfigError(f"missing setting handler ({_where('handler')})")
         return cls(**values)
 
 
