@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
@@ -74,13 +75,15 @@ def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options:
     """Serve QUEUES with a batch handler until SIGTERM or Ctrl-C (then drain and exit 0)."""
     from redbatch.worker import Worker  # noqa: PLC0415 - keep `redbatch --help` light
 
+    # Signals first: importing a handler may load a model for a minute, and a SIGTERM then
+    # must still mean "stop cleanly", not a kill by the default handler.
+    stop = threading.Event()
+    _on_stop_signals(stop.set)
     try:
         parsed = tuple(o for text in handler_options for o in parse_handler_options(text))
         config = WorkerConfig.from_env(queues=queues, handler_options=parsed, **_upper(options))
         setup_logging(config.log_level)
-        runner = Worker(config)
-        _on_stop_signals(runner.stop)
-        runner.run()
+        Worker(config, stop=stop).run()
     except RedbatchError as exc:
         fail(exc)
 
@@ -108,8 +111,16 @@ def _on_stop_signals(stop: Callable[[], None]) -> None:
 @main.command()
 @click.argument("queue")
 @click.argument("payload")
-@click.option("--redis-url", envvar=ENV_NAMES["redis_url"], default=DEFAULT_URL, show_default=True)
-@click.option("--namespace", envvar=ENV_NAMES["namespace"], default="rb", show_default=True)
+@click.option(
+    "--redis-url",
+    envvar=ENV_NAMES["redis_url"],
+    default=DEFAULT_URL,
+    show_default=True,
+    show_envvar=True,
+)
+@click.option(
+    "--namespace", envvar=ENV_NAMES["namespace"], default="rb", show_default=True, show_envvar=True
+)
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="seconds")
 @click.option("--id", "request_id", help="request id (default: a random one)")
 def submit(

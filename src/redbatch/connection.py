@@ -45,8 +45,13 @@ def check_url(url: str) -> str:
     return url
 
 
-def _options(retries: int) -> dict[str, Any]:
+# redis-py 8 reads with a 5 s timeout by default; parts that block longer pass their own.
+DEFAULT_SOCKET_TIMEOUT_S = 5.0
+
+
+def _options(retries: int, socket_timeout: float) -> dict[str, Any]:
     return {
+        "socket_timeout": socket_timeout,
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
         "socket_connect_timeout": 5.0,
@@ -55,14 +60,18 @@ def _options(retries: int) -> dict[str, Any]:
     }
 
 
-def connect(url: str, *, retries: int = 3) -> redis.Redis:
+def connect(
+    url: str, *, retries: int = 3, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S
+) -> redis.Redis:
     """A sync client on ``url`` (bytes replies: payloads are binary)."""
-    return redis.Redis.from_url(check_url(url), **_options(retries))
+    return redis.Redis.from_url(check_url(url), **_options(retries, socket_timeout))
 
 
-def connect_async(url: str, *, retries: int = 3) -> redis.asyncio.Redis:
+def connect_async(
+    url: str, *, retries: int = 3, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S
+) -> redis.asyncio.Redis:
     """An asyncio client on ``url`` (bytes replies)."""
-    return redis.asyncio.Redis.from_url(check_url(url), **_options(retries))
+    return redis.asyncio.Redis.from_url(check_url(url), **_options(retries, socket_timeout))
 
 
 def describe_error(url: str, exc: BaseException) -> str:
@@ -88,10 +97,20 @@ async def ping_async(client: redis.asyncio.Redis, url: str) -> None:
         raise ConnectionFailed(describe_error(url, exc)) from None
 
 
-def clone_kwargs(client: redis.Redis | redis.asyncio.Redis) -> dict[str, Any]:
-    """Connection settings of ``client``, to open a dedicated connection to the same server."""
+def clone_kwargs(
+    client: redis.Redis | redis.asyncio.Redis, *, socket_timeout: float | None = None
+) -> dict[str, Any]:
+    """Connection settings of ``client``, to open a dedicated connection to the same server.
+
+    ``socket_timeout`` (s) replaces the client's read timeout: a connection made for blocking
+    reads needs one longer than its blocks (redis-py 8 defaults to 5 s, which would cut off
+    a 5 s blocking pop with a TimeoutError instead of its empty answer).
+    """
     kwargs = dict(client.connection_pool.connection_kwargs)
     kwargs.pop("retry", None)
+    if socket_timeout is not None:
+        kwargs["socket_timeout"] = socket_timeout
+        kwargs.pop("orig_socket_timeout", None)  # redis-py 8 restores this one after relaxing
     return kwargs
 
 

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -59,21 +61,29 @@ def start_worker(
     return WorkerProcess(name, proc, log_path, args)
 
 
-def wait_serving(client: redis.Redis, stream: str, name: str, timeout: float = 30.0) -> None:
-    """Wait until worker ``name`` has joined the consumer group (its first read).
-
-    Polls XINFO CONSUMERS: the group is the only place a worker's readiness is visible.
-    """
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Bounded polling of a condition no event announces; returns its first truthy value."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            consumers = client.xinfo_consumers(stream, "workers")
-        except redis.ResponseError:
-            consumers = []
-        if any(c["name"].decode() == name for c in consumers):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"worker {name} did not join the group on {stream} within {timeout} s")
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+def wait_serving(worker: WorkerProcess, timeout: float = 30.0) -> WorkerProcess:
+    """Wait until the worker has created its groups and is about to read.
+
+    Its "serving" log line is the signal: on Redis 7.0 a blocking XREADGROUP that finds
+    nothing does not create the consumer, so an idle worker never shows in XINFO CONSUMERS.
+    Entries added after the line are read whether or not that first read has started.
+    """
+    marker = f"worker {worker.name} serving"
+    wait_until(lambda: marker in worker.log() or worker.proc.poll() is not None, timeout, marker)
+    assert worker.proc.poll() is None, worker.log()
+    return worker
 
 
 def assert_drained(client: redis.Redis, stream: str) -> None:

@@ -18,10 +18,10 @@ import msgpack
 import pytest
 import redis
 
-from helpers.workers import WorkerProcess, assert_drained, wait_serving
+from helpers.workers import WorkerProcess, assert_drained, wait_serving, wait_until
 from redbatch import Producer
 from redbatch.embedded import EmbeddedRedis
-from redbatch.errors import RequestExpired
+from redbatch.errors import RequestDead, RequestExpired
 from redbatch.protocol.fields import decode_reply
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
@@ -43,18 +43,6 @@ def pack(value: Any) -> bytes:
 def text(fields: dict[bytes, bytes]) -> dict[str, str]:
     """A result hash or dead entry with every field decoded (payloads here are ASCII)."""
     return {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = WAIT_S, what: str = "") -> Any:
-    """Bounded polling of a Redis condition; returns its first truthy value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.01)
 
 
 def wait_results(
@@ -88,11 +76,6 @@ def result_keys(client: redis.Redis, keys: QueueKeys) -> list[bytes]:
     return list(client.scan_iter(match=keys.result("*"), count=1000))
 
 
-def started(client: redis.Redis, keys: QueueKeys, worker: WorkerProcess) -> WorkerProcess:
-    wait_serving(client, keys.stream, worker.name)
-    return worker
-
-
 # -- sharing a queue ----------------------------------------------------------------------
 
 
@@ -105,8 +88,8 @@ def test_two_workers_answer_each_request_exactly_once(
 ) -> None:
     keys = KeySpace(namespace).queue(queue)
     ensure_queue(redis_client, KeySpace(namespace), keys)
-    a = started(redis_client, keys, worker_factory([queue], "helpers.handlers:pid"))
-    b = started(redis_client, keys, worker_factory([queue], "helpers.handlers:pid"))
+    a = wait_serving(worker_factory([queue], "helpers.handlers:pid"))
+    b = wait_serving(worker_factory([queue], "helpers.handlers:pid"))
     count = 2000
     with Producer.from_url(redis_url, namespace=namespace) as producer:
         pids = producer.map(queue, list(range(count)), timeout=60)
@@ -198,7 +181,7 @@ def test_burst_of_exactly_batch_size_runs_at_once(
     worker = worker_factory(
         [queue], "redbatch.handlers:echo", "--max-batch-size", "8", "--max-wait-ms", "5000"
     )
-    wait_serving(redis_client, keys.stream, worker.name)
+    wait_serving(worker)
     ids = [f"b{i}" for i in range(8)]
     began = time.monotonic()
     add_atomically(redis_client, keys.stream, [{"id": i, "payload": pack(i)} for i in ids])
@@ -219,7 +202,7 @@ def test_partial_batch_runs_when_window_expires(
     worker = worker_factory(
         [queue], "redbatch.handlers:echo", "--max-batch-size", "8", "--max-wait-ms", "300"
     )
-    wait_serving(redis_client, keys.stream, worker.name)
+    wait_serving(worker)
     ids = ["p0", "p1", "p2"]
     add_atomically(redis_client, keys.stream, [{"id": i, "payload": pack(i)} for i in ids])
     results = wait_results(redis_client, keys, ids, timeout=10)
@@ -320,7 +303,7 @@ def test_malformed_entries_are_dead_lettered_and_worker_keeps_serving(
 ) -> None:
     keys = KeySpace(namespace).queue(queue)
     worker = worker_factory([queue])
-    wait_serving(redis_client, keys.stream, worker.name)
+    wait_serving(worker)
     add_atomically(
         redis_client,
         keys.stream,
@@ -330,9 +313,12 @@ def test_malformed_entries_are_dead_lettered_and_worker_keeps_serving(
             {"id": "m3", "reply": "pX", "attempt": "x", "payload": pack("bad attempt")},
         ],
     )
-    dead = wait_until(
-        lambda: len(redis_client.xrange(keys.dead)) == 3 and redis_client.xrange(keys.dead)
-    )
+
+    def dead_letters() -> list[Any] | None:
+        entries = redis_client.xrange(keys.dead)
+        return entries if len(entries) == 3 else None
+
+    dead = wait_until(dead_letters, what="3 dead letters")
     reasons = {text(fields).get("id", ""): text(fields)["reason"] for _, fields in dead}
     assert set(reasons) == {"", "m2", "m3"}
     assert "'id'" in reasons[""]
@@ -348,30 +334,43 @@ def test_malformed_entries_are_dead_lettered_and_worker_keeps_serving(
     assert sorted((r.id, r.status) for r in replies) == [("m2", "dead"), ("m3", "dead")]
 
     with Producer.from_url(redis_url, namespace=namespace) as producer:
+        for request_id in ("m2", "m3"):
+            with pytest.raises(RequestDead) as raised:
+                producer.get_result(queue, request_id)
+            assert raised.value.reason == reasons[request_id]
         assert producer.call(queue, "still serving", timeout=WAIT_S) == "still serving"
     assert worker.proc.poll() is None
     assert_drained(redis_client, keys.stream)
 
 
-def test_stream_deleted_under_running_worker(
+@pytest.mark.parametrize("removed", ["stream", "group"])
+def test_stream_or_group_deleted_under_running_worker(
     redis_url: str,
     redis_client: redis.Redis,
     namespace: str,
     queue: str,
     worker_factory: WorkerFactory,
+    removed: str,
 ) -> None:
     keys = KeySpace(namespace).queue(queue)
     worker = worker_factory([queue])
     with Producer.from_url(redis_url, namespace=namespace) as producer:
         assert producer.call(queue, "before", timeout=WAIT_S) == "before"
-        assert redis_client.delete(keys.stream) == 1
+        # Most likely while the worker is blocked in XREADGROUP (it idles there).
+        if removed == "stream":
+            assert redis_client.delete(keys.stream) == 1
+        else:
+            assert redis_client.xgroup_destroy(keys.stream, "workers") == 1
         began = time.monotonic()
         assert producer.call(queue, "after", timeout=WAIT_S) == "after"
         assert time.monotonic() - began < 10
         assert producer.call(queue, "again", timeout=WAIT_S) == "again"
     assert worker.proc.poll() is None
-    recreating = [line for line in worker.log().splitlines() if "recreating" in line]
-    assert len(recreating) == 1, worker.log()
+    # One line says what happened: no traceback, no error-level noise.
+    log = worker.log()
+    assert len([line for line in log.splitlines() if "recreating" in line]) == 1, log
+    assert "Traceback" not in log, log
+    assert " ERROR " not in log, log
     assert_drained(redis_client, keys.stream)
 
 

@@ -27,6 +27,9 @@ REPLY_BATCH = 512
 # Upper bound of one blocking pop: the listener also wakes at once when a queue is added
 # or the producer closes (see WAKE); this only bounds how long a lost wake could cost.
 LISTEN_TIMEOUT_S = 5.0
+# Read timeout of the listener's connection: longer than its blocking pop, so an empty pop
+# ends with Redis's empty answer, never with a socket TimeoutError (then retries and a pause).
+LISTEN_SOCKET_TIMEOUT_S = LISTEN_TIMEOUT_S + 5.0
 # A reply element with an empty request id: pushed by a producer onto its own reply list to
 # wake its listener when it starts using a new queue. Request ids are never empty.
 WAKE = Outcome("", OK, b"").encode_reply()

@@ -26,6 +26,7 @@ from redbatch.errors import (
     ResultTimeout,
 )
 from redbatch.producer._core import (
+    LISTEN_SOCKET_TIMEOUT_S,
     LISTEN_TIMEOUT_S,
     REPLY_BATCH,
     WAKE,
@@ -102,7 +103,9 @@ class AsyncProducer:
         pool = client.connection_pool
         self._listen_client = redis.asyncio.Redis(
             connection_pool=redis.asyncio.ConnectionPool(
-                connection_class=pool.connection_class, max_connections=1, **clone_kwargs(client)
+                connection_class=pool.connection_class,
+                max_connections=1,
+                **clone_kwargs(client, socket_timeout=LISTEN_SOCKET_TIMEOUT_S),
             )
         )
         self._pending: dict[str, AsyncHandle] = {}
@@ -207,10 +210,18 @@ class AsyncProducer:
         pending, self._pending = self._pending, {}
         if self._task is not None:
             self._task.cancel()
+            first_key = next(iter(self._reply_keys.values()), None)
+            if first_key is not None:
+                # On Python 3.11 the cancellation can be lost (asyncio.wait_for inside
+                # redis-py swallows it when it lands as its inner await ends); the listener
+                # then blocks in its pop for up to LISTEN_TIMEOUT_S. The marker ends that pop.
+                await self._wake(first_key)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for handle in pending.values():
             handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
+        # aclose() leaves a pool it was given alone: close the listener's connection here.
+        await self._listen_client.connection_pool.disconnect()
         await self._listen_client.aclose()
         if self._owns_client:
             await self._client.aclose()
@@ -273,6 +284,8 @@ class AsyncProducer:
                     LISTEN_TIMEOUT_S, len(keys), *keys, direction="LEFT", count=REPLY_BATCH
                 )
             except redis.RedisError as exc:
+                if self._closed:
+                    return
                 log.warning("reply listener: %s; retrying", exc)
                 await asyncio.sleep(1.0)
                 continue

@@ -24,6 +24,7 @@ from redbatch.errors import (
     ResultTimeout,
 )
 from redbatch.producer._core import (
+    LISTEN_SOCKET_TIMEOUT_S,
     LISTEN_TIMEOUT_S,
     REPLY_BATCH,
     WAKE,
@@ -101,7 +102,9 @@ class Producer:
         pool = client.connection_pool
         self._listen_client = redis.Redis(
             connection_pool=redis.ConnectionPool(
-                connection_class=pool.connection_class, max_connections=1, **clone_kwargs(client)
+                connection_class=pool.connection_class,
+                max_connections=1,
+                **clone_kwargs(client, socket_timeout=LISTEN_SOCKET_TIMEOUT_S),
             )
         )
         self._cond = threading.Condition()
@@ -232,6 +235,8 @@ class Producer:
                 self._thread.join(timeout=1.0)
         for handle in pending.values():
             handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
+        # close() leaves a pool it was given alone: close the listener's connection here.
+        self._listen_client.connection_pool.disconnect()
         self._listen_client.close()
         if self._owns_client:
             self._client.close()

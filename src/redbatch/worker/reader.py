@@ -107,7 +107,7 @@ class Reader:
                 GROUP, self._consumer, streams, count=count, block=block_ms
             )
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _stream_or_group_gone(exc):
                 raise
             # An operator deleted a stream or its group under us: recreate and carry on.
             log.warning("stream or consumer group missing, recreating it: %s", exc)
@@ -127,3 +127,10 @@ class Reader:
                 self._first_seen.setdefault(queue, now)
                 got += 1
         return got
+
+
+def _stream_or_group_gone(exc: redis.ResponseError) -> bool:
+    """NOGROUP on a read; while blocked, a deleted stream answers "UNBLOCKED the stream key
+    no longer exists" (Redis 7) and a destroyed group "NOGROUP ... no longer exists"."""
+    text = str(exc)
+    return "NOGROUP" in text or (text.startswith("UNBLOCKED") and "no longer exists" in text)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Commands retried by redis-py (with backoff, capped at 2 s) before the loop sees the error.
 _WORKER_RETRIES = 10
+_SOCKET_TIMEOUT_MARGIN_S = 10.0
 # The start-up check must fail fast (exit 3 in about a second), not ride out an outage:
 # with _WORKER_RETRIES it took 8-13 s to report an unreachable Redis.
 _STARTUP_RETRIES = 1
@@ -49,6 +50,7 @@ class Worker:
         config: WorkerConfig,
         handler: Handler | None = None,
         client: redis.Redis | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.config = config
         self.state = State.STARTING
@@ -56,8 +58,14 @@ class Worker:
         self.items = 0
         self._handler = handler or load_handler(config.handler, config.handler_options)
         self._owns_client = client is None
-        self._client = client or connect(config.redis_url, retries=_WORKER_RETRIES)
-        self._stop = threading.Event()
+        # The read timeout must outlast the blocking read, or an idle read ends in an error.
+        self._client = client or connect(
+            config.redis_url,
+            retries=_WORKER_RETRIES,
+            socket_timeout=config.block_ms / 1000 + _SOCKET_TIMEOUT_MARGIN_S,
+        )
+        # Shared with whoever may ask us to stop before run() (a signal during start-up).
+        self._stop = stop or threading.Event()
         keyspace = KeySpace(config.namespace)
         self._reader = Reader(
             self._client,
