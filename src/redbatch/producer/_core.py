@@ -5,13 +5,16 @@ It builds request entries, names the reply keys, and turns outcomes into values 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any, cast
 
 from redbatch.errors import (
     ConfigError,
+    DuplicateRequestId,
     RedbatchError,
     RequestCancelled,
     RequestDead,
@@ -19,8 +22,18 @@ from redbatch.errors import (
     RequestFailed,
 )
 from redbatch.protocol import codec
-from redbatch.protocol.fields import CANCELLED, DEAD, EXPIRED, OK, Outcome, build_entry
+from redbatch.protocol.fields import (
+    CANCELLED,
+    DEAD,
+    EXPIRED,
+    OK,
+    Outcome,
+    build_entry,
+    decode_reply,
+)
 from redbatch.protocol.keys import KeySpace, check_request_id
+
+log = logging.getLogger(__name__)
 
 # The reply listener pops up to this many outcomes per round trip.
 REPLY_BATCH = 512
@@ -122,3 +135,58 @@ def outcome_error(outcome: Outcome) -> RedbatchError:
 def entry_fields(sub: Submission) -> dict[Any, Any]:
     """The entry's fields typed as redis-py's xadd takes them."""
     return cast(dict[Any, Any], sub.fields)
+
+
+def check_new_ids(waiting: Container[str], ids: list[str]) -> None:
+    """Refuse ids this producer already waits for, or repeated within one call."""
+    clash = next((i for i in ids if i in waiting), None)
+    if clash is None and len(set(ids)) != len(ids):
+        clash = "(repeated within this call)"
+    if clash is not None:
+        raise DuplicateRequestId(f"already waiting for request {clash}")
+
+
+def read_replies(items: list[bytes]) -> list[Outcome]:
+    """Outcomes from popped reply elements; wake markers and unreadable ones are skipped."""
+    outcomes = []
+    for raw in items:
+        try:
+            outcome = decode_reply(raw)
+        except ValueError as exc:
+            log.warning("ignoring unreadable reply: %s", exc)
+            continue
+        if outcome.id:  # an empty id is a wake marker
+            outcomes.append(outcome)
+    return outcomes
+
+
+def batches(subs: list[Submission], chunk: int) -> list[tuple[int, list[Submission]]]:
+    """(offset, submissions) per pipelined round trip of ``map``; checked before anything
+    is registered or sent."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk must be a positive integer, got {chunk!r}")
+    return [(start, subs[start : start + chunk]) for start in range(0, len(subs), chunk)]
+
+
+class Gathered:
+    """Collects ``map`` results in input order under one overall deadline."""
+
+    def __init__(self, timeout: float | None, return_exceptions: bool) -> None:
+        self.timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._return_exceptions = return_exceptions
+        self._first_error: Exception | None = None
+        self.results: list[Any] = []
+
+    def remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def failed(self, error: Exception) -> None:
+        if not self._return_exceptions and self._first_error is None:
+            self._first_error = error
+        self.results.append(error)
+
+    def finish(self) -> list[Any]:
+        if self._first_error is not None:
+            raise self._first_error
+        return self.results

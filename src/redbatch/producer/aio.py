@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
@@ -20,7 +19,6 @@ import redis.asyncio
 from redbatch.connection import address, clone_kwargs, connect_async, ping_async
 from redbatch.errors import (
     ConnectionFailed,
-    DuplicateRequestId,
     ProducerClosed,
     ResultNotFound,
     ResultTimeout,
@@ -31,14 +29,18 @@ from redbatch.producer._core import (
     REPLY_BATCH,
     WAKE,
     WAKE_TTL_MS,
+    Gathered,
     ProducerCore,
     Submission,
+    batches,
+    check_new_ids,
+    read_replies,
 )
 from redbatch.producer._core import (
     entry_fields as _fields,
 )
 from redbatch.protocol import codec
-from redbatch.protocol.fields import Outcome, decode_reply, outcome_from_result
+from redbatch.protocol.fields import Outcome, outcome_from_result
 from redbatch.protocol.keys import check_queue_name
 from redbatch.protocol.streams import ensure_queue_async
 
@@ -173,24 +175,23 @@ class AsyncProducer:
         chunk: int = 500,
         return_exceptions: bool = False,
     ) -> list[Any]:
-        if chunk < 1:
-            raise ValueError("chunk must be at least 1")
         subs = [self._core.submission(queue, p, timeout=timeout) for p in payloads]
+        rounds = batches(subs, chunk)
         if not subs:
             return []
         await self._use_queue(subs[0].queue)
         handles = self._register(subs)
         stream = self._core.keyspace.queue(subs[0].queue).stream
-        for start in range(0, len(subs), chunk):
+        for start, batch in rounds:
             pipe = self._client.pipeline(transaction=False)
-            for sub in subs[start : start + chunk]:
+            for sub in batch:
                 pipe.xadd(stream, _fields(sub))
             try:
                 await pipe.execute()
             except redis.RedisError as exc:
                 self._unregister(handles[start:])
                 raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
-        return await _gather(handles, timeout, return_exceptions)
+        return await _gather(handles, Gathered(timeout, return_exceptions))
 
     async def get_result(self, queue: str, id: str) -> Any:
         key = self._core.keyspace.queue(queue).result(id)
@@ -231,11 +232,7 @@ class AsyncProducer:
             raise ProducerClosed("producer is closed")
         ct = self._core.content_type
         handles = [AsyncHandle(self._core, s.queue, s.request_id, ct) for s in subs]
-        clash = next((h.id for h in handles if h.id in self._pending), None)
-        if clash is None and len({h.id for h in handles}) != len(handles):
-            clash = "(repeated within this call)"
-        if clash is not None:
-            raise DuplicateRequestId(f"already waiting for request {clash}")
+        check_new_ids(self._pending, [h.id for h in handles])
         for handle in handles:
             self._pending[handle.id] = handle
         return handles
@@ -293,33 +290,18 @@ class AsyncProducer:
                 self._dispatch(cast(list[bytes], popped[1]))
 
     def _dispatch(self, items: list[bytes]) -> None:
-        for raw in items:
-            try:
-                outcome = decode_reply(raw)
-            except ValueError as exc:
-                log.warning("ignoring unreadable reply: %s", exc)
-                continue
-            handle = self._pending.pop(outcome.id, None) if outcome.id else None
+        for outcome in read_replies(items):
+            handle = self._pending.pop(outcome.id, None)
             if handle is not None:
                 handle._resolve(outcome)
 
 
-async def _gather(
-    handles: list[AsyncHandle], timeout: float | None, return_exceptions: bool
-) -> list[Any]:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    results: list[Any] = []
-    first_error: Exception | None = None
+async def _gather(handles: list[AsyncHandle], gathered: Gathered) -> list[Any]:
     for handle in handles:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            results.append(await handle.result(remaining))
+            gathered.results.append(await handle.result(gathered.remaining()))
         except ResultTimeout:
-            raise ResultTimeout(handle.id, timeout or 0.0) from None
+            raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
         except Exception as exc:
-            if not return_exceptions and first_error is None:
-                first_error = exc
-            results.append(exc)
-    if first_error is not None:
-        raise first_error
-    return results
+            gathered.failed(exc)
+    return gathered.finish()

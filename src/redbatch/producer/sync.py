@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
@@ -18,7 +17,6 @@ import redis
 from redbatch.connection import address, clone_kwargs, connect, ping
 from redbatch.errors import (
     ConnectionFailed,
-    DuplicateRequestId,
     ProducerClosed,
     ResultNotFound,
     ResultTimeout,
@@ -29,14 +27,18 @@ from redbatch.producer._core import (
     REPLY_BATCH,
     WAKE,
     WAKE_TTL_MS,
+    Gathered,
     ProducerCore,
     Submission,
+    batches,
+    check_new_ids,
+    read_replies,
 )
 from redbatch.producer._core import (
     entry_fields as _fields,
 )
 from redbatch.protocol import codec
-from redbatch.protocol.fields import Outcome, decode_reply, outcome_from_result
+from redbatch.protocol.fields import Outcome, outcome_from_result
 from redbatch.protocol.keys import check_queue_name
 from redbatch.protocol.streams import ensure_queue
 
@@ -180,24 +182,23 @@ class Producer:
         otherwise the first failure (in input order) is raised once every request has ended
         or ``timeout`` passed.
         """
-        if chunk < 1:
-            raise ValueError("chunk must be at least 1")
         subs = [self._core.submission(queue, p, timeout=timeout) for p in payloads]
+        rounds = batches(subs, chunk)
         if not subs:
             return []
         self._use_queue(subs[0].queue)
         handles = self._register(subs)
         stream = self._core.keyspace.queue(subs[0].queue).stream
-        for start in range(0, len(subs), chunk):
+        for start, batch in rounds:
             pipe = self._client.pipeline(transaction=False)
-            for sub in subs[start : start + chunk]:
+            for sub in batch:
                 pipe.xadd(stream, _fields(sub))
             try:
                 pipe.execute()
             except redis.RedisError as exc:
                 self._unregister(handles[start:])
                 raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
-        return _gather(handles, timeout, return_exceptions)
+        return _gather(handles, Gathered(timeout, return_exceptions))
 
     # -- results by id ----------------------------------------------------------------
 
@@ -249,11 +250,7 @@ class Producer:
         with self._cond:
             if self._closed:
                 raise ProducerClosed("producer is closed")
-            clash = next((h.id for h in handles if h.id in self._pending), None)
-            if clash is None and len({h.id for h in handles}) != len(handles):
-                clash = "(repeated within this call)"
-            if clash is not None:
-                raise DuplicateRequestId(f"already waiting for request {clash}")
+            check_new_ids(self._pending, [h.id for h in handles])
             for handle in handles:
                 self._pending[handle.id] = handle
         return handles
@@ -320,15 +317,7 @@ class Producer:
                 self._dispatch(cast(list[bytes], popped[1]))
 
     def _dispatch(self, items: list[bytes]) -> None:
-        outcomes = []
-        for raw in items:
-            try:
-                outcome = decode_reply(raw)
-            except ValueError as exc:
-                log.warning("ignoring unreadable reply: %s", exc)
-                continue
-            if outcome.id:  # an empty id is a wake marker
-                outcomes.append(outcome)
+        outcomes = read_replies(items)
         with self._cond:
             resolved = [(self._pending.pop(o.id, None), o) for o in outcomes]
         for handle, outcome in resolved:
@@ -336,20 +325,12 @@ class Producer:
                 handle._resolve(outcome)
 
 
-def _gather(handles: list[Handle], timeout: float | None, return_exceptions: bool) -> list[Any]:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    results: list[Any] = []
-    first_error: Exception | None = None
+def _gather(handles: list[Handle], gathered: Gathered) -> list[Any]:
     for handle in handles:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            results.append(handle.result(remaining))
+            gathered.results.append(handle.result(gathered.remaining()))
         except ResultTimeout:
-            raise ResultTimeout(handle.id, timeout or 0.0) from None
+            raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
         except Exception as exc:
-            if not return_exceptions and first_error is None:
-                first_error = exc
-            results.append(exc)
-    if first_error is not None:
-        raise first_error
-    return results
+            gathered.failed(exc)
+    return gathered.finish()
