@@ -1,7 +1,8 @@
 """redbatch: ML inference requests over Redis Streams, run in micro-batches, nothing lost."""
 
-from redbatch.config import WorkerConfig
+from redbatch.config import SchedulerConfig, WorkerConfig
 from redbatch.errors import (
+    QueueFull,
     RedbatchError,
     RequestCancelled,
     RequestDead,
@@ -9,6 +10,7 @@ from redbatch.errors import (
     RequestFailed,
     ResultNotFound,
     ResultTimeout,
+    Retry,
 )
 from redbatch.producer import AsyncHandle, AsyncProducer, Handle, Producer
 from redbatch.worker import Worker
@@ -20,6 +22,7 @@ __all__ = [
     "AsyncProducer",
     "Handle",
     "Producer",
+    "QueueFull",
     "RedbatchError",
     "RequestCancelled",
     "RequestDead",
@@ -27,6 +30,8 @@ __all__ = [
     "RequestFailed",
     "ResultNotFound",
     "ResultTimeout",
+    "Retry",
+    "SchedulerConfig",
     "Worker",
     "WorkerConfig",
 ]

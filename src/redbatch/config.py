@@ -35,6 +35,14 @@ ENV_NAMES: dict[str, str] = {
     "dead_maxlen": "REDBATCH_DEAD_MAXLEN",
     "max_payload_bytes": "REDBATCH_MAX_PAYLOAD_BYTES",
     "log_level": "REDBATCH_LOG_LEVEL",
+    "batch_timeout_s": "REDBATCH_BATCH_TIMEOUT",
+    "heartbeat_ttl_s": "REDBATCH_HEARTBEAT_TTL",
+    "drain_timeout_s": "REDBATCH_DRAIN_TIMEOUT",
+    "max_attempts": "REDBATCH_MAX_ATTEMPTS",
+    "retry_on": "REDBATCH_RETRY_ON",
+    "retry_delay_s": "REDBATCH_RETRY_DELAY",
+    "interval_s": "REDBATCH_SCHEDULER_INTERVAL",
+    "hung_margin_s": "REDBATCH_HUNG_MARGIN",
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -91,8 +99,18 @@ class WorkerConfig:
     block_ms: int = 1000
     result_ttl_s: int = 3600
     dead_maxlen: int = 100_000
-    max_payload_bytes: int = 32 * 1024 * 1024
+    max_payload_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
+    # A batch running longer stops the heartbeat and ends the process (a hung GPU kernel
+    # cannot be interrupted); the scheduler then re-queues what it held.
+    batch_timeout_s: int = 300
+    heartbeat_ttl_s: int = 5
+    drain_timeout_s: int = 30
+    # Deliveries before a request is dead-lettered (a Retry past this ends it dead too).
+    max_attempts: int = 3
+    # Exception types (module.Name) that re-queue an item with backoff instead of failing it.
+    retry_on: tuple[str, ...] = ()
+    retry_delay_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -117,20 +135,20 @@ class WorkerConfig:
         _int_in("result_ttl_s", self.result_ttl_s, 1, 30 * 86_400)
         _int_in("dead_maxlen", self.dead_maxlen, 1, 10**9)
         _int_in("max_payload_bytes", self.max_payload_bytes, 1, 512 * 1024 * 1024)
-        if self.log_level not in _LOG_LEVELS:
-            raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+        _check_log_level(self.log_level)
+        _int_in("batch_timeout_s", self.batch_timeout_s, 1, 7 * 86_400)
+        _int_in("heartbeat_ttl_s", self.heartbeat_ttl_s, 2, 3600)
+        _int_in("drain_timeout_s", self.drain_timeout_s, 1, 86_400)
+        _int_in("max_attempts", self.max_attempts, 1, 1000)
+        for name in self.retry_on:
+            if "." not in name:
+                raise ConfigError(f"retry_on entries must look like module.ExceptionName: {name!r}")
+        _float_in("retry_delay_s", self.retry_delay_s, 0.0, 86_400.0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> WorkerConfig:
         """Settings from ``REDBATCH_*`` variables, then ``overrides`` (None values ignored)."""
-        environ = os.environ if environ is None else environ
-        check_environment(environ)
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = environ.get(ENV_NAMES[f.name])
-            if raw is not None and raw != "":
-                values[f.name] = _from_text(f.name, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+        values = _settings(cls, environ, overrides)
         if "queues" not in values:
             raise ConfigError("give at least one queue to serve (QUEUE... / REDBATCH_QUEUES)")
         if "handler" not in values:
@@ -138,21 +156,90 @@ class WorkerConfig:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """The scheduler process: reaping, delayed retries, consumer clean-up on every queue."""
+
+    redis_url: str = DEFAULT_URL
+    namespace: str = "rb"
+    interval_s: float = 1.0
+    # Held longer than the worker's batch_timeout plus this margin = hung (its heartbeat,
+    # which carries its batch_timeout, may still be alive).
+    hung_margin_s: int = 30
+    max_attempts: int = 3
+    result_ttl_s: int = 3600
+    dead_maxlen: int = 100_000
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        check_url(self.redis_url)
+        KeySpace(self.namespace)
+        _float_in("interval_s", self.interval_s, 0.05, 3600.0)
+        _int_in("hung_margin_s", self.hung_margin_s, 0, 86_400)
+        _int_in("max_attempts", self.max_attempts, 1, 1000)
+        _int_in("result_ttl_s", self.result_ttl_s, 1, 30 * 86_400)
+        _int_in("dead_maxlen", self.dead_maxlen, 1, 10**9)
+        _check_log_level(self.log_level)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> SchedulerConfig:
+        return cls(**_settings(cls, environ, overrides))
+
+
+def _settings(
+    cls: type[WorkerConfig] | type[SchedulerConfig],
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``REDBATCH_*`` values of ``cls``'s settings, then ``overrides`` (None/() ignored)."""
+    environ = os.environ if environ is None else environ
+    check_environment(environ)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        raw = environ.get(ENV_NAMES[f.name])
+        if raw is not None and raw != "":
+            values[f.name] = _from_text(f.name, raw)
+    values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+    return values
+
+
+def _check_log_level(level: str) -> None:
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+
+
+def _float_in(setting: str, value: Any, low: float, high: float) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not low <= value <= high:
+        raise ConfigError(
+            f"{setting} must be a number from {low:g} to {high:g}, got {value!r} "
+            f"({_where(setting)})"
+        )
+    return float(value)
+
+
 _INT_SETTINGS = frozenset(
     {
-        "max_batch_size",
-        "max_wait_ms",
-        "block_ms",
-        "result_ttl_s",
-        "dead_maxlen",
-        "max_payload_bytes",
+        "max_batch_size", "max_wait_ms", "block_ms", "result_ttl_s", "dead_maxlen",
+        "max_payload_bytes", "batch_timeout_s", "heartbeat_ttl_s", "drain_timeout_s",
+        "max_attempts", "hung_margin_s",
     }
-)
+)  # fmt: skip
+_FLOAT_SETTINGS = frozenset({"retry_delay_s", "interval_s"})
 
 
 def _from_text(setting: str, raw: str) -> Any:
-    if setting == "queues":
+    if setting in ("queues", "retry_on"):
         return tuple(raw.replace(",", " ").split())
+    if setting in _FLOAT_SETTINGS:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(
+                f"{setting} must be a number, got {raw!r} ({_where(setting)})"
+            ) from None
     if setting == "handler_options":
         return parse_handler_options(raw)
     if setting == "log_level":

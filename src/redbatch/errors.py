@@ -93,3 +93,27 @@ class ResultNotFound(RedbatchError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class QueueFull(RedbatchError):
+    """The queue holds ``max_queue_len`` requests already; nothing of this call was added."""
+
+    def __init__(self, queue: str, length: int, max_queue_len: int) -> None:
+        self.queue = queue
+        self.length = length
+        self.max_queue_len = max_queue_len
+        super().__init__(
+            f"queue {queue} is full ({length} of {max_queue_len} requests); nothing was added"
+        )
+
+
+class Retry(Exception):  # noqa: N818 - raised by handlers: `raise Retry(delay=5)` reads well
+    """Raise from a handler to run this batch's items again later (with backoff) instead of
+    failing them. ``delay`` (s) is the first wait; later attempts double it. Past the worker's
+    ``max_attempts`` the item ends ``dead``."""
+
+    def __init__(self, reason: str = "retry requested", *, delay: float | None = None) -> None:
+        if delay is not None and delay < 0:
+            raise ValueError("delay must be >= 0 seconds")
+        self.delay = delay
+        super().__init__(reason)

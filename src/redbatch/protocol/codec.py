@@ -32,7 +32,7 @@ _MAX_DIMS = 32
 class Limits:
     """Size bounds applied when encoding and decoding one payload."""
 
-    max_payload_bytes: int = 32 * 1024 * 1024
+    max_payload_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.max_payload_bytes < 1:

@@ -84,8 +84,78 @@ def finish_batch_args(
     return script_keys, argv
 
 
+RETRY = "retry"
+HANDBACK = "handback"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A pending entry to move back: its stream id and, when known, request id and reply."""
+
+    entry_id: str
+    request_id: str = ""
+    reply: str = ""
+
+
+def requeue_args(
+    keys: QueueKeys,
+    from_consumer: str,
+    entries: list[Held],
+    *,
+    mode: str,
+    max_attempts: int,
+    ttl_ms: int,
+    dead_maxlen: int,
+    now_ms: int,
+    reason: str,
+) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV for requeue.lua."""
+    if mode not in (RETRY, HANDBACK):
+        raise ValueError(f"unknown requeue mode {mode!r}")
+    script_keys = [keys.stream, keys.dead]
+    index: dict[str, int] = {}
+
+    def key_index(key: str) -> int:
+        if key not in index:
+            script_keys.append(key)
+            index[key] = len(script_keys)
+        return index[key]
+
+    argv: list[bytes | str | int] = [
+        GROUP, from_consumer, mode, max_attempts, ttl_ms, dead_maxlen, now_ms, reason
+    ]  # fmt: skip
+    for held in entries:
+        result_idx = key_index(keys.result(held.request_id)) if held.request_id else 0
+        reply_idx = key_index(keys.reply(held.reply)) if held.request_id and held.reply else 0
+        argv += [held.entry_id, result_idx, reply_idx, held.request_id]
+    return script_keys, argv
+
+
+def admit_args(
+    keys: QueueKeys, entries: list[dict[str, str | bytes | int]], *, max_queue_len: int
+) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV for admit.lua."""
+    argv: list[bytes | str | int] = [max_queue_len]
+    for fields in entries:
+        argv.append(2 * len(fields))
+        for name, value in fields.items():
+            argv += [name, value]
+    return [keys.stream], argv
+
+
+def delayed_member(fields: dict[bytes, bytes], attempt: int) -> bytes:
+    """A delayed-set member: the entry's fields with the next attempt, as move_due.lua reads."""
+    updated = {k: v for k, v in fields.items() if k != b"attempt"}
+    updated = {b"attempt": str(attempt).encode(), **updated}
+    return _flat(updated)
+
+
 class Scripts:
     """The registered scripts of one Redis client (no module-level cache: one per client)."""
 
     def __init__(self, client: Any) -> None:
         self.finish_batch = client.register_script(load_lua("finish_batch"))
+        self.requeue = client.register_script(load_lua("requeue"))
+        self.admit = client.register_script(load_lua("admit"))
+        self.move_due = client.register_script(load_lua("move_due"))
+        self.remove_consumer = client.register_script(load_lua("remove_consumer"))

@@ -1,0 +1,89 @@
+-- requeue: move entries held by one consumer back to the stream, atomically per entry.
+--
+-- Used by the scheduler for dead or hung workers (mode "retry": attempt + 1, dead-lettered
+-- past max_attempts) and by a draining worker for entries it read but never started (mode
+-- "handback": same attempt). Each entry is handled only if it is still pending to
+-- from_consumer: a second scheduler, or the worker finishing it meanwhile, makes it a no-op.
+--
+-- KEYS[1]   the queue's stream
+-- KEYS[2]   the queue's dead-letter stream
+-- KEYS[3..] result and reply keys referenced by index from ARGV (all carry {Q})
+--
+-- ARGV[1] group   ARGV[2] from_consumer   ARGV[3] mode ("retry" | "handback")
+-- ARGV[4] max_attempts   ARGV[5] result/reply TTL, ms   ARGV[6] dead-letter max length
+-- ARGV[7] now, ms since epoch   ARGV[8] reason (for the dead letter and the dead result)
+-- ARGV[9..] 4 values per entry: entry id; index into KEYS of its result key (0: unknown id);
+--           index into KEYS of its reply key (0: none); request id ("" if unknown)
+--
+-- Reply: {requeued, dead_lettered, skipped}
+local group, from, mode = ARGV[1], ARGV[2], ARGV[3]
+local max_attempts = tonumber(ARGV[4])
+local ttl, dead_maxlen, now, reason = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local requeued, dead, skipped = 0, 0, 0
+
+local function field(flat, name)
+  for j = 1, #flat, 2 do
+    if flat[j] == name then return flat[j + 1] end
+  end
+  return nil
+end
+
+local function with_attempt(flat, attempt)
+  local out, seen = {}, false
+  for j = 1, #flat, 2 do
+    out[#out + 1] = flat[j]
+    if flat[j] == 'attempt' then
+      out[#out + 1] = attempt
+      seen = true
+    else
+      out[#out + 1] = flat[j + 1]
+    end
+  end
+  if not seen then
+    -- keep 'payload' last, as producers write it
+    table.insert(out, 1, attempt)
+    table.insert(out, 1, 'attempt')
+  end
+  return out
+end
+
+for i = 9, #ARGV, 4 do
+  local entry_id = ARGV[i]
+  local result_idx, reply_idx = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local request_id = ARGV[i + 3]
+  local pending = redis.call('XPENDING', KEYS[1], group, entry_id, entry_id, 1)
+  if #pending == 0 or pending[1][2] ~= from then
+    skipped = skipped + 1
+  else
+    local entries = redis.call('XRANGE', KEYS[1], entry_id, entry_id)
+    if #entries > 0 then
+      local flat = entries[1][2]
+      local attempt = tonumber(field(flat, 'attempt') or '1') or 1
+      if mode == 'retry' then attempt = attempt + 1 end
+      if mode == 'retry' and attempt > max_attempts then
+        local dead_entry = {}
+        for j = 1, #flat do dead_entry[j] = flat[j] end
+        dead_entry[#dead_entry + 1] = 'reason'
+        dead_entry[#dead_entry + 1] = reason
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', dead_maxlen, '*', unpack(dead_entry))
+        if result_idx > 0 and redis.call('EXISTS', KEYS[result_idx]) == 0 then
+          redis.call('HSET', KEYS[result_idx], 'status', 'dead', 'error', reason,
+            'worker', from, 'attempt', tostring(attempt - 1), 'enq', field(flat, 'enq') or '0',
+            'start', '0', 'end', now, 'batch', '0')
+          redis.call('PEXPIRE', KEYS[result_idx], ttl)
+          if reply_idx > 0 then
+            redis.call('RPUSH', KEYS[reply_idx], cmsgpack.pack({request_id, 'dead', reason}))
+            redis.call('PEXPIRE', KEYS[reply_idx], ttl)
+          end
+        end
+        dead = dead + 1
+      else
+        redis.call('XADD', KEYS[1], '*', unpack(with_attempt(flat, tostring(attempt))))
+        requeued = requeued + 1
+      end
+    end
+    redis.call('XACK', KEYS[1], group, entry_id)
+    redis.call('XDEL', KEYS[1], entry_id)
+  end
+end
+return {requeued, dead, skipped}
