@@ -107,7 +107,7 @@ class QueueFull(RedbatchError):
         )
 
 
-class Retry(Exception):  # noqa: N818 - raised by handlers: `raise Retry(delay=5)` reads well
+class Retry(Exception):
     """Raise from a handler to run this batch's items again later (with backoff) instead of
     failing them. ``delay`` (s) is the first wait; later attempts double it. Past the worker's
     ``max_attempts`` the item ends ``dead``."""
