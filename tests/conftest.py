@@ -106,6 +106,12 @@ def worker_factory(
     for worker in started:
         killed = worker.proc.returncode is not None and worker.proc.returncode < 0
         code = worker.stop()
-        if code != 0 and not killed:
+        if code != worker.expected_exit and not killed:
             failures.append(f"{worker.name} exited {code}:\n{worker.log()[-2000:]}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+def other_queue() -> str:
+    """A second queue name unique to this test."""
+    return "r" + uuid.uuid4().hex[:8]

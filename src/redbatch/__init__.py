@@ -2,6 +2,7 @@
 
 from redbatch.config import SchedulerConfig, WorkerConfig
 from redbatch.errors import (
+    MapQueueFull,
     QueueFull,
     RedbatchError,
     RequestCancelled,
@@ -21,6 +22,7 @@ __all__ = [
     "AsyncHandle",
     "AsyncProducer",
     "Handle",
+    "MapQueueFull",
     "Producer",
     "QueueFull",
     "RedbatchError",

@@ -16,13 +16,20 @@ from typing import Any, NoReturn
 import click
 
 from redbatch import demo as demo_module
-from redbatch.config import ENV_NAMES, WorkerConfig, check_environment, parse_handler_options
+from redbatch.config import (
+    ENV_NAMES,
+    SchedulerConfig,
+    WorkerConfig,
+    check_environment,
+    parse_handler_options,
+)
 from redbatch.connection import DEFAULT_URL
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.logconfig import setup as setup_logging
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
 
 
 def fail(exc: RedbatchError) -> NoReturn:
@@ -70,6 +77,39 @@ def main() -> None:
 @click.option(
     "--result-ttl", "result_ttl_s", type=int, help=f"seconds, default 3600 {_env('result_ttl_s')}"
 )
+@click.option(
+    "--batch-timeout",
+    "batch_timeout_s",
+    type=int,
+    help=f"seconds a batch may run before the process exits, default 300 {_env('batch_timeout_s')}",
+)
+@click.option(
+    "--heartbeat-ttl",
+    "heartbeat_ttl_s",
+    type=int,
+    help=f"seconds, default 5 {_env('heartbeat_ttl_s')}",
+)
+@click.option(
+    "--drain-timeout",
+    "drain_timeout_s",
+    type=int,
+    help=f"seconds to finish the running batch on stop, default 30 {_env('drain_timeout_s')}",
+)
+@click.option(
+    "--max-attempts", type=int, help=f"deliveries before dead, default 3 {_env('max_attempts')}"
+)
+@click.option(
+    "--retry-on",
+    multiple=True,
+    metavar="MODULE.EXCEPTION",
+    help=f"exception type that re-queues with backoff, repeatable {_env('retry_on')}",
+)
+@click.option(
+    "--retry-delay",
+    "retry_delay_s",
+    type=float,
+    help=f"first retry delay, s {_env('retry_delay_s')}",
+)
 @click.option("--log-level", help=f"DEBUG, INFO, WARNING, ERROR {_env('log_level')}")
 def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options: Any) -> None:
     """Serve QUEUES with a batch handler until SIGTERM or Ctrl-C (then drain and exit 0)."""
@@ -88,6 +128,47 @@ def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options:
         fail(exc)
 
 
+@main.command()
+@click.option("--redis-url", help=f"default {DEFAULT_URL} {_env('redis_url')}")
+@click.option("--namespace", help=f"key prefix, default rb {_env('namespace')}")
+@click.option(
+    "--interval",
+    "interval_s",
+    type=float,
+    help=f"seconds between passes, default 1 {_env('interval_s')}",
+)
+@click.option(
+    "--hung-margin",
+    "hung_margin_s",
+    type=int,
+    help=f"seconds past a worker's batch_timeout before its entries are re-queued, "
+    f"default 30 {_env('hung_margin_s')}",
+)
+@click.option(
+    "--max-attempts",
+    type=int,
+    help=f"deliveries before dead-lettering, default 3 {_env('max_attempts')}",
+)
+@click.option(
+    "--result-ttl", "result_ttl_s", type=int, help=f"seconds, default 3600 {_env('result_ttl_s')}"
+)
+@click.option("--log-level", help=f"DEBUG, INFO, WARNING, ERROR {_env('log_level')}")
+def scheduler(**options: Any) -> None:
+    """Re-queue work of dead or hung workers, dead-letter what ran out of attempts, move due
+    retries and remove stale consumers, on every queue, until SIGTERM or Ctrl-C (exit 0).
+    Several schedulers may run at once."""
+    from redbatch.scheduler import Scheduler  # noqa: PLC0415 - keep `redbatch --help` light
+
+    stop = threading.Event()
+    _on_stop_signals(stop.set)
+    try:
+        config = SchedulerConfig.from_env(**_upper(options))
+        setup_logging(config.log_level)
+        Scheduler(config, stop=stop).run()
+    except RedbatchError as exc:
+        fail(exc)
+
+
 def _upper(options: dict[str, Any]) -> dict[str, Any]:
     level = options.get("log_level")
     if level:
@@ -96,12 +177,15 @@ def _upper(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _on_stop_signals(stop: Callable[[], None]) -> None:
-    """First SIGTERM/SIGINT: drain and exit. A second SIGINT: stop at once."""
+    """First SIGTERM/SIGINT: drain and exit 0. A second one: exit at once (the scheduler
+    re-queues whatever this process still held)."""
+    seen: list[int] = []
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and getattr(handle, "seen", False):
-            raise KeyboardInterrupt
-        handle.seen = True  # type: ignore[attr-defined]
+        if seen:
+            sys.stderr.write("redbatch: second signal, exiting at once\n")
+            os._exit(EXIT_INTERRUPTED)
+        seen.append(signum)
         stop()
 
     signal.signal(signal.SIGTERM, handle)

@@ -61,8 +61,22 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+# Settings whose command-line flag is not the setting's name with dashes.
+_FLAGS = {
+    "result_ttl_s": "--result-ttl",
+    "batch_timeout_s": "--batch-timeout",
+    "heartbeat_ttl_s": "--heartbeat-ttl",
+    "drain_timeout_s": "--drain-timeout",
+    "retry_delay_s": "--retry-delay",
+    "interval_s": "--interval",
+    "hung_margin_s": "--hung-margin",
+    "queues": "QUEUE...",
+}
+
+
 def _where(setting: str) -> str:
-    return f"--{setting.replace('_', '-')} / {ENV_NAMES[setting]}"
+    flag = _FLAGS.get(setting, f"--{setting.replace('_', '-')}")
+    return f"{flag} / {ENV_NAMES[setting]}"
 
 
 def _int_in(setting: str, value: Any, low: int, high: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RedbatchError(Exception):
     """Base of every redbatch error."""
@@ -105,6 +107,26 @@ class QueueFull(RedbatchError):
         super().__init__(
             f"queue {queue} is full ({length} of {max_queue_len} requests); nothing was added"
         )
+
+
+class MapQueueFull(QueueFull):
+    """``map`` met a full queue part way: the chunks sent before are in the queue and run.
+
+    ``admitted`` holds their handles: the first ``len(admitted)`` payloads of the call, in
+    input order (their results arrive on these handles, or by id with ``get_result``). The
+    other requests of the call were not added. ``admitted`` is empty when the first chunk
+    was refused, and then nothing of the call was added.
+    """
+
+    def __init__(self, full: QueueFull, admitted: list[Any]) -> None:
+        super().__init__(full.queue, full.length, full.max_queue_len)
+        self.admitted = admitted
+        if admitted:
+            self.args = (
+                f"queue {full.queue} is full ({full.length} of {full.max_queue_len} requests); "
+                f"the first {len(admitted)} requests of this map call were added before and "
+                "still run (see .admitted), the rest were not added",
+            )
 
 
 class Retry(Exception):

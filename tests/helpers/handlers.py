@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from typing import Any
+
+from redbatch import Retry
 
 
 def poison(payloads: list[Any]) -> list[Any]:
@@ -35,3 +39,28 @@ def unencodable(payloads: list[Any]) -> list[Any]:
 
 def broken_import_time() -> None:  # pragma: no cover - only referenced by name
     raise RuntimeError("never called")
+
+
+def kill_on_poison(payloads: list[Any]) -> list[Any]:
+    """Echo, but the process dies (SIGKILL, like a segfaulting CUDA kernel) on "kill-me"."""
+    if "kill-me" in payloads:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return list(payloads)
+
+
+def hang_on(payloads: list[Any]) -> list[Any]:
+    """Echo, but a batch holding "hang" never returns (a hung GPU kernel)."""
+    if "hang" in payloads:
+        time.sleep(3600)
+    return list(payloads)
+
+
+def retry_always(payloads: list[Any]) -> list[Any]:
+    """Asks for every batch to be retried shortly."""
+    raise Retry("model warming up", delay=0.05)
+
+
+def slow_echo(payloads: list[Any]) -> list[Any]:
+    """Echo after 0.2 s per batch: long enough to stop a worker mid-batch."""
+    time.sleep(0.2)
+    return list(payloads)

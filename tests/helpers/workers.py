@@ -24,6 +24,8 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes]
     log_path: str
     args: list[str] = field(default_factory=list)
+    # The exit code the test expects (e.g. a batch_timeout exit); teardown checks it.
+    expected_exit: int = 0
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM (drain), wait; returns the exit code."""

@@ -18,7 +18,14 @@ import pytest
 import redis
 
 from helpers.workers import WorkerProcess, assert_drained
-from redbatch import AsyncProducer, Producer, RequestFailed, ResultNotFound, ResultTimeout
+from redbatch import (
+    AsyncProducer,
+    Producer,
+    RequestCancelled,
+    RequestFailed,
+    ResultNotFound,
+    ResultTimeout,
+)
 from redbatch.errors import ConfigError, DuplicateRequestId, PayloadError, ProducerClosed
 from redbatch.producer._core import LISTEN_TIMEOUT_S
 from redbatch.protocol import codec
@@ -173,7 +180,8 @@ def test_result_timeout_then_the_request_still_ends_sync(
     queue: str,
     worker_factory: WorkerFactory,
 ) -> None:
-    with Producer.from_url(redis_url, namespace=namespace) as producer:
+    """With cancel_on_timeout=False a timed-out wait leaves the request alone: it still runs."""
+    with Producer.from_url(redis_url, namespace=namespace, cancel_on_timeout=False) as producer:
         handle = producer.submit(queue, "late")
         began = time.monotonic()
         with pytest.raises(ResultTimeout):
@@ -185,14 +193,18 @@ def test_result_timeout_then_the_request_still_ends_sync(
     assert_drained(redis_client, stream_of(namespace, queue))
 
 
-def test_result_timeout_then_the_request_still_ends_async(
+def test_result_timeout_then_the_request_ends_cancelled_async_worker_skips_cancelled(
     redis_url: str,
     redis_client: redis.Redis,
     namespace: str,
     queue: str,
     worker_factory: WorkerFactory,
 ) -> None:
-    async def main() -> tuple[float, Any]:
+    """Default cancel_on_timeout: the timed-out request is cancelled, and the same handle
+    ends RequestCancelled. Needs the worker's cancel check (a worker that lacks it runs the
+    request, and the handle returns "late")."""
+
+    async def main() -> float:
         async with AsyncProducer.from_url(redis_url, namespace=namespace) as producer:
             handle = await producer.submit(queue, "late")
             began = time.monotonic()
@@ -201,11 +213,11 @@ def test_result_timeout_then_the_request_still_ends_async(
             elapsed = time.monotonic() - began
             assert not handle.done()
             worker_factory([queue])
-            return elapsed, await handle.result(timeout=WAIT)
+            with pytest.raises(RequestCancelled):
+                await handle.result(timeout=WAIT)
+            return elapsed
 
-    elapsed, value = asyncio.run(main())
-    assert elapsed < 2.0
-    assert value == "late"
+    assert asyncio.run(main()) < 2.0
     assert_drained(redis_client, stream_of(namespace, queue))
 
 

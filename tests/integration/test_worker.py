@@ -11,13 +11,14 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import pytest
 import redis
 
+from helpers.entries import add_atomically, now_ms, pack, text, wait_results
 from helpers.workers import WorkerProcess, assert_drained, wait_serving, wait_until
 from redbatch import Producer
 from redbatch.embedded import EmbeddedRedis
@@ -30,46 +31,6 @@ WorkerFactory = Callable[..., WorkerProcess]
 
 # Bound of every wait for an outcome: generous, only reached when something is broken.
 WAIT_S = 30.0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def pack(value: Any) -> bytes:
-    return bytes(msgpack.packb(value, use_bin_type=True))
-
-
-def text(fields: dict[bytes, bytes]) -> dict[str, str]:
-    """A result hash or dead entry with every field decoded (payloads here are ASCII)."""
-    return {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
-
-
-def wait_results(
-    client: redis.Redis, keys: QueueKeys, ids: Iterable[str], timeout: float = WAIT_S
-) -> dict[str, dict[bytes, bytes]]:
-    """Wait until every id has a result hash; returns id -> hash."""
-    ids = list(ids)
-
-    def ready() -> dict[str, dict[bytes, bytes]] | None:
-        pipe = client.pipeline(transaction=False)
-        for request_id in ids:
-            pipe.hgetall(keys.result(request_id))
-        hashes = pipe.execute()
-        if all(hashes):
-            return dict(zip(ids, hashes, strict=True))
-        return None
-
-    found: dict[str, dict[bytes, bytes]] = wait_until(ready, timeout, f"results of {ids[:5]}")
-    return found
-
-
-def add_atomically(client: redis.Redis, stream: str, entries: list[dict[str, Any]]) -> None:
-    """XADD every entry in one MULTI, so a single blocked read is handed all of them."""
-    pipe = client.pipeline(transaction=True)
-    for fields in entries:
-        pipe.xadd(stream, fields)
-    pipe.execute()
 
 
 def result_keys(client: redis.Redis, keys: QueueKeys) -> list[bytes]:

@@ -10,7 +10,7 @@ from redbatch.protocol.keys import GROUP, KeySpace
 from redbatch.protocol.scripts import Finished, finish_batch_args, load_lua
 
 HEADER = 3
-PER_ITEM = 7
+PER_ITEM = 9
 KEYS = KeySpace().queue("echo")
 
 
@@ -32,14 +32,14 @@ def ok_item(entry_id: str, request_id: str, reply: str = "") -> Finished:
 
 def test_header_and_first_keys() -> None:
     keys, argv = finish_batch_args(KEYS, [ok_item("1-0", "r1")], ttl_ms=60_000, dead_maxlen=1000)
-    assert keys[:2] == ["rb:{echo}:stream", "rb:{echo}:dead"]
+    assert keys[:3] == ["rb:{echo}:stream", "rb:{echo}:dead", "rb:{echo}:delayed"]
     assert argv[:HEADER] == [GROUP, 60_000, 1000]
     assert len(argv) == HEADER + PER_ITEM
 
 
 def test_empty_batch() -> None:
     keys, argv = finish_batch_args(KEYS, [], ttl_ms=1, dead_maxlen=1)
-    assert keys == [KEYS.stream, KEYS.dead]
+    assert keys == [KEYS.stream, KEYS.dead, KEYS.delayed]
     assert argv == [GROUP, 1, 1]
 
 
@@ -48,18 +48,20 @@ def test_indexes_are_one_based_and_point_at_the_right_keys() -> None:
     keys, argv = finish_batch_args(KEYS, items, ttl_ms=1000, dead_maxlen=10)
     assert len(argv) == HEADER + PER_ITEM * len(items)
     for n, (rid, pid) in enumerate([("r1", "p1"), ("r2", "p2")]):
-        entry_id, result_idx, reply_idx, _request_id, reply, result, dead = item_args(argv, n)
+        entry_id, result_idx, reply_idx, _request_id, reply, result, dead, _due, _delayed = (
+            item_args(argv, n)
+        )
         assert entry_id == items[n].entry_id
         assert isinstance(result_idx, int)
         assert isinstance(reply_idx, int)
-        assert result_idx >= 3
-        assert reply_idx >= 3
+        assert result_idx >= 4
+        assert reply_idx >= 4
         assert keys[result_idx - 1] == f"rb:{{echo}}:result:{rid}"
         assert keys[reply_idx - 1] == f"rb:{{echo}}:reply:{pid}"
         assert decode_reply(reply) == items[n].outcome  # type: ignore[arg-type]
         assert unflat(result)[b"status"] == b"ok"
         assert dead == b""
-    assert len(keys) == 2 + 4
+    assert len(keys) == 3 + 4
     assert all("{echo}" in key for key in keys)
 
 
@@ -72,12 +74,12 @@ def test_shared_reply_key_is_deduplicated() -> None:
     assert reply_indexes == {keys.index(reply_key) + 1}
     result_indexes = [item_args(argv, n)[1] for n in range(4)]
     assert len(set(result_indexes)) == 4
-    assert len(keys) == len(set(keys)) == 2 + 4 + 1
+    assert len(keys) == len(set(keys)) == 3 + 4 + 1
 
 
 def test_item_without_reply_has_zero_reply_index() -> None:
     keys, argv = finish_batch_args(KEYS, [ok_item("1-0", "r1")], ttl_ms=1, dead_maxlen=1)
-    _, result_idx, reply_idx, _, reply, _, _ = item_args(argv, 0)
+    _, result_idx, reply_idx, _, reply, _, _, _, _ = item_args(argv, 0)
     assert reply_idx == 0
     assert keys[result_idx - 1] == KEYS.result("r1")  # type: ignore[operator]
     assert reply != b""  # the element is still built (Lua ignores it without a key)
@@ -88,12 +90,14 @@ def test_item_without_outcome_is_only_dead_lettered() -> None:
     raw = {b"id": b"bad id", b"payload": b"x"}
     item = Finished("2-0", None, dead_reason="missing or invalid field 'id'", dead_fields=raw)
     keys, argv = finish_batch_args(KEYS, [item], ttl_ms=1, dead_maxlen=1)
-    entry_id, result_idx, reply_idx, _request_id, reply, result, dead = item_args(argv, 0)
+    entry_id, result_idx, reply_idx, _request_id, reply, result, dead, _due, _delayed = item_args(
+        argv, 0
+    )
     assert entry_id == "2-0"
     assert (result_idx, reply_idx) == (0, 0)
     assert reply == b""
     assert result == b""
-    assert keys == [KEYS.stream, KEYS.dead]
+    assert keys == [KEYS.stream, KEYS.dead, KEYS.delayed]
     fields = unflat(dead)
     assert fields[b"reason"] == b"missing or invalid field 'id'"
     assert fields[b"id"] == b"bad id"
@@ -111,7 +115,7 @@ def test_dead_item_with_outcome_records_result_reply_and_reason() -> None:
         dead_fields={b"id": b"r9", b"attempt": b"3", b"payload": b"\x00\xff"},
     )
     keys, argv = finish_batch_args(KEYS, [item], ttl_ms=1, dead_maxlen=1)
-    _, result_idx, reply_idx, _, reply, result, dead = item_args(argv, 0)
+    _, result_idx, reply_idx, _, reply, result, dead, _, _ = item_args(argv, 0)
     assert keys[result_idx - 1] == KEYS.result("r9")  # type: ignore[operator]
     assert keys[reply_idx - 1] == KEYS.reply("p1")  # type: ignore[operator]
     assert decode_reply(reply) == outcome  # type: ignore[arg-type]
@@ -157,7 +161,7 @@ def test_mixed_batch_keeps_item_order() -> None:
 def test_load_lua_finish_batch_documents_keys_and_argv() -> None:
     text = load_lua("finish_batch")
     header = "\n".join(line for line in text.splitlines() if line.startswith("--"))
-    for word in ("KEYS[1]", "KEYS[2]", "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4..]", "7 values"):
+    for word in ("KEYS[1]", "KEYS[2]", "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4..]", "9 values"):
         assert word in header
     assert "XACK" in text
     assert "XDEL" in text

@@ -10,11 +10,12 @@ import time
 import uuid
 from collections.abc import Container
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from redbatch.errors import (
     ConfigError,
     DuplicateRequestId,
+    QueueFull,
     RedbatchError,
     RequestCancelled,
     RequestDead,
@@ -32,6 +33,7 @@ from redbatch.protocol.fields import (
     decode_reply,
 )
 from redbatch.protocol.keys import KeySpace, check_request_id
+from redbatch.protocol.scripts import admit_args
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,12 @@ LISTEN_SOCKET_TIMEOUT_S = LISTEN_TIMEOUT_S + 5.0
 WAKE = Outcome("", OK, b"").encode_reply()
 # TTL of a reply list that only ever held a wake marker (ms): it must not outlive us for long.
 WAKE_TTL_MS = 3_600_000
+# Requests one queue may hold (waiting or in flight) before submit raises QueueFull.
+DEFAULT_MAX_QUEUE_LEN = 100_000
+# TTL of a cancel key (ms). Nothing deletes these keys, so they must expire by themselves;
+# an hour outlives any reasonable wait in a queue. Workers only test for their presence.
+CANCEL_TTL_MS = 3_600_000
+CANCEL_MARK = "1"
 
 
 def now_ms() -> int:
@@ -78,11 +86,17 @@ class ProducerCore:
         *,
         content_type: str = codec.MSGPACK,
         max_payload_bytes: int = codec.DEFAULT_LIMITS.max_payload_bytes,
+        max_queue_len: int = DEFAULT_MAX_QUEUE_LEN,
+        cancel_on_timeout: bool = True,
     ) -> None:
         self.keyspace = KeySpace(namespace)
         self.producer_id = new_producer_id()
         self.content_type = codec.check_content_type(content_type)
         self.limits = codec.Limits(max_payload_bytes)
+        self.max_queue_len = check_max_queue_len(max_queue_len)
+        if not isinstance(cancel_on_timeout, bool):
+            raise ConfigError(f"cancel_on_timeout must be True or False, got {cancel_on_timeout!r}")
+        self.cancel_on_timeout = cancel_on_timeout
 
     def reply_key(self, queue: str) -> str:
         return self.keyspace.queue(queue).reply(self.producer_id)
@@ -115,11 +129,35 @@ class ProducerCore:
         )
         return Submission(keys.name, request_id, fields)
 
+    def admit_call(self, subs: list[Submission]) -> tuple[list[str], list[bytes | str | int]]:
+        """KEYS and ARGV of the one admit.lua call that adds ``subs`` (all of one queue)."""
+        keys = self.keyspace.queue(subs[0].queue)
+        return admit_args(keys, [s.fields for s in subs], max_queue_len=self.max_queue_len)
+
+    def refusal(self, queue: str, reply: Any) -> QueueFull | None:
+        """None when admit.lua added the requests (``[1, entry ids...]``); the QueueFull to
+        raise when it refused them all (``[0, length]``)."""
+        if not isinstance(reply, list) or not reply or reply[0] not in (0, 1):
+            raise RedbatchError(f"unexpected reply from admit.lua: {reply!r:.80}")
+        if reply[0] == 1:
+            return None
+        return QueueFull(queue, int(reply[1]), self.max_queue_len)
+
+    def cancel_keys(self, queue: str, request_ids: list[str]) -> list[str]:
+        keys = self.keyspace.queue(queue)
+        return [keys.cancel(check_request_id(request_id)) for request_id in request_ids]
+
     def value(self, outcome: Outcome, ct: str) -> Any:
         """The request's result, or raise the error its outcome stands for."""
         if outcome.status == OK:
             return codec.decode(outcome.body, ct, self.limits)
         raise outcome_error(outcome)
+
+
+def check_max_queue_len(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"max_queue_len must be an integer >= 0 (0 = no bound), got {value!r}")
+    return value
 
 
 def outcome_error(outcome: Outcome) -> RedbatchError:
@@ -130,11 +168,6 @@ def outcome_error(outcome: Outcome) -> RedbatchError:
     if outcome.status == DEAD:
         return RequestDead(outcome.id, outcome.error)
     return RequestFailed(outcome.id, outcome.error)
-
-
-def entry_fields(sub: Submission) -> dict[Any, Any]:
-    """The entry's fields typed as redis-py's xadd takes them."""
-    return cast(dict[Any, Any], sub.fields)
 
 
 def check_new_ids(waiting: Container[str], ids: list[str]) -> None:

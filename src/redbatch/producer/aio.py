@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, cast
 
@@ -19,11 +19,16 @@ import redis.asyncio
 from redbatch.connection import address, clone_kwargs, connect_async, ping_async
 from redbatch.errors import (
     ConnectionFailed,
+    MapQueueFull,
     ProducerClosed,
+    QueueFull,
     ResultNotFound,
     ResultTimeout,
 )
 from redbatch.producer._core import (
+    CANCEL_MARK,
+    CANCEL_TTL_MS,
+    DEFAULT_MAX_QUEUE_LEN,
     LISTEN_SOCKET_TIMEOUT_S,
     LISTEN_TIMEOUT_S,
     REPLY_BATCH,
@@ -36,26 +41,30 @@ from redbatch.producer._core import (
     check_new_ids,
     read_replies,
 )
-from redbatch.producer._core import (
-    entry_fields as _fields,
-)
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Outcome, outcome_from_result
 from redbatch.protocol.keys import check_queue_name
+from redbatch.protocol.scripts import Scripts
 from redbatch.protocol.streams import ensure_queue_async
 
 log = logging.getLogger(__name__)
+
+# Sets the cancel keys of (queue, request ids); raises ConnectionFailed.
+CancelFn = Callable[[str, list[str]], Awaitable[None]]
 
 
 class AsyncHandle:
     """A submitted request; ``await result()`` waits for its outcome."""
 
-    __slots__ = ("_core", "_ct", "_future", "id", "queue")
+    __slots__ = ("_cancel", "_core", "_ct", "_future", "id", "queue")
 
-    def __init__(self, core: ProducerCore, queue: str, request_id: str, ct: str) -> None:
+    def __init__(
+        self, core: ProducerCore, cancel: CancelFn, queue: str, request_id: str, ct: str
+    ) -> None:
         self.id = request_id
         self.queue = queue
         self._core = core
+        self._cancel = cancel
         self._ct = ct
         self._future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
@@ -66,14 +75,30 @@ class AsyncHandle:
         return self._future.done()
 
     async def result(self, timeout: float | None = None) -> Any:
-        """Like ``Handle.result``; cancelling the wait leaves the request itself alone."""
+        """Like ``Handle.result`` (a timeout cancels the request with the producer's
+        ``cancel_on_timeout``); cancelling the wait itself leaves the request alone."""
+        try:
+            outcome = await self._wait(timeout)
+        except ResultTimeout:
+            if self._core.cancel_on_timeout:
+                await _cancel_quietly(self._cancel, self.queue, [self.id])
+            raise
+        return self._core.value(outcome, self._ct)
+
+    async def cancel(self) -> bool:
+        """Like ``Handle.cancel``."""
+        if self.done():
+            return False
+        await self._cancel(self.queue, [self.id])
+        return True
+
+    async def _wait(self, timeout: float | None) -> Outcome:
         try:
             # shield: a timeout or cancellation of this wait must not cancel the future,
             # which other waiters (and a later call) still use.
-            outcome = await asyncio.wait_for(asyncio.shield(self._future), timeout)
+            return await asyncio.wait_for(asyncio.shield(self._future), timeout)
         except TimeoutError:
             raise ResultTimeout(self.id, timeout or 0.0) from None
-        return self._core.value(outcome, self._ct)
 
     def _resolve(self, outcome: Outcome) -> None:
         if not self._future.done():
@@ -96,12 +121,19 @@ class AsyncProducer:
         namespace: str = "rb",
         content_type: str = codec.MSGPACK,
         max_payload_bytes: int = codec.DEFAULT_LIMITS.max_payload_bytes,
+        max_queue_len: int = DEFAULT_MAX_QUEUE_LEN,
+        cancel_on_timeout: bool = True,
     ) -> None:
         self._client = client
         self._owns_client = False
         self._core = ProducerCore(
-            namespace, content_type=content_type, max_payload_bytes=max_payload_bytes
+            namespace,
+            content_type=content_type,
+            max_payload_bytes=max_payload_bytes,
+            max_queue_len=max_queue_len,
+            cancel_on_timeout=cancel_on_timeout,
         )
+        self._scripts = Scripts(client)
         pool = client.connection_pool
         self._listen_client = redis.asyncio.Redis(
             connection_pool=redis.asyncio.ConnectionPool(
@@ -154,10 +186,10 @@ class AsyncProducer:
         await self._use_queue(sub.queue)
         [handle] = self._register([sub])
         try:
-            await self._client.xadd(self._core.keyspace.queue(sub.queue).stream, _fields(sub))
-        except redis.RedisError as exc:
+            await self._admit([sub])
+        except (ConnectionFailed, QueueFull):
             self._unregister([handle])
-            raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+            raise
         return handle
 
     async def call(
@@ -181,17 +213,20 @@ class AsyncProducer:
             return []
         await self._use_queue(subs[0].queue)
         handles = self._register(subs)
-        stream = self._core.keyspace.queue(subs[0].queue).stream
         for start, batch in rounds:
-            pipe = self._client.pipeline(transaction=False)
-            for sub in batch:
-                pipe.xadd(stream, _fields(sub))
             try:
-                await pipe.execute()
-            except redis.RedisError as exc:
+                await self._admit(batch)
+            except ConnectionFailed:
                 self._unregister(handles[start:])
-                raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
-        return await _gather(handles, Gathered(timeout, return_exceptions))
+                raise
+            except QueueFull as full:
+                self._unregister(handles[start:])
+                raise MapQueueFull(full, handles[:start]) from None
+        return await self._gather(handles, Gathered(timeout, return_exceptions))
+
+    async def cancel(self, queue: str, id: str) -> None:
+        """Like ``Producer.cancel``."""
+        await self._cancel_ids(queue, [id])
 
     async def get_result(self, queue: str, id: str) -> Any:
         key = self._core.keyspace.queue(queue).result(id)
@@ -231,11 +266,50 @@ class AsyncProducer:
         if self._closed:
             raise ProducerClosed("producer is closed")
         ct = self._core.content_type
-        handles = [AsyncHandle(self._core, s.queue, s.request_id, ct) for s in subs]
+        handles = [
+            AsyncHandle(self._core, self._cancel_ids, s.queue, s.request_id, ct) for s in subs
+        ]
         check_new_ids(self._pending, [h.id for h in handles])
         for handle in handles:
             self._pending[handle.id] = handle
         return handles
+
+    async def _admit(self, subs: list[Submission]) -> None:
+        """One admit.lua call: all of ``subs`` are added, or none (QueueFull)."""
+        queue = subs[0].queue
+        keys, args = self._core.admit_call(subs)
+        try:
+            reply = await self._scripts.admit(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+        full = self._core.refusal(queue, reply)
+        if full is not None:
+            raise full
+
+    async def _cancel_ids(self, queue: str, ids: list[str]) -> None:
+        keys = self._core.cancel_keys(queue, ids)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, CANCEL_MARK, px=CANCEL_TTL_MS)
+            await pipe.execute()
+        except redis.RedisError as exc:
+            raise ConnectionFailed(f"cannot cancel requests of queue {queue}: {exc}") from None
+
+    async def _gather(self, handles: list[AsyncHandle], gathered: Gathered) -> list[Any]:
+        for handle in handles:
+            try:
+                outcome = await handle._wait(gathered.remaining())
+            except ResultTimeout:
+                if self._core.cancel_on_timeout:
+                    waiting = [h.id for h in handles if not h.done()]
+                    await _cancel_quietly(self._cancel_ids, handle.queue, waiting)
+                raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
+            try:
+                gathered.results.append(self._core.value(outcome, handle._ct))
+            except Exception as exc:
+                gathered.failed(exc)
+        return gathered.finish()
 
     def _unregister(self, handles: list[AsyncHandle]) -> None:
         for handle in handles:
@@ -296,12 +370,11 @@ class AsyncProducer:
                 handle._resolve(outcome)
 
 
-async def _gather(handles: list[AsyncHandle], gathered: Gathered) -> list[Any]:
-    for handle in handles:
-        try:
-            gathered.results.append(await handle.result(gathered.remaining()))
-        except ResultTimeout:
-            raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
-        except Exception as exc:
-            gathered.failed(exc)
-    return gathered.finish()
+async def _cancel_quietly(cancel: CancelFn, queue: str, ids: list[str]) -> None:
+    """cancel_on_timeout is best effort: the caller gets its ResultTimeout either way."""
+    if not ids:
+        return
+    try:
+        await cancel(queue, ids)
+    except ConnectionFailed as exc:
+        log.warning("could not cancel %d timed-out request(s): %s", len(ids), exc)

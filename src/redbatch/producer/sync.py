@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, cast
 
@@ -17,11 +17,16 @@ import redis
 from redbatch.connection import address, clone_kwargs, connect, ping
 from redbatch.errors import (
     ConnectionFailed,
+    MapQueueFull,
     ProducerClosed,
+    QueueFull,
     ResultNotFound,
     ResultTimeout,
 )
 from redbatch.producer._core import (
+    CANCEL_MARK,
+    CANCEL_TTL_MS,
+    DEFAULT_MAX_QUEUE_LEN,
     LISTEN_SOCKET_TIMEOUT_S,
     LISTEN_TIMEOUT_S,
     REPLY_BATCH,
@@ -34,26 +39,30 @@ from redbatch.producer._core import (
     check_new_ids,
     read_replies,
 )
-from redbatch.producer._core import (
-    entry_fields as _fields,
-)
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Outcome, outcome_from_result
 from redbatch.protocol.keys import check_queue_name
+from redbatch.protocol.scripts import Scripts
 from redbatch.protocol.streams import ensure_queue
 
 log = logging.getLogger(__name__)
+
+# Sets the cancel keys of (queue, request ids); raises ConnectionFailed.
+CancelFn = Callable[[str, list[str]], None]
 
 
 class Handle:
     """A submitted request; ``result()`` waits for its outcome."""
 
-    __slots__ = ("_core", "_ct", "_error", "_event", "_outcome", "id", "queue")
+    __slots__ = ("_cancel", "_core", "_ct", "_error", "_event", "_outcome", "id", "queue")
 
-    def __init__(self, core: ProducerCore, queue: str, request_id: str, ct: str) -> None:
+    def __init__(
+        self, core: ProducerCore, cancel: CancelFn, queue: str, request_id: str, ct: str
+    ) -> None:
         self.id = request_id
         self.queue = queue
         self._core = core
+        self._cancel = cancel
         self._ct = ct
         self._event = threading.Event()
         self._outcome: Outcome | None = None
@@ -67,9 +76,23 @@ class Handle:
 
     def result(self, timeout: float | None = None) -> Any:
         """The handler's result; raises RequestFailed, RequestExpired, RequestDead,
-        RequestCancelled, ProducerClosed, or ResultTimeout when ``timeout`` seconds pass."""
+        RequestCancelled, ProducerClosed, or ResultTimeout when ``timeout`` seconds pass
+        (with the producer's ``cancel_on_timeout``, the request is cancelled first)."""
         if not self._event.wait(timeout):
+            if self._core.cancel_on_timeout:
+                _cancel_quietly(self._cancel, self.queue, [self.id])
             raise ResultTimeout(self.id, timeout or 0.0)
+        return self._value()
+
+    def cancel(self) -> bool:
+        """Cancel the request (see ``Producer.cancel``). False, and nothing sent, when its
+        outcome has already arrived; raises ConnectionFailed if Redis cannot be reached."""
+        if self.done():
+            return False
+        self._cancel(self.queue, [self.id])
+        return True
+
+    def _value(self) -> Any:
         if self._error is not None:
             raise self._error
         assert self._outcome is not None
@@ -94,12 +117,22 @@ class Producer:
         namespace: str = "rb",
         content_type: str = codec.MSGPACK,
         max_payload_bytes: int = codec.DEFAULT_LIMITS.max_payload_bytes,
+        max_queue_len: int = DEFAULT_MAX_QUEUE_LEN,
+        cancel_on_timeout: bool = True,
     ) -> None:
+        """``max_queue_len``: requests a queue may hold before submit raises QueueFull
+        (0 = no bound). ``cancel_on_timeout``: a ``result``, ``call`` or ``map`` whose local
+        wait times out cancels its requests, so no worker computes what nobody waits for."""
         self._client = client
         self._owns_client = False
         self._core = ProducerCore(
-            namespace, content_type=content_type, max_payload_bytes=max_payload_bytes
+            namespace,
+            content_type=content_type,
+            max_payload_bytes=max_payload_bytes,
+            max_queue_len=max_queue_len,
+            cancel_on_timeout=cancel_on_timeout,
         )
+        self._scripts = Scripts(client)
         # The listener's blocking pop holds its own connection, never one of the pool's.
         pool = client.connection_pool
         self._listen_client = redis.Redis(
@@ -152,15 +185,18 @@ class Producer:
         timeout: float | None = None,
         cost: int = 1,
     ) -> Handle:
-        """Add one request; ``timeout`` (s) is its deadline: workers skip it after that."""
+        """Add one request; ``timeout`` (s) is its deadline: workers skip it after that.
+
+        Raises QueueFull (nothing added) when the queue holds ``max_queue_len`` requests,
+        PayloadTooLarge (nothing written) for a payload over ``max_payload_bytes``."""
         sub = self._core.submission(queue, payload, request_id=id, timeout=timeout, cost=cost)
         self._use_queue(sub.queue)
         [handle] = self._register([sub])
         try:
-            self._client.xadd(self._core.keyspace.queue(sub.queue).stream, _fields(sub))
-        except redis.RedisError as exc:
+            self._admit([sub])
+        except (ConnectionFailed, QueueFull):
             self._unregister([handle])
-            raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+            raise
         return handle
 
     def call(self, queue: str, payload: Any, *, timeout: float | None = None, cost: int = 1) -> Any:
@@ -176,11 +212,15 @@ class Producer:
         chunk: int = 500,
         return_exceptions: bool = False,
     ) -> list[Any]:
-        """Submit many (pipelined, ``chunk`` per round trip); results in input order.
+        """Submit many (one atomic admission of ``chunk`` requests per round trip); results
+        in input order.
 
         With ``return_exceptions`` a failed request's exception takes its place in the list;
         otherwise the first failure (in input order) is raised once every request has ended
-        or ``timeout`` passed.
+        or ``timeout`` passed (then, with ``cancel_on_timeout``, the requests of this call
+        still waiting are cancelled). Every payload is encoded before anything is sent. A
+        full queue raises MapQueueFull (a QueueFull): the chunks admitted before it still
+        run, and its ``admitted`` lists their handles.
         """
         subs = [self._core.submission(queue, p, timeout=timeout) for p in payloads]
         rounds = batches(subs, chunk)
@@ -188,17 +228,22 @@ class Producer:
             return []
         self._use_queue(subs[0].queue)
         handles = self._register(subs)
-        stream = self._core.keyspace.queue(subs[0].queue).stream
         for start, batch in rounds:
-            pipe = self._client.pipeline(transaction=False)
-            for sub in batch:
-                pipe.xadd(stream, _fields(sub))
             try:
-                pipe.execute()
-            except redis.RedisError as exc:
+                self._admit(batch)
+            except ConnectionFailed:
                 self._unregister(handles[start:])
-                raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
-        return _gather(handles, Gathered(timeout, return_exceptions))
+                raise
+            except QueueFull as full:
+                self._unregister(handles[start:])
+                raise MapQueueFull(full, handles[:start]) from None
+        return self._gather(handles, Gathered(timeout, return_exceptions))
+
+    def cancel(self, queue: str, id: str) -> None:
+        """Cancel request ``id`` of ``queue`` (any producer's, from any process): a worker that
+        has not started it gives it to no handler, it ends ``cancelled`` and its ``result()``
+        raises RequestCancelled. A request already running or finished keeps its outcome."""
+        self._cancel_ids(queue, [id])
 
     # -- results by id ----------------------------------------------------------------
 
@@ -246,7 +291,7 @@ class Producer:
 
     def _register(self, subs: list[Submission]) -> list[Handle]:
         ct = self._core.content_type
-        handles = [Handle(self._core, s.queue, s.request_id, ct) for s in subs]
+        handles = [Handle(self._core, self._cancel_ids, s.queue, s.request_id, ct) for s in subs]
         with self._cond:
             if self._closed:
                 raise ProducerClosed("producer is closed")
@@ -254,6 +299,41 @@ class Producer:
             for handle in handles:
                 self._pending[handle.id] = handle
         return handles
+
+    def _admit(self, subs: list[Submission]) -> None:
+        """One admit.lua call: all of ``subs`` are added, or none (QueueFull)."""
+        queue = subs[0].queue
+        keys, args = self._core.admit_call(subs)
+        try:
+            reply = self._scripts.admit(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+        full = self._core.refusal(queue, reply)
+        if full is not None:
+            raise full
+
+    def _cancel_ids(self, queue: str, ids: list[str]) -> None:
+        keys = self._core.cancel_keys(queue, ids)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, CANCEL_MARK, px=CANCEL_TTL_MS)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise ConnectionFailed(f"cannot cancel requests of queue {queue}: {exc}") from None
+
+    def _gather(self, handles: list[Handle], gathered: Gathered) -> list[Any]:
+        for handle in handles:
+            if not handle._event.wait(gathered.remaining()):
+                if self._core.cancel_on_timeout:
+                    waiting = [h.id for h in handles if not h.done()]
+                    _cancel_quietly(self._cancel_ids, handle.queue, waiting)
+                raise ResultTimeout(handle.id, gathered.timeout or 0.0)
+            try:
+                gathered.results.append(handle._value())
+            except Exception as exc:
+                gathered.failed(exc)
+        return gathered.finish()
 
     def _unregister(self, handles: list[Handle]) -> None:
         with self._cond:
@@ -325,12 +405,11 @@ class Producer:
                 handle._resolve(outcome)
 
 
-def _gather(handles: list[Handle], gathered: Gathered) -> list[Any]:
-    for handle in handles:
-        try:
-            gathered.results.append(handle.result(gathered.remaining()))
-        except ResultTimeout:
-            raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
-        except Exception as exc:
-            gathered.failed(exc)
-    return gathered.finish()
+def _cancel_quietly(cancel: CancelFn, queue: str, ids: list[str]) -> None:
+    """cancel_on_timeout is best effort: the caller gets its ResultTimeout either way."""
+    if not ids:
+        return
+    try:
+        cancel(queue, ids)
+    except ConnectionFailed as exc:
+        log.warning("could not cancel %d timed-out request(s): %s", len(ids), exc)

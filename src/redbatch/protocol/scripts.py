@@ -34,6 +34,9 @@ class Finished:
     result: dict[str, str | bytes | int] | None = None
     dead_reason: str = ""
     dead_fields: dict[bytes, bytes] | None = None
+    # A retry for later: due time (ms since epoch) and the delayed-set member.
+    due_ms: int = 0
+    delayed: bytes = b""
 
 
 def _flat(mapping: dict[Any, Any]) -> bytes:
@@ -54,7 +57,7 @@ def finish_batch_args(
     dead_maxlen: int,
 ) -> tuple[list[str], list[bytes | str | int]]:
     """KEYS and ARGV for finish_batch.lua."""
-    script_keys = [keys.stream, keys.dead]
+    script_keys = [keys.stream, keys.dead, keys.delayed]
     index: dict[str, int] = {}
 
     def key_index(key: str) -> int:
@@ -81,6 +84,7 @@ def finish_batch_args(
             dead = _flat(dead_entry)
         result = _flat(item.result) if item.result is not None else b""
         argv += [item.entry_id, result_idx, reply_idx, request_id, reply, result, dead]
+        argv += [item.due_ms, item.delayed]
     return script_keys, argv
 
 

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import Any
 
-from redbatch.errors import PayloadError
+from redbatch.errors import PayloadError, Retry
 from redbatch.protocol import codec
-from redbatch.protocol.fields import DEAD, ERROR, EXPIRED, OK, Outcome, Request
+from redbatch.protocol.fields import CANCELLED, DEAD, ERROR, EXPIRED, OK, Outcome, Request
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Any]], list[Any]]
+
+_OK, _ERROR, _RETRY = "ok", "error", "retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,10 @@ class Ran:
     start: int
     end: int
     batch: int
+    # Set when the handler asked for a retry (Retry, or a retryable exception type): the
+    # item is re-queued through the delayed set; None means use the worker's base delay.
+    retry: bool = False
+    retry_delay_s: float | None = None
 
 
 def now_ms() -> int:
@@ -49,17 +55,24 @@ class Executor:
         handler: Handler,
         limits: codec.Limits = codec.DEFAULT_LIMITS,
         clock_ms: Callable[[], int] = now_ms,
+        retry_on: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._handler = handler
         self._limits = limits
         self._clock_ms = clock_ms
+        self._retry_on: tuple[type[BaseException], ...] = (Retry, *retry_on)
 
-    def run(self, requests: list[Request]) -> list[Ran]:
+    def run(self, requests: list[Request], cancelled: Set[str] = frozenset()) -> list[Ran]:
         start = self._clock_ms()
         outcomes: dict[int, Outcome] = {}
+        retries: dict[int, float | None] = {}
         live: list[int] = []
         payloads: list[Any] = []
         for i, request in enumerate(requests):
+            if request.id in cancelled:
+                # Dropped before it costs handler time: nobody waits for it any more.
+                outcomes[i] = Outcome(request.id, CANCELLED, b"cancelled before it ran")
+                continue
             if request.expired(start):
                 # Dropped before it costs handler time.
                 outcomes[i] = Outcome(request.id, EXPIRED, b"deadline passed before it ran")
@@ -72,13 +85,21 @@ class Executor:
             live.append(i)
         if live:
             results = self._isolated(payloads)
-            for i, (ok, value) in zip(live, results, strict=True):
-                outcomes[i] = self._outcome(requests[i], ok, value)
+            for i, (kind, value) in zip(live, results, strict=True):
+                if kind == _RETRY:
+                    delay, text = value
+                    retries[i] = delay
+                    outcomes[i] = Outcome(requests[i].id, ERROR, text.encode())
+                else:
+                    outcomes[i] = self._outcome(requests[i], kind == _OK, value)
         end = self._clock_ms()
         return [
-            Ran(request, outcomes[i], start, end, len(requests))
+            Ran(
+                request, outcomes[i], start, end, len(requests),
+                retry=i in retries, retry_delay_s=retries.get(i),
+            )
             for i, request in enumerate(requests)
-        ]
+        ]  # fmt: skip
 
     def _outcome(self, request: Request, ok: bool, value: Any) -> Outcome:
         if not ok:
@@ -88,13 +109,19 @@ class Executor:
         except PayloadError as exc:
             return Outcome(request.id, ERROR, f"PayloadError: result: {exc}".encode())
 
-    def _isolated(self, payloads: list[Any]) -> list[tuple[bool, Any]]:
-        """(True, result) or (False, error text) per payload, bisecting on exceptions."""
+    def _isolated(self, payloads: list[Any]) -> list[tuple[str, Any]]:
+        """(_OK, result), (_ERROR, error text) or (_RETRY, (delay, text)) per payload,
+        bisecting on exceptions so only the items that raise fail."""
         try:
             results = self._handler(list(payloads))
+        except self._retry_on as exc:
+            # A retry request (or a retryable error such as running out of GPU memory) is
+            # about the batch, not one item: re-queue all of it, no bisection.
+            delay = exc.delay if isinstance(exc, Retry) else None
+            return [(_RETRY, (delay, error_text(exc)))] * len(payloads)
         except Exception as exc:
             if len(payloads) == 1:
-                return [(False, error_text(exc))]
+                return [(_ERROR, error_text(exc))]
             log.debug("handler raised on a batch of %d; bisecting: %s", len(payloads), exc)
             middle = len(payloads) // 2
             return self._isolated(payloads[:middle]) + self._isolated(payloads[middle:])
@@ -105,5 +132,5 @@ class Executor:
                 "payloads (it must return a list of the same length, in the same order)"
             )
             log.error("%s", text)
-            return [(False, text)] * len(payloads)
-        return [(True, r) for r in results]
+            return [(_ERROR, text)] * len(payloads)
+        return [(_OK, r) for r in results]

@@ -31,3 +31,20 @@ def load_handler(spec: str, options: tuple[tuple[str, str], ...] = ()) -> Handle
         target = functools.partial(target, **dict(options))
     handler: Handler = target
     return handler
+
+
+def load_exception_types(names: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    """``("torch.cuda.OutOfMemoryError", ...)`` -> the exception classes, or ConfigError."""
+    types: list[type[BaseException]] = []
+    for name in names:
+        module_name, _, attr = name.rpartition(".")
+        try:
+            target = getattr(importlib.import_module(module_name), attr)
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot import retry_on type {name!r}: {type(exc).__name__}: {exc}"
+            ) from None
+        if not (isinstance(target, type) and issubclass(target, BaseException)):
+            raise ConfigError(f"retry_on type {name!r} is not an exception class")
+        types.append(target)
+    return tuple(types)

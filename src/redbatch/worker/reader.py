@@ -69,6 +69,14 @@ class Reader:
     def holding(self) -> int:
         return sum(len(h) for h in self._held.values())
 
+    def release(self) -> list[RawEntry]:
+        """Give up every held entry (to hand back to the stream); holds nothing after."""
+        released = [entry for held in self._held.values() for entry in held]
+        for held in self._held.values():
+            held.clear()
+        self._first_seen.clear()
+        return released
+
     def next_batch(self, *, block: bool = True) -> list[RawEntry]:
         """The next batch of one queue, or [] when nothing arrived within ``block_ms``."""
         if not self.holding:

@@ -1,9 +1,11 @@
 """The worker process's main loop: read a batch, run it, record it; drain on stop.
 
 States: starting -> serving -> draining -> stopped. ``stop()`` may be called from a signal
-handler or another thread: the loop notices it within ``block_ms``, finishes the batch in hand
-and every entry already delivered to it, then returns. Nothing is stranded in memory: what was
-read is either answered or still pending in Redis for the scheduler to re-queue.
+handler or another thread: the loop notices it within ``block_ms`` (or when the running batch
+ends), hands every entry it read but did not start back to the stream at once, removes its
+heartbeat and its consumer, and returns. Nothing is stranded in memory. A batch that runs past
+``batch_timeout`` (or past ``drain_timeout`` once stopping) ends the process from the watchdog
+thread; the scheduler then re-queues what it held.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 
 import redis
 
@@ -20,8 +23,9 @@ from redbatch.errors import MalformedEntry
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import KeySpace
-from redbatch.worker.executor import Executor, Handler
-from redbatch.worker.loader import load_handler
+from redbatch.worker.executor import Executor, Handler, now_ms
+from redbatch.worker.heartbeat import Heartbeat, Progress
+from redbatch.worker.loader import load_exception_types, load_handler
 from redbatch.worker.reader import RawEntry, Reader
 from redbatch.worker.writer import Malformed, Writer
 
@@ -29,10 +33,9 @@ log = logging.getLogger(__name__)
 
 # Commands retried by redis-py (with backoff, capped at 2 s) before the loop sees the error.
 _WORKER_RETRIES = 10
-_SOCKET_TIMEOUT_MARGIN_S = 10.0
-# The start-up check must fail fast (exit 3 in about a second), not ride out an outage:
-# with _WORKER_RETRIES it took 8-13 s to report an unreachable Redis.
+# The start-up reachability check: one retry, so an unreachable Redis is reported at once.
 _STARTUP_RETRIES = 1
+_SOCKET_TIMEOUT_MARGIN_S = 10.0
 
 
 class State(enum.Enum):
@@ -40,6 +43,11 @@ class State(enum.Enum):
     SERVING = "serving"
     DRAINING = "draining"
     STOPPED = "stopped"
+
+
+def attempt_of(entry: RawEntry) -> int:
+    raw = entry.fields.get(b"attempt", b"1")
+    return int(raw) if raw.isdigit() and len(raw) < 10 else 1
 
 
 class Worker:
@@ -54,8 +62,6 @@ class Worker:
     ) -> None:
         self.config = config
         self.state = State.STARTING
-        self.batches = 0
-        self.items = 0
         self._handler = handler or load_handler(config.handler, config.handler_options)
         self._owns_client = client is None
         # The read timeout must outlast the blocking read, or an idle read ends in an error.
@@ -66,25 +72,49 @@ class Worker:
         )
         # Shared with whoever may ask us to stop before run() (a signal during start-up).
         self._stop = stop or threading.Event()
-        keyspace = KeySpace(config.namespace)
+        self._keyspace = KeySpace(config.namespace)
         self._reader = Reader(
             self._client,
-            keyspace,
+            self._keyspace,
             config.queues,
             config.name,
             max_batch_size=config.max_batch_size,
             max_wait_ms=config.max_wait_ms,
             block_ms=config.block_ms,
         )
-        limits = codec.Limits(config.max_payload_bytes)
-        self._executor = Executor(self._handler, limits)
+        self._executor = Executor(
+            self._handler,
+            codec.Limits(config.max_payload_bytes),
+            retry_on=load_exception_types(config.retry_on),
+        )
         self._writer = Writer(
             self._client,
-            keyspace,
+            self._keyspace,
             config.name,
             result_ttl_s=config.result_ttl_s,
             dead_maxlen=config.dead_maxlen,
+            max_attempts=config.max_attempts,
+            retry_delay_s=config.retry_delay_s,
         )
+        self.progress = Progress()
+        self._heartbeat = Heartbeat(
+            self._client,
+            [self._keyspace.queue(q) for q in config.queues],
+            config.name,
+            self.progress,
+            ttl_s=config.heartbeat_ttl_s,
+            batch_timeout_s=config.batch_timeout_s,
+            drain_timeout_s=config.drain_timeout_s,
+            stop=self._stop,
+        )
+
+    @property
+    def batches(self) -> int:
+        return self.progress.batches
+
+    @property
+    def items(self) -> int:
+        return self.progress.items
 
     def stop(self) -> None:
         """Ask the loop to drain and return; safe from signal handlers and other threads."""
@@ -93,29 +123,44 @@ class Worker:
     def run(self) -> None:
         self._check_reachable()
         self._reader.ensure_groups()
-        self.state = State.SERVING
+        self._set_state(State.SERVING)
+        self._heartbeat.start()
+        c = self.config
         log.info(
-            "worker %s serving %s on %s (max_batch_size=%d max_wait_ms=%d handler=%s)",
-            self.config.name,
-            " ".join(self.config.queues),
-            redacted(self.config.redis_url),
-            self.config.max_batch_size,
-            self.config.max_wait_ms,
-            self.config.handler,
-        )
+            "worker %s serving %s on %s (handler=%s max_batch_size=%d max_wait_ms=%d "
+            "batch_timeout=%ds max_attempts=%d)",
+            c.name, " ".join(c.queues), redacted(c.redis_url), c.handler, c.max_batch_size,
+            c.max_wait_ms, c.batch_timeout_s, c.max_attempts,
+        )  # fmt: skip
         while not self._stop.is_set():
-            self._step(block=True)
-        self.state = State.DRAINING
-        log.info("worker %s draining %d held entries", self.config.name, self._reader.holding)
-        while self._reader.holding:
-            self._step(block=False)
-        self.state = State.STOPPED
+            self._step()
+        self._drain()
+
+    def _drain(self) -> None:
+        self._set_state(State.DRAINING)
+        held = self._reader.release()
+        try:
+            handed = self._writer.hand_back(held) if held else 0
+            log.info(
+                "worker %s draining: handed %d unstarted entries back", self.config.name, handed
+            )
+        except redis.RedisError as exc:
+            log.warning("could not hand back %d entries (%s); the scheduler will", len(held), exc)
+        self._heartbeat.stop()
+        try:
+            for queue in self.config.queues:
+                self._writer.leave_group(queue)
+        except redis.RedisError as exc:
+            log.warning("could not leave the consumer group (%s); the scheduler will", exc)
+        self._set_state(State.STOPPED)
         log.info(
             "worker %s stopped after %d batches, %d items",
-            self.config.name,
-            self.batches,
-            self.items,
-        )
+            self.config.name, self.progress.batches, self.progress.items,
+        )  # fmt: skip
+
+    def _set_state(self, state: State) -> None:
+        self.state = state
+        self.progress.state = state.value
 
     def _check_reachable(self) -> None:
         """Raise ConnectionFailed at once if Redis cannot be used (no long retry loop)."""
@@ -128,11 +173,11 @@ class Worker:
         finally:
             probe.close()
 
-    def _step(self, *, block: bool) -> None:
+    def _step(self) -> None:
         try:
-            batch = self._reader.next_batch(block=block)
+            batch = self._reader.next_batch()
             if batch:
-                self._process(batch)
+                self._process(self._isolate(batch))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # redis-py already retried with backoff; what we read stays pending in Redis.
             log.warning("Redis unavailable (%s); carrying on", exc)
@@ -140,6 +185,18 @@ class Worker:
             # A server-side refusal (OOM, a script error): the batch stays pending in Redis
             # for the scheduler to re-queue; the worker keeps serving.
             log.exception("Redis refused a command; the batch stays pending")
+
+    def _isolate(self, batch: list[RawEntry]) -> list[RawEntry]:
+        """A redelivered entry (attempt > 1) may be what crashed a worker: it runs alone, and
+        everything else this worker holds goes back to the stream first, so another crash
+        cannot take innocent neighbours (and their attempts) down with it."""
+        suspect = next((e for e in batch if attempt_of(e) > 1), None)
+        if suspect is None:
+            return batch
+        others = [e for e in batch if e is not suspect] + self._reader.release()
+        if others:
+            self._writer.hand_back(others)
+        return [suspect]
 
     def _process(self, batch: list[RawEntry]) -> None:
         queue = batch[0].queue
@@ -154,10 +211,23 @@ class Worker:
             log.warning(
                 "dead-lettering malformed entry %s on %s: %s", bad.entry.entry_id, queue, bad.reason
             )
-        ran = self._executor.run(requests) if requests else []
+        ran = []
+        if requests:
+            cancelled = self._cancelled(queue, requests)
+            self.progress.batch_started = time.monotonic()
+            try:
+                ran = self._executor.run(requests, cancelled)
+            finally:
+                self.progress.batch_started = None
         raw = {entry.entry_id: entry for entry in batch}
         existed = self._writer.finish(queue, ran, malformed, raw)
         if existed:
             log.info("%d results on %s already existed; kept the first outcome", existed, queue)
-        self.batches += 1
-        self.items += len(batch)
+        self.progress.batches += 1
+        self.progress.items += len(batch)
+        self.progress.last_batch_ms = now_ms()
+
+    def _cancelled(self, queue: str, requests: list[Request]) -> frozenset[str]:
+        keys = self._keyspace.queue(queue)
+        flags = self._client.mget([keys.cancel(r.id) for r in requests])
+        return frozenset(r.id for r, flag in zip(requests, flags, strict=True) if flag)

@@ -5,15 +5,33 @@ so the stream does not grow with processed requests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
 from redbatch.protocol.fields import DEAD, Outcome, Request, entry_request_id, result_fields
-from redbatch.protocol.keys import KeySpace, QueueKeys
-from redbatch.protocol.scripts import Finished, Scripts, finish_batch_args
-from redbatch.worker.executor import Ran
+from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
+from redbatch.protocol.scripts import (
+    HANDBACK,
+    Finished,
+    Held,
+    Scripts,
+    delayed_member,
+    finish_batch_args,
+    requeue_args,
+)
+from redbatch.worker.executor import Ran, now_ms
 from redbatch.worker.reader import RawEntry
+
+# A retry never waits longer than this, however many attempts came before.
+MAX_RETRY_DELAY_S = 3600.0
+
+
+def retry_due_ms(attempt: int, delay_s: float | None, base_s: float, now: int) -> int:
+    """When attempt ``attempt + 1`` may run: the delay doubles with every attempt."""
+    first = base_s if delay_s is None else delay_s
+    wait = min(MAX_RETRY_DELAY_S, first * 2.0 ** (attempt - 1))
+    return now + max(1, round(wait * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +51,17 @@ class Writer:
         *,
         result_ttl_s: int,
         dead_maxlen: int,
+        max_attempts: int = 3,
+        retry_delay_s: float = 1.0,
     ) -> None:
+        self._client = client
         self._scripts = Scripts(client)
         self._keyspace = keyspace
         self._worker = worker_name
         self._ttl_ms = result_ttl_s * 1000
         self._dead_maxlen = dead_maxlen
+        self._max_attempts = max_attempts
+        self._retry_delay_s = retry_delay_s
 
     def finish(
         self,
@@ -58,8 +81,48 @@ class Writer:
         )
         return int(self._scripts.finish_batch(keys=script_keys, args=argv))
 
+    def hand_back(self, entries: list[RawEntry]) -> int:
+        """Return entries read but never started to their streams at once (same attempt)."""
+        moved = 0
+        by_queue: dict[str, list[RawEntry]] = {}
+        for entry in entries:
+            by_queue.setdefault(entry.queue, []).append(entry)
+        for queue, held in by_queue.items():
+            script_keys, argv = requeue_args(
+                self._keyspace.queue(queue),
+                self._worker,
+                [Held(e.entry_id) for e in held],
+                mode=HANDBACK,
+                max_attempts=self._max_attempts,
+                ttl_ms=self._ttl_ms,
+                dead_maxlen=self._dead_maxlen,
+                now_ms=now_ms(),
+                reason="",
+            )
+            moved += int(self._scripts.requeue(keys=script_keys, args=argv)[0])
+        return moved
+
+    def leave_group(self, queue: str) -> bool:
+        """Remove this worker's consumer if it holds nothing and its heartbeat is gone."""
+        keys = self._keyspace.queue(queue)
+        removed = self._scripts.remove_consumer(
+            keys=[keys.stream, keys.worker(self._worker)], args=[GROUP, self._worker]
+        )
+        return bool(removed)
+
     def _finished(self, ran: Ran, entry: RawEntry) -> Finished:
         request: Request = ran.request
+        if ran.retry:
+            if request.attempt < self._max_attempts:
+                due = retry_due_ms(request.attempt, ran.retry_delay_s, self._retry_delay_s, ran.end)
+                return Finished(
+                    entry_id=request.entry_id,
+                    outcome=None,
+                    due_ms=due,
+                    delayed=delayed_member(entry.fields, request.attempt + 1),
+                )
+            reason = f"retried {request.attempt} times, max_attempts reached: {ran.outcome.error}"
+            ran = replace(ran, outcome=Outcome(request.id, DEAD, reason.encode()))
         result = result_fields(
             ran.outcome,
             ct=request.ct,

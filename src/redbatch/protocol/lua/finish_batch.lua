@@ -2,16 +2,20 @@
 --
 -- KEYS[1]   the queue's stream            (rb:{Q}:stream)
 -- KEYS[2]   the queue's dead-letter stream (rb:{Q}:dead)
--- KEYS[3..] result keys and reply keys referenced by index from ARGV (all carry {Q})
+-- KEYS[3]   the queue's delayed set        (rb:{Q}:delayed)
+-- KEYS[4..] result keys and reply keys referenced by index from ARGV (all carry {Q})
 --
 -- ARGV[1]   consumer group name
 -- ARGV[2]   result and reply TTL, ms
 -- ARGV[3]   dead-letter stream max length (approximate trim)
--- ARGV[4..] 7 values per item:
+-- ARGV[4..] 9 values per item:
 --           entry id; index into KEYS of the result key (0: none); index into KEYS of the
 --           reply key (0: none); the request id; the reply element (msgpack [id, status,
 --           body]); the result hash as a msgpack flat array [field, value, ...]; the
---           dead-letter entry as a msgpack flat array, or "" when it is not dead-lettered.
+--           dead-letter entry as a msgpack flat array, or "" when it is not dead-lettered;
+--           the due time (ms) of a delayed retry, "0" for none; the delayed-set member (the
+--           entry's fields with the next attempt, a msgpack flat array). A delayed item gets
+--           no result and no reply: it is not finished.
 --           Flat arrays use msgpack's old "raw" strings: Redis's cmsgpack cannot read "bin".
 --
 -- Reply: the number of items whose result already existed (the first outcome wins: the
@@ -20,15 +24,18 @@ local ttl = ARGV[2]
 local dead_maxlen = ARGV[3]
 local existed = 0
 local ids = {}
-for i = 4, #ARGV, 7 do
+for i = 4, #ARGV, 9 do
   local entry_id = ARGV[i]
   local result_idx = tonumber(ARGV[i + 1])
   local reply_idx = tonumber(ARGV[i + 2])
   local request_id = ARGV[i + 3]
   local reply = ARGV[i + 4]
   local dead_fields = ARGV[i + 6]
+  local due = ARGV[i + 7]
   local first = true
-  if result_idx > 0 then
+  if due ~= '0' then
+    redis.call('ZADD', KEYS[3], due, ARGV[i + 8])
+  elseif result_idx > 0 then
     local result_key = KEYS[result_idx]
     if redis.call('EXISTS', result_key) == 1 then
       first = false

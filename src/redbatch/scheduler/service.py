@@ -1,0 +1,152 @@
+"""The scheduler process's loop: periodic duties, held as data, run over every known queue.
+
+Each duty is (name, per-queue function, interval). The loop runs the duties that are due over
+the queues listed in ``rb:queues`` at that moment (a queue added later is picked up on the
+next pass, no restart), then waits on an Event until the next one is due, so ``stop()`` from a
+signal handler ends the wait at once. A duty that fails on one queue logs one line and the
+others carry on; an unreachable Redis (after redis-py's own retries) logs one line per pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from redbatch.config import SchedulerConfig
+from redbatch.connection import connect, ping, redacted
+from redbatch.errors import ConfigError
+from redbatch.protocol.keys import KeySpace, QueueKeys
+from redbatch.scheduler.upkeep import Upkeep
+
+log = logging.getLogger(__name__)
+
+# Commands retried by redis-py (backoff capped at 2 s) before a pass gives up and logs;
+# small enough that a stop request is honoured within seconds during an outage.
+_RETRIES = 5
+# The start-up check fails fast (exit 3 within seconds) instead of riding out an outage.
+_STARTUP_RETRIES = 1
+# Consumer clean-up needs no hurry: a removable consumer has been idle for seconds already.
+_CLEANUP_MIN_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Duty:
+    name: str
+    run: Callable[[QueueKeys], object]
+    interval_s: float
+
+
+def due_duties(duties: Sequence[Duty], next_run: Mapping[str, float], now: float) -> list[Duty]:
+    return [d for d in duties if next_run.get(d.name, 0.0) <= now]
+
+
+def wait_time(next_run: Mapping[str, float], now: float) -> float:
+    """Seconds until the next duty is due (0 when one is due already)."""
+    return max(0.0, min(next_run.values(), default=now) - now)
+
+
+class Scheduler:
+    """Runs the upkeep duties over every queue of ``config.namespace`` until stopped."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        client: redis.Redis | None = None,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._owns_client = client is None
+        self._client = client or connect(config.redis_url, retries=_RETRIES)
+        self._stop = stop or threading.Event()
+        self._clock = clock
+        self._keyspace = KeySpace(config.namespace)
+        self._bad_names: set[str] = set()
+        upkeep = Upkeep(self._client, config)
+        interval = config.interval_s
+        self.duties: list[Duty] = [
+            Duty("reap", upkeep.reap, interval),
+            Duty("move_due", upkeep.move_due, interval),
+            Duty(
+                "remove_consumers", upkeep.remove_consumers, max(interval, _CLEANUP_MIN_INTERVAL_S)
+            ),
+        ]
+
+    def stop(self) -> None:
+        """Ask the loop to return; safe from signal handlers and other threads."""
+        self._stop.set()
+
+    def run(self) -> None:
+        self._check_reachable()
+        log.info(
+            "scheduler on %s namespace %s (interval=%gs hung_margin=%ds max_attempts=%d)",
+            redacted(self.config.redis_url),
+            self.config.namespace,
+            self.config.interval_s,
+            self.config.hung_margin_s,
+            self.config.max_attempts,
+        )
+        next_run = {d.name: 0.0 for d in self.duties}
+        while not self._stop.is_set():
+            now = self._clock()
+            due = due_duties(self.duties, next_run, now)
+            if due:
+                self.run_pass(due)
+                for duty in due:
+                    next_run[duty.name] = now + duty.interval_s
+            self._stop.wait(wait_time(next_run, self._clock()))
+        log.info("scheduler stopped")
+        if self._owns_client:
+            self._client.close()
+
+    def run_pass(self, duties: Sequence[Duty]) -> None:
+        """Run ``duties`` once over every known queue; never raises for Redis trouble."""
+        try:
+            queues = self._queues()
+            for duty in duties:
+                for keys in queues:
+                    if self._stop.is_set():
+                        return
+                    self._guarded(duty, keys)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # redis-py already retried with backoff; the next pass tries again.
+            log.warning("Redis unavailable (%s); carrying on", exc)
+
+    def _guarded(self, duty: Duty, keys: QueueKeys) -> None:
+        try:
+            duty.run(keys)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # the pass ends: the other queues would only wait on the same outage
+        except Exception as exc:  # a duty's failure must not stop the others
+            log.error(
+                "%s on queue %s failed: %s: %s", duty.name, keys.name, type(exc).__name__, exc
+            )
+            log.debug("%s on queue %s", duty.name, keys.name, exc_info=True)
+
+    def _queues(self) -> list[QueueKeys]:
+        queues = []
+        for raw in sorted(self._client.smembers(self._keyspace.queues)):
+            name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            try:
+                queues.append(self._keyspace.queue(name))
+            except ConfigError:
+                if name not in self._bad_names:  # say it once, not every pass
+                    self._bad_names.add(name)
+                    log.warning("ignoring invalid queue name %r in %s", name, self._keyspace.queues)
+        return queues
+
+    def _check_reachable(self) -> None:
+        """Raise ConnectionFailed at once if Redis cannot be used (no long retry loop)."""
+        if not self._owns_client:
+            ping(self._client, self.config.redis_url)
+            return
+        probe = connect(self.config.redis_url, retries=_STARTUP_RETRIES)
+        try:
+            ping(probe, self.config.redis_url)
+        finally:
+            probe.close()

@@ -1,0 +1,208 @@
+"""The scheduler's Redis I/O for one queue: reap dead or hung consumers, move due delayed
+retries, remove consumers nobody runs.
+
+Decisions are made by the pure functions of ``reaper``; every change to a queue goes through a
+Lua script that re-checks its precondition atomically, so several schedulers may run at once:
+an entry another scheduler (or the worker itself) dealt with first is skipped, not doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from redbatch.config import SchedulerConfig
+from redbatch.protocol.keys import GROUP, QueueKeys
+from redbatch.protocol.scripts import RETRY, Scripts, requeue_args
+from redbatch.scheduler import reaper
+from redbatch.scheduler.reaper import Action, PendingEntry, Verdict
+
+log = logging.getLogger(__name__)
+
+# Entries per XPENDING page and per requeue.lua call: bounds one script's run time and the
+# memory of the entries read back (XRANGE returns payloads too).
+PAGE = 500
+# Delayed retries moved per move_due.lua call, and calls per queue per pass: a backlog drains
+# over a few passes without one queue holding the loop.
+MOVE_BATCH = 500
+MOVE_CALLS_PER_PASS = 20
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _missing(exc: redis.ResponseError) -> bool:
+    """The stream or its group is gone (deleted by an operator); the worker recreates it."""
+    message = str(exc)
+    return message.startswith("NOGROUP") or "no such key" in message.lower()
+
+
+class Upkeep:
+    """Per-queue duties on one client; every method is safe to run from several schedulers."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        config: SchedulerConfig,
+        *,
+        now_ms: Callable[[], int] = wall_ms,
+        remove_after_idle_ms: int = reaper.REMOVE_AFTER_IDLE_MS,
+    ) -> None:
+        self._client = client
+        self._config = config
+        self._scripts = Scripts(client)
+        self._now_ms = now_ms
+        self._remove_after_idle_ms = remove_after_idle_ms
+
+    # -- dead and hung consumers ------------------------------------------------------------
+
+    def reap(self, keys: QueueKeys) -> None:
+        """Re-queue (or dead-letter) what dead consumers hold and what hung ones held too long."""
+        try:
+            summary: dict[str, Any] = self._client.xpending(keys.stream, GROUP)
+        except redis.ResponseError as exc:
+            if _missing(exc):
+                return
+            raise
+        holders = {
+            _text(c["name"]): int(c["pending"])
+            for c in summary.get("consumers") or []
+            if int(c["pending"]) > 0
+        }
+        if not holders:
+            return
+        heartbeats = self._heartbeats(keys, list(holders))
+        for name, pending in holders.items():
+            verdict = reaper.judge(
+                name, pending, heartbeats[name], hung_margin_s=self._config.hung_margin_s
+            )
+            if verdict.action is not Action.NOTHING:
+                self._reap_consumer(keys, name, verdict)
+
+    def _heartbeats(self, keys: QueueKeys, names: list[str]) -> dict[str, reaper.Heartbeat | None]:
+        pipe = self._client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(keys.worker(name))
+            pipe.hget(keys.worker(name), reaper.BATCH_TIMEOUT_FIELD)
+        replies = pipe.execute()
+        return {
+            name: reaper.parse_heartbeat(bool(replies[2 * i]), replies[2 * i + 1])
+            for i, name in enumerate(names)
+        }
+
+    def _reap_consumer(self, keys: QueueKeys, name: str, verdict: Verdict) -> None:
+        """Page through what ``name`` holds (oldest first), handing each page to requeue.lua."""
+        start = "-"
+        # IDLE filters on the server: a hung worker's fresh entries are never even read.
+        idle = verdict.min_idle_ms if verdict.action is Action.REQUEUE_HUNG else None
+        while True:
+            rows = self._client.xpending_range(
+                keys.stream, GROUP, start, "+", PAGE, consumername=name, idle=idle
+            )
+            if not rows:
+                return
+            page = [
+                PendingEntry(_text(r["message_id"]), int(r["time_since_delivered"])) for r in rows
+            ]
+            chosen = reaper.select(verdict, page)
+            if chosen:
+                self._requeue(keys, name, chosen, verdict.reason)
+            if len(rows) < PAGE:
+                return
+            start = f"({page[-1].entry_id}"  # exclusive: the next page starts after this id
+
+    def _requeue(self, keys: QueueKeys, name: str, entry_ids: list[str], reason: str) -> None:
+        # requeue.lua needs each entry's result and reply keys in KEYS (cluster-safe), so read
+        # the entries' id and reply first; an entry whose record is gone is passed all the same.
+        pipe = self._client.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xrange(keys.stream, entry_id, entry_id)
+        records = pipe.execute()
+        held = [
+            reaper.held(entry_id, found[0][1] if found else None)
+            for entry_id, found in zip(entry_ids, records, strict=True)
+        ]
+        script_keys, args = requeue_args(
+            keys,
+            name,
+            held,
+            mode=RETRY,
+            max_attempts=self._config.max_attempts,
+            ttl_ms=self._config.result_ttl_s * 1000,
+            dead_maxlen=self._config.dead_maxlen,
+            now_ms=self._now_ms(),
+            reason=reason,
+        )
+        requeued, dead, skipped = (
+            int(n) for n in self._scripts.requeue(keys=script_keys, args=args)
+        )
+        if requeued or dead:
+            log.info(
+                "queue %s: re-queued %d, dead-lettered %d, skipped %d held by %s: %s",
+                keys.name, requeued, dead, skipped, name, reason,
+            )  # fmt: skip
+        else:
+            log.debug("queue %s: %d entries of %s already handled", keys.name, skipped, name)
+
+    # -- delayed retries ----------------------------------------------------------------------
+
+    def move_due(self, keys: QueueKeys) -> int:
+        """Move delayed retries whose time has come into the stream; returns how many."""
+        moved = 0
+        for _ in range(MOVE_CALLS_PER_PASS):
+            count, dead = self._scripts.move_due(
+                keys=[keys.stream, keys.delayed, keys.dead],
+                args=[self._now_ms(), MOVE_BATCH, self._config.dead_maxlen],
+            )
+            moved += int(count)
+            if dead:
+                log.warning(
+                    "queue %s: dead-lettered %d unreadable delayed retries", keys.name, dead
+                )
+            if int(count) + int(dead) < MOVE_BATCH:
+                break
+        if moved:
+            log.debug("queue %s: moved %d due retries to the stream", keys.name, moved)
+        return moved
+
+    # -- consumer clean-up --------------------------------------------------------------------
+
+    def remove_consumers(self, keys: QueueKeys) -> int:
+        """Delete group consumers that hold nothing and have no heartbeat; returns how many."""
+        try:
+            infos: list[dict[str, Any]] = self._client.xinfo_consumers(keys.stream, GROUP)
+        except redis.ResponseError as exc:
+            if _missing(exc):
+                return 0
+            raise
+        candidates = [
+            (_text(info["name"]), int(info["pending"]), int(info["idle"])) for info in infos
+        ]
+        pipe = self._client.pipeline(transaction=False)
+        for name, _pending, _idle in candidates:
+            pipe.exists(keys.worker(name))
+        alive = pipe.execute() if candidates else []
+        removed = 0
+        for (name, pending, idle), has_heartbeat in zip(candidates, alive, strict=True):
+            if not reaper.removable(
+                pending, bool(has_heartbeat), idle, min_idle_ms=self._remove_after_idle_ms
+            ):
+                continue
+            # The script re-checks heartbeat and pending in one step: DELCONSUMER would drop
+            # anything the consumer read meanwhile out of every scheduler's reach.
+            script_keys = [keys.stream, keys.worker(name)]
+            if self._scripts.remove_consumer(keys=script_keys, args=[GROUP, name]):
+                removed += 1
+                log.info(
+                    "queue %s: removed consumer %s (no heartbeat, holds nothing)", keys.name, name
+                )
+        return removed

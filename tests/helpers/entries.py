@@ -1,0 +1,56 @@
+"""Reading and writing queue entries and results directly, as redis-cli users do."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+import redis
+
+from helpers.workers import wait_until
+from redbatch.protocol.keys import QueueKeys
+
+# Bound of every wait for an outcome: generous, only reached when something is broken.
+WAIT_S = 30.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def pack(value: Any) -> bytes:
+    return bytes(msgpack.packb(value, use_bin_type=True))
+
+
+def text(fields: dict[bytes, bytes]) -> dict[str, str]:
+    """A result hash or dead entry with every field decoded (payloads here are ASCII)."""
+    return {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+
+
+def wait_results(
+    client: redis.Redis, keys: QueueKeys, ids: Iterable[str], timeout: float = WAIT_S
+) -> dict[str, dict[bytes, bytes]]:
+    """Wait until every id has a result hash; returns id -> hash."""
+    ids = list(ids)
+
+    def ready() -> dict[str, dict[bytes, bytes]] | None:
+        pipe = client.pipeline(transaction=False)
+        for request_id in ids:
+            pipe.hgetall(keys.result(request_id))
+        hashes = pipe.execute()
+        if all(hashes):
+            return dict(zip(ids, hashes, strict=True))
+        return None
+
+    found: dict[str, dict[bytes, bytes]] = wait_until(ready, timeout, f"results of {ids[:5]}")
+    return found
+
+
+def add_atomically(client: redis.Redis, stream: str, entries: list[dict[str, Any]]) -> None:
+    """XADD every entry in one MULTI, so a single blocked read is handed all of them."""
+    pipe = client.pipeline(transaction=True)
+    for fields in entries:
+        pipe.xadd(stream, fields)
+    pipe.execute()

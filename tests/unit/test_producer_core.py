@@ -1,0 +1,130 @@
+"""The producer's pure pieces: admission arguments and replies, cancel keys, options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+
+from redbatch.errors import ConfigError, PayloadTooLarge, QueueFull, RedbatchError
+from redbatch.producer import MapQueueFull
+from redbatch.producer._core import (
+    CANCEL_TTL_MS,
+    DEFAULT_MAX_QUEUE_LEN,
+    ProducerCore,
+    check_max_queue_len,
+)
+from redbatch.protocol.keys import KeySpace
+from redbatch.protocol.scripts import Scripts
+
+
+def test_defaults() -> None:
+    core = ProducerCore()
+    assert core.max_queue_len == DEFAULT_MAX_QUEUE_LEN == 100_000
+    assert core.cancel_on_timeout is True
+    assert core.limits.max_payload_bytes == 16 * 1024 * 1024
+    assert CANCEL_TTL_MS == 3_600_000
+
+
+@pytest.mark.parametrize("value", [-1, 1.0, True, "5", None])
+def test_bad_max_queue_len(value: Any) -> None:
+    with pytest.raises(ConfigError, match="max_queue_len"):
+        check_max_queue_len(value)
+    with pytest.raises(ConfigError, match="max_queue_len"):
+        ProducerCore(max_queue_len=value)
+
+
+@pytest.mark.parametrize("value", [0, 1, 100_000])
+def test_good_max_queue_len(value: int) -> None:
+    assert ProducerCore(max_queue_len=value).max_queue_len == value
+
+
+def test_cancel_on_timeout_must_be_a_bool() -> None:
+    assert ProducerCore(cancel_on_timeout=False).cancel_on_timeout is False
+    with pytest.raises(ConfigError, match="cancel_on_timeout"):
+        ProducerCore(cancel_on_timeout=1)  # type: ignore[arg-type]
+
+
+def test_payload_too_large_before_any_io() -> None:
+    core = ProducerCore(max_payload_bytes=1024)
+    core.submission("q", b"x" * 900)
+    with pytest.raises(PayloadTooLarge):
+        core.submission("q", b"x" * 2000)
+
+
+def test_admit_call_carries_the_bound_and_every_field() -> None:
+    core = ProducerCore("ns", max_queue_len=7)
+    subs = [core.submission("q", "a", request_id="r1"), core.submission("q", 2, cost=3)]
+    keys, argv = core.admit_call(subs)
+    assert keys == [KeySpace("ns").queue("q").stream]
+    assert argv[0] == 7
+    position = 1
+    for sub in subs:
+        n = argv[position]
+        assert n == 2 * len(sub.fields)
+        pairs = argv[position + 1 : position + 1 + n]
+        assert dict(zip(pairs[::2], pairs[1::2], strict=True)) == sub.fields
+        position += 1 + n
+    assert position == len(argv)
+
+
+def test_refusal_reads_the_admit_reply() -> None:
+    core = ProducerCore(max_queue_len=5)
+    assert core.refusal("q", [1, b"1-0", b"1-1"]) is None
+    full = core.refusal("q", [0, 5])
+    assert isinstance(full, QueueFull)
+    assert (full.queue, full.length, full.max_queue_len) == ("q", 5, 5)
+    for bad in (None, [], [2], b"OK"):
+        with pytest.raises(RedbatchError, match="admit"):
+            core.refusal("q", bad)
+
+
+def test_map_queue_full_says_what_was_admitted() -> None:
+    full = QueueFull("q", 4, 5)
+    nothing = MapQueueFull(full, [])
+    assert isinstance(nothing, QueueFull)
+    assert nothing.admitted == []
+    assert str(nothing) == str(full)
+    assert "nothing was added" in str(nothing)
+
+    some = MapQueueFull(full, ["h1", "h2"])
+    assert some.admitted == ["h1", "h2"]
+    assert (some.queue, some.length, some.max_queue_len) == ("q", 4, 5)
+    assert "the first 2 requests of this map call" in str(some)
+    assert "nothing was added" not in str(some)
+
+
+def test_cancel_keys() -> None:
+    core = ProducerCore("ns")
+    assert core.cancel_keys("q", ["a", "b"]) == ["ns:{q}:cancel:a", "ns:{q}:cancel:b"]
+    with pytest.raises(ConfigError):
+        core.cancel_keys("q", ["bad id"])
+    with pytest.raises(ConfigError):
+        core.cancel_keys("bad queue", ["a"])
+
+
+# -- admit.lua with what the core builds (fakeredis runs the Lua) ------------------------------
+
+
+def test_admit_script_is_all_or_nothing_at_the_bound() -> None:
+    client = fakeredis.FakeRedis()
+    admit = Scripts(client).admit
+    core = ProducerCore("ns", max_queue_len=5)
+    stream = KeySpace("ns").queue("q").stream
+
+    def send(n: int) -> QueueFull | None:
+        subs = [core.submission("q", i) for i in range(n)]
+        keys, args = core.admit_call(subs)
+        return core.refusal("q", admit(keys=keys, args=args))
+
+    assert send(4) is None
+    refused = send(2)
+    assert refused is not None
+    assert refused.length == 4
+    assert client.xlen(stream) == 4
+    assert send(1) is None
+    assert client.xlen(stream) == 5
+    assert send(1) is not None
+    [(_, fields)] = client.xrange(stream, count=1)
+    assert set(fields) >= {b"id", b"reply", b"enq", b"payload"}
