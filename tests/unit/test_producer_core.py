@@ -75,8 +75,10 @@ def test_refusal_reads_the_admit_reply() -> None:
     full = core.refusal("q", [0, 5])
     assert isinstance(full, QueueFull)
     assert (full.queue, full.length, full.max_queue_len) == ("q", 5, 5)
-    for bad in (None, [], [2], b"OK"):
-        with pytest.raises(RedbatchError, match="admit"):
+    assert core.refusal("q", [2]) is None  # answered from the stored result
+    assert core.refusal("q", [3]) is None  # joined the request already waiting
+    for bad in (None, [], [7], b"OK"):
+        with pytest.raises(RedbatchError, match="admission"):
             core.refusal("q", bad)
 
 

@@ -10,7 +10,7 @@ from redbatch.protocol.keys import GROUP, KeySpace
 from redbatch.protocol.scripts import Finished, finish_batch_args, load_lua
 
 HEADER = 3
-PER_ITEM = 9
+PER_ITEM = 10
 KEYS = KeySpace().queue("echo")
 
 
@@ -48,8 +48,8 @@ def test_indexes_are_one_based_and_point_at_the_right_keys() -> None:
     keys, argv = finish_batch_args(KEYS, items, ttl_ms=1000, dead_maxlen=10)
     assert len(argv) == HEADER + PER_ITEM * len(items)
     for n, (rid, pid) in enumerate([("r1", "p1"), ("r2", "p2")]):
-        entry_id, result_idx, reply_idx, _request_id, reply, result, dead, _due, _delayed = (
-            item_args(argv, n)
+        entry_id, result_idx, reply_idx, _request_id, reply, result, dead, *_rest = item_args(
+            argv, n
         )
         assert entry_id == items[n].entry_id
         assert isinstance(result_idx, int)
@@ -61,7 +61,7 @@ def test_indexes_are_one_based_and_point_at_the_right_keys() -> None:
         assert decode_reply(reply) == items[n].outcome  # type: ignore[arg-type]
         assert unflat(result)[b"status"] == b"ok"
         assert dead == b""
-    assert len(keys) == 3 + 4
+    assert len(keys) == 3 + 4 + 2  # + a guard key per request
     assert all("{echo}" in key for key in keys)
 
 
@@ -74,12 +74,12 @@ def test_shared_reply_key_is_deduplicated() -> None:
     assert reply_indexes == {keys.index(reply_key) + 1}
     result_indexes = [item_args(argv, n)[1] for n in range(4)]
     assert len(set(result_indexes)) == 4
-    assert len(keys) == len(set(keys)) == 3 + 4 + 1
+    assert len(keys) == len(set(keys)) == 3 + 4 + 1 + 4  # + a guard key per request
 
 
 def test_item_without_reply_has_zero_reply_index() -> None:
     keys, argv = finish_batch_args(KEYS, [ok_item("1-0", "r1")], ttl_ms=1, dead_maxlen=1)
-    _, result_idx, reply_idx, _, reply, _, _, _, _ = item_args(argv, 0)
+    _, result_idx, reply_idx, _, reply, _, _, _, _, _ = item_args(argv, 0)
     assert reply_idx == 0
     assert keys[result_idx - 1] == KEYS.result("r1")  # type: ignore[operator]
     assert reply != b""  # the element is still built (Lua ignores it without a key)
@@ -90,8 +90,8 @@ def test_item_without_outcome_is_only_dead_lettered() -> None:
     raw = {b"id": b"bad id", b"payload": b"x"}
     item = Finished("2-0", None, dead_reason="missing or invalid field 'id'", dead_fields=raw)
     keys, argv = finish_batch_args(KEYS, [item], ttl_ms=1, dead_maxlen=1)
-    entry_id, result_idx, reply_idx, _request_id, reply, result, dead, _due, _delayed = item_args(
-        argv, 0
+    entry_id, result_idx, reply_idx, _request_id, reply, result, dead, _due, _delayed, _guard = (
+        item_args(argv, 0)
     )
     assert entry_id == "2-0"
     assert (result_idx, reply_idx) == (0, 0)
@@ -115,7 +115,7 @@ def test_dead_item_with_outcome_records_result_reply_and_reason() -> None:
         dead_fields={b"id": b"r9", b"attempt": b"3", b"payload": b"\x00\xff"},
     )
     keys, argv = finish_batch_args(KEYS, [item], ttl_ms=1, dead_maxlen=1)
-    _, result_idx, reply_idx, _, reply, result, dead, _, _ = item_args(argv, 0)
+    _, result_idx, reply_idx, _, reply, result, dead, _, _, _ = item_args(argv, 0)
     assert keys[result_idx - 1] == KEYS.result("r9")  # type: ignore[operator]
     assert keys[reply_idx - 1] == KEYS.reply("p1")  # type: ignore[operator]
     assert decode_reply(reply) == outcome  # type: ignore[arg-type]
@@ -161,7 +161,7 @@ def test_mixed_batch_keeps_item_order() -> None:
 def test_load_lua_finish_batch_documents_keys_and_argv() -> None:
     text = load_lua("finish_batch")
     header = "\n".join(line for line in text.splitlines() if line.startswith("--"))
-    for word in ("KEYS[1]", "KEYS[2]", "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4..]", "9 values"):
+    for word in ("KEYS[1]", "KEYS[2]", "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4..]", "10 values"):
         assert word in header
     assert "XACK" in text
     assert "XDEL" in text

@@ -33,9 +33,15 @@ from redbatch.protocol.fields import (
     decode_reply,
 )
 from redbatch.protocol.keys import KeySpace, check_request_id
-from redbatch.protocol.scripts import admit_args
+from redbatch.protocol.scripts import admit_args, admit_once_args
 
 log = logging.getLogger(__name__)
+
+# How long a request submitted with its own id guards that id against a second run while it
+# waits or runs (the first outcome ends the guard; this only bounds a leak if all else dies).
+GUARD_TTL_MS = 24 * 3_600_000
+# TTL of a reply pushed at admission from a stored result (the workers' default result TTL).
+REPLY_TTL_MS = 3_600_000
 
 # The reply listener pops up to this many outcomes per round trip.
 REPLY_BATCH = 512
@@ -134,12 +140,27 @@ class ProducerCore:
         keys = self.keyspace.queue(subs[0].queue)
         return admit_args(keys, [s.fields for s in subs], max_queue_len=self.max_queue_len)
 
+    def admit_once_call(self, sub: Submission) -> tuple[list[str], list[bytes | str | int]]:
+        """KEYS and ARGV of admit_once.lua: a request whose id the caller chose. An id that is
+        waiting, running or finished (within the result TTL) is not run again: this caller
+        gets the same outcome."""
+        return admit_once_args(
+            self.keyspace.queue(sub.queue),
+            sub.request_id,
+            self.producer_id,
+            sub.fields,
+            max_queue_len=self.max_queue_len,
+            guard_ttl_ms=GUARD_TTL_MS,
+            reply_ttl_ms=REPLY_TTL_MS,
+        )
+
     def refusal(self, queue: str, reply: Any) -> QueueFull | None:
-        """None when admit.lua added the requests (``[1, entry ids...]``); the QueueFull to
-        raise when it refused them all (``[0, length]``)."""
-        if not isinstance(reply, list) or not reply or reply[0] not in (0, 1):
-            raise RedbatchError(f"unexpected reply from admit.lua: {reply!r:.80}")
-        if reply[0] == 1:
+        """None when admit.lua / admit_once.lua took the requests (``[1, ids...]`` added,
+        ``[2]`` answered from the stored result, ``[3]`` joined the waiting request); the
+        QueueFull to raise when refused (``[0, length]``)."""
+        if not isinstance(reply, list) or not reply or reply[0] not in (0, 1, 2, 3):
+            raise RedbatchError(f"unexpected reply from admission: {reply!r:.80}")
+        if reply[0] != 0:
             return None
         return QueueFull(queue, int(reply[1]), self.max_queue_len)
 

@@ -186,7 +186,7 @@ class AsyncProducer:
         await self._use_queue(sub.queue)
         [handle] = self._register([sub])
         try:
-            await self._admit([sub])
+            await self._admit([sub], once=id is not None)
         except (ConnectionFailed, QueueFull):
             self._unregister([handle])
             raise
@@ -274,12 +274,18 @@ class AsyncProducer:
             self._pending[handle.id] = handle
         return handles
 
-    async def _admit(self, subs: list[Submission]) -> None:
-        """One admit.lua call: all of ``subs`` are added, or none (QueueFull)."""
+    async def _admit(self, subs: list[Submission], *, once: bool = False) -> None:
+        """One admission call: all of ``subs`` are added, or none (QueueFull). ``once``: a
+        single request with a caller-chosen id, admitted idempotently (admit_once.lua)."""
         queue = subs[0].queue
-        keys, args = self._core.admit_call(subs)
+        if once:
+            keys, args = self._core.admit_once_call(subs[0])
+            script = self._scripts.admit_once
+        else:
+            keys, args = self._core.admit_call(subs)
+            script = self._scripts.admit
         try:
-            reply = await self._scripts.admit(keys=keys, args=args)
+            reply = await script(keys=keys, args=args)
         except redis.RedisError as exc:
             raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
         full = self._core.refusal(queue, reply)

@@ -81,6 +81,11 @@ class QueueKeys:
     def reply(self, producer_id: str) -> str:
         return f"{self._base}:reply:{producer_id}"
 
+    def guard(self, request_id: str) -> str:
+        """Set of producer ids waiting on a request submitted with an explicit id, until its
+        first outcome is written (idempotent submit on servers without XADD IDMP)."""
+        return f"{self._base}:guard:{request_id}"
+
     def cancel(self, request_id: str) -> str:
         return f"{self._base}:cancel:{request_id}"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-from redbatch.protocol.fields import Outcome
+from redbatch.protocol.fields import PRODUCER_ID, Outcome
 from redbatch.protocol.keys import GROUP, QueueKeys
 
 
@@ -71,8 +71,10 @@ def finish_batch_args(
         result_idx = reply_idx = 0
         reply = b""
         request_id = ""
+        guard_idx = 0
         if item.outcome is not None:
             request_id = item.outcome.id
+            guard_idx = key_index(keys.guard(request_id))
             result_idx = key_index(keys.result(item.outcome.id))
             reply = item.outcome.encode_reply()
             if item.reply:
@@ -84,7 +86,7 @@ def finish_batch_args(
             dead = _flat(dead_entry)
         result = _flat(item.result) if item.result is not None else b""
         argv += [item.entry_id, result_idx, reply_idx, request_id, reply, result, dead]
-        argv += [item.due_ms, item.delayed]
+        argv += [item.due_ms, item.delayed, guard_idx]
     return script_keys, argv
 
 
@@ -131,7 +133,8 @@ def requeue_args(
     for held in entries:
         result_idx = key_index(keys.result(held.request_id)) if held.request_id else 0
         reply_idx = key_index(keys.reply(held.reply)) if held.request_id and held.reply else 0
-        argv += [held.entry_id, result_idx, reply_idx, held.request_id]
+        guard_idx = key_index(keys.guard(held.request_id)) if held.request_id else 0
+        argv += [held.entry_id, result_idx, reply_idx, held.request_id, guard_idx]
     return script_keys, argv
 
 
@@ -145,6 +148,51 @@ def admit_args(
         for name, value in fields.items():
             argv += [name, value]
     return [keys.stream], argv
+
+
+def admit_once_args(
+    keys: QueueKeys,
+    request_id: str,
+    producer_id: str,
+    fields: dict[str, str | bytes | int],
+    *,
+    max_queue_len: int,
+    guard_ttl_ms: int,
+    reply_ttl_ms: int,
+) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV for admit_once.lua (a submit with a caller-chosen id)."""
+    script_keys = [
+        keys.stream, keys.result(request_id), keys.guard(request_id), keys.reply(producer_id)
+    ]  # fmt: skip
+    argv: list[bytes | str | int] = [
+        max_queue_len, producer_id, guard_ttl_ms, reply_ttl_ms, request_id
+    ]  # fmt: skip
+    for name, value in fields.items():
+        argv += [name, value]
+    return script_keys, argv
+
+
+def push_outcome_args(
+    keys: QueueKeys, request_id: str, producer_ids: list[str], *, ttl_ms: int
+) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV for push_outcome.lua."""
+    script_keys = [keys.result(request_id)] + [keys.reply(p) for p in producer_ids]
+    return script_keys, [request_id, ttl_ms]
+
+
+def followers_of(reply: list[Any], own: dict[str, str]) -> dict[str, list[str]]:
+    """Producers to tell, per request id, from finish_batch/requeue replies: guard members
+    other than the request's own producer (``own``: request id -> its reply producer), whose
+    names are valid producer ids."""
+    told: dict[str, list[str]] = {}
+    for group in reply:
+        request_id = group[0].decode()
+        members = {m.decode("ascii", "replace") for m in group[1:]}
+        members.discard(own.get(request_id, ""))
+        valid = sorted(m for m in members if PRODUCER_ID.fullmatch(m))
+        if valid:
+            told[request_id] = valid
+    return told
 
 
 def delayed_member(fields: dict[bytes, bytes], attempt: int) -> bytes:
@@ -163,3 +211,13 @@ class Scripts:
         self.admit = client.register_script(load_lua("admit"))
         self.move_due = client.register_script(load_lua("move_due"))
         self.remove_consumer = client.register_script(load_lua("remove_consumer"))
+        self.admit_once = client.register_script(load_lua("admit_once"))
+        self.push_outcome = client.register_script(load_lua("push_outcome"))
+
+    def tell_followers(
+        self, keys: QueueKeys, followers: dict[str, list[str]], *, ttl_ms: int
+    ) -> None:
+        """Producers that submitted the same id while it waited get its stored outcome."""
+        for request_id, producers in followers.items():
+            script_keys, argv = push_outcome_args(keys, request_id, producers, ttl_ms=ttl_ms)
+            self.push_outcome(keys=script_keys, args=argv)

@@ -17,7 +17,7 @@ import redis
 
 from redbatch.config import SchedulerConfig
 from redbatch.protocol.keys import GROUP, QueueKeys
-from redbatch.protocol.scripts import RETRY, Scripts, requeue_args
+from redbatch.protocol.scripts import RETRY, Scripts, followers_of, requeue_args
 from redbatch.scheduler import reaper
 from redbatch.scheduler.reaper import Action, PendingEntry, Verdict
 
@@ -142,9 +142,12 @@ class Upkeep:
             now_ms=self._now_ms(),
             reason=reason,
         )
-        requeued, dead, skipped = (
-            int(n) for n in self._scripts.requeue(keys=script_keys, args=args)
-        )
+        counts = self._scripts.requeue(keys=script_keys, args=args)
+        requeued, dead, skipped = (int(n) for n in counts[:3])
+        if len(counts) > 3:
+            own = {h.request_id: h.reply for h in held if h.request_id}
+            followers = followers_of(counts[3:], own)
+            self._scripts.tell_followers(keys, followers, ttl_ms=self._config.result_ttl_s * 1000)
         if requeued or dead:
             log.info(
                 "queue %s: re-queued %d, dead-lettered %d, skipped %d held by %s: %s",

@@ -18,6 +18,7 @@ from redbatch.protocol.scripts import (
     Scripts,
     delayed_member,
     finish_batch_args,
+    followers_of,
     requeue_args,
 )
 from redbatch.worker.executor import Ran, now_ms
@@ -79,7 +80,12 @@ class Writer:
         script_keys, argv = finish_batch_args(
             keys, items, ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen
         )
-        return int(self._scripts.finish_batch(keys=script_keys, args=argv))
+        existed, *guarded = self._scripts.finish_batch(keys=script_keys, args=argv)
+        if guarded:
+            own = {i.outcome.id: i.reply for i in items if i.outcome is not None}
+            followers = followers_of(guarded, own)
+            self._scripts.tell_followers(keys, followers, ttl_ms=self._ttl_ms)
+        return int(existed)
 
     def hand_back(self, entries: list[RawEntry]) -> int:
         """Return entries read but never started to their streams at once (same attempt)."""

@@ -8,23 +8,27 @@
 -- ARGV[1]   consumer group name
 -- ARGV[2]   result and reply TTL, ms
 -- ARGV[3]   dead-letter stream max length (approximate trim)
--- ARGV[4..] 9 values per item:
+-- ARGV[4..] 10 values per item:
 --           entry id; index into KEYS of the result key (0: none); index into KEYS of the
 --           reply key (0: none); the request id; the reply element (msgpack [id, status,
 --           body]); the result hash as a msgpack flat array [field, value, ...]; the
 --           dead-letter entry as a msgpack flat array, or "" when it is not dead-lettered;
 --           the due time (ms) of a delayed retry, "0" for none; the delayed-set member (the
 --           entry's fields with the next attempt, a msgpack flat array). A delayed item gets
---           no result and no reply: it is not finished.
+--           no result and no reply: it is not finished; index into KEYS of the request's
+--           guard set (0: none), read and deleted once the request has its outcome.
 --           Flat arrays use msgpack's old "raw" strings: Redis's cmsgpack cannot read "bin".
 --
--- Reply: the number of items whose result already existed (the first outcome wins: the
--- stored one is re-sent to the reply key, so a producer always sees the winning outcome).
+-- Reply: {existed, {request id, producer id, ...}, ...}: the number of items whose result
+-- already existed (the first outcome wins: the stored one is re-sent to the reply key, so a
+-- producer always sees the winning outcome), then per finished request with a non-empty
+-- guard set its members, who must be told the stored outcome too (push_outcome.lua).
 local ttl = ARGV[2]
 local dead_maxlen = ARGV[3]
 local existed = 0
 local ids = {}
-for i = 4, #ARGV, 9 do
+local followers = {}
+for i = 4, #ARGV, 10 do
   local entry_id = ARGV[i]
   local result_idx = tonumber(ARGV[i + 1])
   local reply_idx = tonumber(ARGV[i + 2])
@@ -32,6 +36,7 @@ for i = 4, #ARGV, 9 do
   local reply = ARGV[i + 4]
   local dead_fields = ARGV[i + 6]
   local due = ARGV[i + 7]
+  local guard_idx = tonumber(ARGV[i + 9])
   local first = true
   if due ~= '0' then
     redis.call('ZADD', KEYS[3], due, ARGV[i + 8])
@@ -53,6 +58,14 @@ for i = 4, #ARGV, 9 do
     redis.call('RPUSH', KEYS[reply_idx], reply)
     redis.call('PEXPIRE', KEYS[reply_idx], ttl)
   end
+  if due == '0' and result_idx > 0 and guard_idx > 0 then
+    local members = redis.call('SMEMBERS', KEYS[guard_idx])
+    if #members > 0 then
+      table.insert(members, 1, request_id)
+      followers[#followers + 1] = members
+      redis.call('DEL', KEYS[guard_idx])
+    end
+  end
   if first and dead_fields ~= '' then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', dead_maxlen, '*', unpack(cmsgpack.unpack(dead_fields)))
   end
@@ -62,4 +75,5 @@ if #ids > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
   redis.call('XDEL', KEYS[1], unpack(ids))
 end
-return existed
+table.insert(followers, 1, existed)
+return followers

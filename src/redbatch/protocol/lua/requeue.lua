@@ -12,14 +12,18 @@
 -- ARGV[1] group   ARGV[2] from_consumer   ARGV[3] mode ("retry" | "handback")
 -- ARGV[4] max_attempts   ARGV[5] result/reply TTL, ms   ARGV[6] dead-letter max length
 -- ARGV[7] now, ms since epoch   ARGV[8] reason (for the dead letter and the dead result)
--- ARGV[9..] 4 values per entry: entry id; index into KEYS of its result key (0: unknown id);
---           index into KEYS of its reply key (0: none); request id ("" if unknown)
+-- ARGV[9..] 5 values per entry: entry id; index into KEYS of its result key (0: unknown id);
+--           index into KEYS of its reply key (0: none); request id ("" if unknown); index
+--           into KEYS of its guard set (0: none), read and deleted when it is dead-lettered
 --
--- Reply: {requeued, dead_lettered, skipped}
+-- Reply: {requeued, dead_lettered, skipped, {request id, producer id, ...}, ...}: the last
+-- part lists, per dead-lettered request, the members of its guard set (idempotent submit),
+-- who must be told the stored outcome too (push_outcome.lua)
 local group, from, mode = ARGV[1], ARGV[2], ARGV[3]
 local max_attempts = tonumber(ARGV[4])
 local ttl, dead_maxlen, now, reason = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local requeued, dead, skipped = 0, 0, 0
+local followers = {}
 
 local function field(flat, name)
   for j = 1, #flat, 2 do
@@ -47,10 +51,11 @@ local function with_attempt(flat, attempt)
   return out
 end
 
-for i = 9, #ARGV, 4 do
+for i = 9, #ARGV, 5 do
   local entry_id = ARGV[i]
   local result_idx, reply_idx = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local request_id = ARGV[i + 3]
+  local guard_idx = tonumber(ARGV[i + 4])
   local pending = redis.call('XPENDING', KEYS[1], group, entry_id, entry_id, 1)
   if #pending == 0 or pending[1][2] ~= from then
     skipped = skipped + 1
@@ -76,6 +81,14 @@ for i = 9, #ARGV, 4 do
             redis.call('PEXPIRE', KEYS[reply_idx], ttl)
           end
         end
+        if guard_idx > 0 then
+          local members = redis.call('SMEMBERS', KEYS[guard_idx])
+          if #members > 0 then
+            table.insert(members, 1, request_id)
+            followers[#followers + 1] = members
+            redis.call('DEL', KEYS[guard_idx])
+          end
+        end
         dead = dead + 1
       else
         redis.call('XADD', KEYS[1], '*', unpack(with_attempt(flat, tostring(attempt))))
@@ -86,4 +99,6 @@ for i = 9, #ARGV, 4 do
     redis.call('XDEL', KEYS[1], entry_id)
   end
 end
-return {requeued, dead, skipped}
+local reply = {requeued, dead, skipped}
+for _, group in ipairs(followers) do reply[#reply + 1] = group end
+return reply
