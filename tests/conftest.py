@@ -25,6 +25,7 @@ for _path in (TESTS_DIR.parent / "src", TESTS_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from helpers.schedulers import start_scheduler, wait_running  # noqa: E402
 from helpers.workers import WorkerProcess  # noqa: E402
 from redbatch.embedded import EmbeddedRedis, find_redis_server  # noqa: E402
 
@@ -115,3 +116,28 @@ def worker_factory(
 def other_queue() -> str:
     """A second queue name unique to this test."""
     return "r" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def scheduler_factory(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``redbatch scheduler`` processes (``--interval 0.2`` plus ``extra``) and wait
+    until each serves; each is stopped with SIGTERM after the test and must exit 0 without
+    logging a traceback."""
+    started: list[WorkerProcess] = []
+
+    def start(*extra: str) -> WorkerProcess:
+        proc = start_scheduler(redis_url, namespace, log_dir=str(tmp_path), extra=extra)
+        started.append(proc)
+        return wait_running(proc)
+
+    yield start
+    failures = []
+    for proc in started:
+        code = proc.stop()
+        if code != 0:
+            failures.append(f"{proc.name} exited {code}:\n{proc.log()[-3000:]}")
+        elif "Traceback" in proc.log():
+            failures.append(f"{proc.name} logged a traceback:\n{proc.log()[-3000:]}")
+    assert not failures, "\n".join(failures)

@@ -54,3 +54,22 @@ def add_atomically(client: redis.Redis, stream: str, entries: list[dict[str, Any
     for fields in entries:
         pipe.xadd(stream, fields)
     pipe.execute()
+
+
+def result_hashes(client: redis.Redis, keys: QueueKeys) -> dict[str, dict[bytes, bytes]]:
+    """Every result hash of the queue (found by SCAN), as request id -> hash."""
+    prefix = keys.result("")
+    names = [name.decode() for name in client.scan_iter(match=keys.result("*"), count=1000)]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(name)
+    return {
+        name[len(prefix) :]: fields
+        for name, fields in zip(names, pipe.execute(), strict=True)
+        if fields
+    }
+
+
+def dead_letters(client: redis.Redis, keys: QueueKeys) -> list[dict[str, str]]:
+    """The queue's dead-letter stream, each entry decoded (payload fields left raw-ish)."""
+    return [text(fields) for _entry_id, fields in client.xrange(keys.dead)]

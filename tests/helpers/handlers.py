@@ -64,3 +64,18 @@ def slow_echo(payloads: list[Any]) -> list[Any]:
     """Echo after 0.2 s per batch: long enough to stop a worker mid-batch."""
     time.sleep(0.2)
     return list(payloads)
+
+
+def connection_error_once(payloads: list[Any], marker: str = "") -> list[Any]:
+    """Echo, but the first batch ever run raises ConnectionError (a flaky model server).
+
+    ``marker`` (``--handler-option marker=PATH``) is a file created on that first failure:
+    its presence says the failure already happened, across attempts and processes."""
+    if not marker:
+        raise ValueError("connection_error_once needs --handler-option marker=PATH")
+    try:
+        with open(marker, "x", encoding="utf-8") as f:
+            f.write(str(os.getpid()))
+    except FileExistsError:
+        return list(payloads)
+    raise ConnectionError("model server unreachable (first attempt)")

@@ -83,8 +83,11 @@ def test_follower_of_a_dead_lettered_request_is_told(
         Producer.from_url(redis_url, namespace=namespace, cancel_on_timeout=False) as second,
     ):
         a = first.submit(queue, "x", id="doomed")
-        # A worker that took it and died (no heartbeat ever): the scheduler reclaims it.
-        redis_client.xreadgroup(GROUP, "ghost", {keys.stream: ">"}, count=10)
+        # A worker that started it and died (no heartbeat ever): the scheduler reclaims it.
+        # Started = delivery count 2, as a worker marks a batch before running it.
+        read = redis_client.xreadgroup(GROUP, "ghost", {keys.stream: ">"}, count=10)
+        ids = [entry_id for entry_id, _ in read[0][1]]
+        redis_client.xclaim(keys.stream, GROUP, "ghost", 0, ids, justid=True, retrycount=2)
         b = second.submit(queue, "x", id="doomed")
         scheduler_factory("--max-attempts", "1")
         for handle in (a, b):

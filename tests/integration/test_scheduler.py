@@ -11,15 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import msgpack
-import pytest
 import redis
 
 from helpers import subprocess_env
-from helpers.schedulers import start_scheduler, wait_running
 from helpers.workers import WorkerProcess, wait_until
 from redbatch.protocol.fields import DEAD, build_entry, decode_reply
 from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
@@ -29,27 +26,6 @@ from redbatch.protocol.streams import ensure_queue
 SchedulerFactory = Callable[..., WorkerProcess]
 WAIT_S = 30.0  # far above the few passes (0.2 s apart) any of these needs
 RUN_TIMEOUT_S = 60.0
-
-
-@pytest.fixture
-def scheduler_factory(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[SchedulerFactory]:
-    """Start scheduler processes; each is stopped with SIGTERM after the test and must exit 0."""
-    started: list[WorkerProcess] = []
-
-    def start(*extra: str) -> WorkerProcess:
-        proc = start_scheduler(redis_url, namespace, log_dir=str(tmp_path), extra=extra)
-        started.append(proc)
-        return wait_running(proc)
-
-    yield start
-    failures = []
-    for proc in started:
-        code = proc.stop()
-        if code != 0:
-            failures.append(f"{proc.name} exited {code}:\n{proc.log()[-3000:]}")
-        elif "Traceback" in proc.log():
-            failures.append(f"{proc.name} logged a traceback:\n{proc.log()[-3000:]}")
-    assert not failures, "\n".join(failures)
 
 
 # -- simulated producers and workers -----------------------------------------------------------
@@ -82,10 +58,12 @@ def add(
 
 
 def take(client: redis.Redis, keys: QueueKeys, consumer: str, n: int) -> list[bytes]:
-    """Read ``n`` new entries as ``consumer`` (they become pending to it); returns entry ids."""
+    """Read ``n`` new entries as ``consumer`` (they become pending to it) and mark them
+    started, as a worker does before running a batch; returns entry ids."""
     reply = client.xreadgroup(GROUP, consumer, {keys.stream: ">"}, count=n)
     entry_ids = [entry_id for entry_id, _fields in reply[0][1]] if reply else []
     assert len(entry_ids) == n
+    client.xclaim(keys.stream, GROUP, consumer, 0, entry_ids, justid=True, retrycount=2)
     return entry_ids
 
 

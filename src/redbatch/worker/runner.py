@@ -22,7 +22,7 @@ from redbatch.connection import connect, ping, redacted
 from redbatch.errors import MalformedEntry
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Request, parse_entry
-from redbatch.protocol.keys import KeySpace
+from redbatch.protocol.keys import GROUP, KeySpace
 from redbatch.worker.executor import Executor, Handler, now_ms
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_exception_types, load_handler
@@ -36,6 +36,10 @@ _WORKER_RETRIES = 10
 # The start-up reachability check: one retry, so an unreachable Redis is reported at once.
 _STARTUP_RETRIES = 1
 _SOCKET_TIMEOUT_MARGIN_S = 10.0
+
+
+# The delivery count a worker gives the entries of a batch it starts (requeue.lua reads it).
+STARTED_DELIVERIES = 2
 
 
 class State(enum.Enum):
@@ -213,7 +217,7 @@ class Worker:
             )
         ran = []
         if requests:
-            cancelled = self._cancelled(queue, requests)
+            cancelled = self._start(queue, requests)
             self.progress.batch_started = time.monotonic()
             try:
                 ran = self._executor.run(requests, cancelled)
@@ -227,7 +231,19 @@ class Worker:
         self.progress.items += len(batch)
         self.progress.last_batch_ms = now_ms()
 
-    def _cancelled(self, queue: str, requests: list[Request]) -> frozenset[str]:
+    def _start(self, queue: str, requests: list[Request]) -> frozenset[str]:
+        """Mark the batch started and return the ids cancelled meanwhile (one round trip).
+
+        Started = delivery count 2 in the group's pending list: the scheduler counts an
+        attempt against a dead worker's entry only when it was started, so entries a worker
+        merely held (read, or about to be handed back) when it was killed keep their attempt
+        and no request nobody ever ran is dead-lettered for other requests' crashes."""
         keys = self._keyspace.queue(queue)
-        flags = self._client.mget([keys.cancel(r.id) for r in requests])
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xclaim(
+            keys.stream, GROUP, self.config.name, 0, [r.entry_id for r in requests],
+            justid=True, retrycount=STARTED_DELIVERIES,
+        )  # fmt: skip
+        pipe.mget([keys.cancel(r.id) for r in requests])
+        _claimed, flags = pipe.execute()
         return frozenset(r.id for r, flag in zip(requests, flags, strict=True) if flag)

@@ -1,9 +1,10 @@
 -- requeue: move entries held by one consumer back to the stream, atomically per entry.
 --
--- Used by the scheduler for dead or hung workers (mode "retry": attempt + 1, dead-lettered
--- past max_attempts) and by a draining worker for entries it read but never started (mode
--- "handback": same attempt). Each entry is handled only if it is still pending to
--- from_consumer: a second scheduler, or the worker finishing it meanwhile, makes it a no-op.
+-- Used by the scheduler for dead or hung workers (mode "retry": attempt + 1 for an entry
+-- the worker had started, i.e. delivery count >= 2, dead-lettered past max_attempts) and by
+-- a draining worker for entries it read but never started (mode "handback": same attempt).
+-- Each entry is handled only if it is still pending to from_consumer: a second scheduler, or
+-- the worker finishing it meanwhile, makes it a no-op.
 --
 -- KEYS[1]   the queue's stream
 -- KEYS[2]   the queue's dead-letter stream
@@ -64,7 +65,9 @@ for i = 9, #ARGV, 5 do
     if #entries > 0 then
       local flat = entries[1][2]
       local attempt = tonumber(field(flat, 'attempt') or '1') or 1
-      if mode == 'retry' then attempt = attempt + 1 end
+      -- Only a started entry (the worker set its delivery count to 2 before running it)
+      -- used up an attempt; one merely read when its worker died goes back as it was.
+      if mode == 'retry' and tonumber(pending[1][4]) >= 2 then attempt = attempt + 1 end
       if mode == 'retry' and attempt > max_attempts then
         local dead_entry = {}
         for j = 1, #flat do dead_entry[j] = flat[j] end
