@@ -13,9 +13,10 @@ import redis
 from helpers.entries import WAIT_S, add_atomically, pack, text, wait_results
 from helpers.workers import WorkerProcess, assert_drained, wait_serving, wait_until
 from redbatch import Producer, RequestCancelled
+from redbatch.cli import EXIT_INTERRUPTED
 from redbatch.protocol.keys import KeySpace
 from redbatch.protocol.streams import ensure_queue
-from redbatch.worker.heartbeat import EXIT_BATCH_TIMEOUT
+from redbatch.worker.heartbeat import EXIT_BATCH_TIMEOUT, EXIT_DRAIN_TIMEOUT
 
 WorkerFactory = Callable[..., WorkerProcess]
 
@@ -164,3 +165,45 @@ def test_redelivered_request_runs_alone_and_neighbours_go_back(
     assert {text(results[f"n{i}"])["attempt"] for i in range(5)} == {"1"}
     assert {text(results[f"n{i}"])["status"] for i in range(5)} == {"ok"}
     assert_drained(redis_client, keys.stream)
+
+
+def test_drain_timeout_ends_a_batch_that_outlives_it(
+    redis_client: redis.Redis, namespace: str, queue: str, worker_factory: WorkerFactory
+) -> None:
+    """Seed 002's three phases: stop requested (draining), grace (drain_timeout), then the
+    process ends itself; the batch stays pending for the scheduler."""
+    keys = KeySpace(namespace).queue(queue)
+    worker = wait_serving(
+        worker_factory(
+            [queue], "helpers.handlers:hang_on", "--drain-timeout", "1", "--heartbeat-ttl", "2"
+        )
+    )
+    worker.expected_exit = EXIT_DRAIN_TIMEOUT
+    redis_client.xadd(keys.stream, {"id": "d1", "payload": pack("hang")})
+    wait_until(lambda: redis_client.xpending(keys.stream, "workers")["pending"] == 1, what="read")
+    began = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=WAIT_S) == EXIT_DRAIN_TIMEOUT
+    assert time.monotonic() - began < 10
+    assert "drain_timeout" in worker.log()
+    assert redis_client.xpending(keys.stream, "workers")["pending"] == 1
+    redis_client.delete(keys.stream)
+
+
+def test_second_signal_exits_at_once(
+    redis_client: redis.Redis, namespace: str, queue: str, worker_factory: WorkerFactory
+) -> None:
+    keys = KeySpace(namespace).queue(queue)
+    worker = wait_serving(worker_factory([queue], "helpers.handlers:hang_on"))
+    worker.expected_exit = EXIT_INTERRUPTED
+    redis_client.xadd(keys.stream, {"id": "s1", "payload": pack("hang")})
+    wait_until(lambda: redis_client.xpending(keys.stream, "workers")["pending"] == 1, what="read")
+    worker.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: redis_client.hget(keys.worker(worker.name), "state") == b"draining"
+               or worker.proc.poll() is not None, what="draining")  # fmt: skip
+    began = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=WAIT_S) == EXIT_INTERRUPTED
+    assert time.monotonic() - began < 5
+    assert "second signal" in worker.log()
+    redis_client.delete(keys.stream)

@@ -116,7 +116,9 @@ class Heartbeat:
         interval = self._ttl_s / 5
         while not self._stopped.wait(interval):
             if self._stop_requested.is_set() and self._progress.stop_requested is None:
+                # The main loop may be deep in a batch: say "draining" from now on.
                 self._progress.stop_requested = time.monotonic()
+                self._progress.state = "draining"
             why = overdue(
                 self._progress, time.monotonic(), self._batch_timeout_s, self._drain_timeout_s
             )
