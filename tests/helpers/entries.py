@@ -10,7 +10,8 @@ import msgpack
 import redis
 
 from helpers.workers import wait_until
-from redbatch.protocol.keys import QueueKeys
+from redbatch.protocol.keys import KeySpace, QueueKeys
+from redbatch.protocol.streams import ensure_queue
 
 # Bound of every wait for an outcome: generous, only reached when something is broken.
 WAIT_S = 30.0
@@ -73,3 +74,11 @@ def result_hashes(client: redis.Redis, keys: QueueKeys) -> dict[str, dict[bytes,
 def dead_letters(client: redis.Redis, keys: QueueKeys) -> list[dict[str, str]]:
     """The queue's dead-letter stream, each entry decoded (payload fields left raw-ish)."""
     return [text(fields) for _entry_id, fields in client.xrange(keys.dead)]
+
+
+def queue_keys(client: redis.Redis, namespace: str, queue: str) -> QueueKeys:
+    """The queue's keys, with its stream and group created (as a worker or producer would)."""
+    space = KeySpace(namespace)
+    keys = space.queue(queue)
+    ensure_queue(client, space, keys)
+    return keys

@@ -29,6 +29,7 @@ from helpers.entries import (
     add_atomically,
     dead_letters,
     pack,
+    queue_keys,
     result_hashes,
     text,
     wait_results,
@@ -37,8 +38,7 @@ from helpers.workers import WorkerProcess, assert_drained, wait_serving, wait_un
 from redbatch import Producer, RequestDead
 from redbatch.embedded import EmbeddedRedis
 from redbatch.protocol.fields import decode_reply
-from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
-from redbatch.protocol.streams import ensure_queue
+from redbatch.protocol.keys import GROUP, QueueKeys
 from redbatch.worker.heartbeat import EXIT_BATCH_TIMEOUT
 
 Factory = Callable[..., WorkerProcess]
@@ -47,13 +47,6 @@ FAST_TTL = ("--heartbeat-ttl", "2")
 # A map's timeout is also its requests' deadline: far beyond any healthy run, so nothing
 # expires unless recovery is broken.
 MAP_TIMEOUT_S = 120.0
-
-
-def keys_of(client: redis.Redis, namespace: str, queue: str) -> QueueKeys:
-    space = KeySpace(namespace)
-    keys = space.queue(queue)
-    ensure_queue(client, space, keys)
-    return keys
 
 
 def pending(client: redis.Redis, keys: QueueKeys) -> int:
@@ -176,7 +169,7 @@ def test_chaos_sigkill_a_worker_every_second_loses_nothing(
     worker_factory: Factory,
     scheduler_factory: Factory,
 ) -> None:
-    keys = keys_of(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     # 0.1 s a batch keeps the workers busy for most of each tick, so kills catch batches
     # running. A request caught running three times would end dead by design (it looks like a
     # worker-killer): this test is about loss and duplication, so it allows more attempts.
@@ -242,7 +235,7 @@ def test_payload_that_kills_its_worker_ends_dead_and_spares_its_batch(
     worker_factory: Factory,
     scheduler_factory: Factory,
 ) -> None:
-    keys = keys_of(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     normal = [f"n{i}" for i in range(31)]
     entries = [{"id": rid, "payload": pack(rid)} for rid in normal[:15]]
     entries.append({"id": "poison", "payload": pack("kill-me")})
@@ -301,7 +294,7 @@ def test_hung_batch_exits_its_worker_and_every_item_ends_once(
     worker_factory: Factory,
     scheduler_factory: Factory,
 ) -> None:
-    keys = keys_of(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     normal = [f"n{i}" for i in range(10)]
     entries = [{"id": "h", "reply": "phang", "payload": pack("hang")}]
     entries += [{"id": rid, "reply": "phang", "payload": pack(rid)} for rid in normal]
@@ -342,7 +335,7 @@ def test_sigterm_during_load_hands_back_and_reclaims_nothing(
     worker_factory: Factory,
     scheduler_factory: Factory,
 ) -> None:
-    keys = keys_of(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     args = ("--handler-option", "seconds=0.01", "--max-batch-size", "8", *FAST_TTL)
     stopped, staying = (
         wait_serving(worker_factory([queue], "redbatch.handlers:sleep", *args)) for _ in range(2)
@@ -400,7 +393,7 @@ def test_retry_until_max_attempts_ends_dead(
     worker_factory: Factory,
     scheduler_factory: Factory,
 ) -> None:
-    keys = keys_of(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     retry_args = ("--max-attempts", "3", "--retry-delay", "0.05")
     wait_serving(worker_factory([queue], "helpers.handlers:retry_always", *retry_args))
     scheduler_factory()
@@ -430,7 +423,7 @@ def test_retryable_exception_type_retries_once_and_succeeds(
     scheduler_factory: Factory,
     tmp_path: Path,
 ) -> None:
-    keys = keys_of(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     marker = tmp_path / "failed-once"
     retry_args = ("--retry-on", "builtins.ConnectionError", "--retry-delay", "0.05")
     option = ("--handler-option", f"marker={marker}")
@@ -461,7 +454,7 @@ def test_malformed_entries_from_redis_cli_are_dead_lettered_and_the_worker_serve
     queue: str,
     worker_factory: Factory,
 ) -> None:
-    keys = keys_of(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     worker = wait_serving(worker_factory([queue]))
 
     def cli(*args: str) -> None:
@@ -502,7 +495,7 @@ def test_dead_worker_costs_an_attempt_only_to_what_it_had_started(
     """The chaos test found innocent requests dead-lettered: read in bulk (and about to be
     handed back) by workers that were killed, three times over. A worker marks a batch
     started (delivery count 2) before running it; only that costs an attempt."""
-    keys = keys_of(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     entries = [{"id": rid, "attempt": 3, "payload": pack(rid)} for rid in ("ran", "held")]
     add_atomically(redis_client, keys.stream, entries)
     read = redis_client.xreadgroup(GROUP, "ghost", {keys.stream: ">"}, count=2)

@@ -17,11 +17,11 @@ import msgpack
 import redis
 
 from helpers import subprocess_env
+from helpers.entries import queue_keys
 from helpers.workers import WorkerProcess, wait_until
 from redbatch.protocol.fields import DEAD, build_entry, decode_reply
-from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
+from redbatch.protocol.keys import GROUP, QueueKeys
 from redbatch.protocol.scripts import delayed_member
-from redbatch.protocol.streams import ensure_queue
 
 SchedulerFactory = Callable[..., WorkerProcess]
 WAIT_S = 30.0  # far above the few passes (0.2 s apart) any of these needs
@@ -29,13 +29,6 @@ RUN_TIMEOUT_S = 60.0
 
 
 # -- simulated producers and workers -----------------------------------------------------------
-
-
-def make_queue(client: redis.Redis, namespace: str, queue: str) -> QueueKeys:
-    keyspace = KeySpace(namespace)
-    keys = keyspace.queue(queue)
-    ensure_queue(client, keyspace, keys)
-    return keys
 
 
 def add(
@@ -112,7 +105,7 @@ def requeued(client: redis.Redis, keys: QueueKeys, n: int, attempt: int) -> bool
 def test_dead_consumer_entries_are_requeued_with_next_attempt(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     request_ids = add(redis_client, keys, 5, reply="p1")
     old_entry_ids = take(redis_client, keys, "ghost", 5)
     scheduler = scheduler_factory()
@@ -136,7 +129,7 @@ def test_dead_consumer_entries_are_requeued_with_next_attempt(
 def test_dead_consumer_entries_out_of_attempts_end_dead(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     request_ids = add(redis_client, keys, 3, attempt=3, reply="p1")
     take(redis_client, keys, "ghost", 3)
     scheduler_factory("--max-attempts", "3")
@@ -163,7 +156,7 @@ def test_dead_consumer_entries_out_of_attempts_end_dead(
 def test_dead_consumer_holding_several_pages_loses_all_of_them(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     request_ids = add(redis_client, keys, 1234)  # the scheduler pages through 500 at a time
     take(redis_client, keys, "ghost", 1234)
     scheduler_factory()
@@ -176,7 +169,7 @@ def test_dead_consumer_holding_several_pages_loses_all_of_them(
 def test_vanished_entry_of_dead_consumer_is_acked(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     add(redis_client, keys, 2)
     entry_ids = take(redis_client, keys, "ghost", 2)
     redis_client.xdel(keys.stream, entry_ids[0])  # its record is gone, its PEL entry stays
@@ -192,7 +185,7 @@ def test_vanished_entry_of_dead_consumer_is_acked(
 def test_hung_consumer_loses_entries_past_batch_timeout_live_one_keeps_its_own(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     add(redis_client, keys, 3, tag="hung")
     heartbeat(redis_client, keys, "busy", batch_timeout_s=1)
     hung_ids = take(redis_client, keys, "busy", 3)
@@ -207,7 +200,7 @@ def test_hung_consumer_loses_entries_past_batch_timeout_live_one_keeps_its_own(
     wait_until(lambda: held_by(redis_client, keys, "busy") == 0, WAIT_S, "busy's entries reaped")
     # Queues are reaped one after the other: once a ghost entry added now on another queue is
     # reaped, the reap of this queue (which judged "patient" too) has finished.
-    sentinel = make_queue(redis_client, namespace, queue + "-sentinel")
+    sentinel = queue_keys(redis_client, namespace, queue + "-sentinel")
     add(redis_client, sentinel, 1)
     take(redis_client, sentinel, "ghost", 1)
     wait_until(lambda: requeued(redis_client, sentinel, 1, attempt=2), WAIT_S, "sentinel reaped")
@@ -232,7 +225,7 @@ def test_hung_consumer_loses_entries_past_batch_timeout_live_one_keeps_its_own(
 def test_due_delayed_retries_move_to_the_stream_future_ones_stay(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     now_ms = int(time.time() * 1000)
     due = delayed_member({b"id": b"due1", b"reply": b"p1", b"payload": b"\xa1x"}, 2)
     later = delayed_member({b"id": b"later1", b"payload": b"\xa1y"}, 2)
@@ -248,7 +241,7 @@ def test_due_delayed_retries_move_to_the_stream_future_ones_stay(
 def test_unreadable_delayed_member_is_dead_lettered_and_blocks_nothing(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     now_ms = int(time.time() * 1000)
     good = delayed_member({b"id": b"good1", b"payload": b"\xa1x"}, 2)
     # Scored before the good one: a script that failed on it would never reach good1.
@@ -267,7 +260,7 @@ def test_unreadable_delayed_member_is_dead_lettered_and_blocks_nothing(
 def test_dead_consumer_holding_nothing_is_removed_live_one_stays(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     redis_client.xgroup_createconsumer(keys.stream, GROUP, "gone")
     redis_client.xgroup_createconsumer(keys.stream, GROUP, "alive")
     heartbeat(redis_client, keys, "alive", batch_timeout_s=300)
@@ -289,13 +282,13 @@ def test_dead_consumer_holding_nothing_is_removed_live_one_stays(
 def test_queue_added_after_start_is_served(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    first = make_queue(redis_client, namespace, queue)
+    first = queue_keys(redis_client, namespace, queue)
     add(redis_client, first, 1)
     take(redis_client, first, "ghost", 1)
     scheduler_factory()
     wait_until(lambda: requeued(redis_client, first, 1, attempt=2), WAIT_S, "first queue served")
 
-    later = make_queue(redis_client, namespace, queue + "-later")
+    later = queue_keys(redis_client, namespace, queue + "-later")
     add(redis_client, later, 4)
     take(redis_client, later, "ghost", 4)
     wait_until(lambda: requeued(redis_client, later, 4, attempt=2), WAIT_S, "new queue served")
@@ -304,9 +297,9 @@ def test_queue_added_after_start_is_served(
 def test_deleted_stream_is_skipped_quietly(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    gone = make_queue(redis_client, namespace, queue + "-gone")
+    gone = queue_keys(redis_client, namespace, queue + "-gone")
     redis_client.delete(gone.stream)  # still listed in rb:queues
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     add(redis_client, keys, 1)
     take(redis_client, keys, "ghost", 1)
     scheduler = scheduler_factory()
@@ -322,7 +315,7 @@ def test_deleted_stream_is_skipped_quietly(
 def test_two_schedulers_requeue_each_entry_exactly_once(
     scheduler_factory: SchedulerFactory, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:
-    keys = make_queue(redis_client, namespace, queue)
+    keys = queue_keys(redis_client, namespace, queue)
     schedulers = [scheduler_factory("--log-level", "DEBUG") for _ in range(2)]
     request_ids = add(redis_client, keys, 300)
     take(redis_client, keys, "ghost", 300)
