@@ -2,6 +2,7 @@
 
 from redbatch.errors import MapQueueFull
 from redbatch.producer.aio import AsyncHandle, AsyncProducer
-from redbatch.producer.sync import Handle, Producer
+from redbatch.producer.handle import Handle
+from redbatch.producer.sync import Producer
 
 __all__ = ["AsyncHandle", "AsyncProducer", "Handle", "MapQueueFull", "Producer"]

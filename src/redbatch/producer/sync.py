@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, cast
 
@@ -39,72 +39,14 @@ from redbatch.producer._core import (
     check_new_ids,
     read_replies,
 )
+from redbatch.producer.handle import Handle, cancel_quietly
 from redbatch.protocol import codec
-from redbatch.protocol.fields import Outcome, outcome_from_result
+from redbatch.protocol.fields import outcome_from_result
 from redbatch.protocol.keys import check_queue_name
 from redbatch.protocol.scripts import Scripts
 from redbatch.protocol.streams import ensure_queue
 
 log = logging.getLogger(__name__)
-
-# Sets the cancel keys of (queue, request ids); raises ConnectionFailed.
-CancelFn = Callable[[str, list[str]], None]
-
-
-class Handle:
-    """A submitted request; ``result()`` waits for its outcome."""
-
-    __slots__ = ("_cancel", "_core", "_ct", "_error", "_event", "_outcome", "id", "queue")
-
-    def __init__(
-        self, core: ProducerCore, cancel: CancelFn, queue: str, request_id: str, ct: str
-    ) -> None:
-        self.id = request_id
-        self.queue = queue
-        self._core = core
-        self._cancel = cancel
-        self._ct = ct
-        self._event = threading.Event()
-        self._outcome: Outcome | None = None
-        self._error: Exception | None = None
-
-    def __repr__(self) -> str:
-        return f"<Handle {self.queue}/{self.id} {'done' if self.done() else 'waiting'}>"
-
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The handler's result; raises RequestFailed, RequestExpired, RequestDead,
-        RequestCancelled, ProducerClosed, or ResultTimeout when ``timeout`` seconds pass
-        (with the producer's ``cancel_on_timeout``, the request is cancelled first)."""
-        if not self._event.wait(timeout):
-            if self._core.cancel_on_timeout:
-                _cancel_quietly(self._cancel, self.queue, [self.id])
-            raise ResultTimeout(self.id, timeout or 0.0)
-        return self._value()
-
-    def cancel(self) -> bool:
-        """Cancel the request (see ``Producer.cancel``). False, and nothing sent, when its
-        outcome has already arrived; raises ConnectionFailed if Redis cannot be reached."""
-        if self.done():
-            return False
-        self._cancel(self.queue, [self.id])
-        return True
-
-    def _value(self) -> Any:
-        if self._error is not None:
-            raise self._error
-        assert self._outcome is not None
-        return self._core.value(self._outcome, self._ct)
-
-    def _resolve(self, outcome: Outcome) -> None:
-        self._outcome = outcome
-        self._event.set()
-
-    def _fail(self, error: Exception) -> None:
-        self._error = error
-        self._event.set()
 
 
 class Producer:
@@ -333,7 +275,7 @@ class Producer:
             if not handle._event.wait(gathered.remaining()):
                 if self._core.cancel_on_timeout:
                     waiting = [h.id for h in handles if not h.done()]
-                    _cancel_quietly(self._cancel_ids, handle.queue, waiting)
+                    cancel_quietly(self._cancel_ids, handle.queue, waiting)
                 raise ResultTimeout(handle.id, gathered.timeout or 0.0)
             try:
                 gathered.results.append(handle._value())
@@ -409,13 +351,3 @@ class Producer:
         for handle, outcome in resolved:
             if handle is not None:
                 handle._resolve(outcome)
-
-
-def _cancel_quietly(cancel: CancelFn, queue: str, ids: list[str]) -> None:
-    """cancel_on_timeout is best effort: the caller gets its ResultTimeout either way."""
-    if not ids:
-        return
-    try:
-        cancel(queue, ids)
-    except ConnectionFailed as exc:
-        log.warning("could not cancel %d timed-out request(s): %s", len(ids), exc)

@@ -1,0 +1,83 @@
+"""The synchronous producer's handle on one submitted request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from redbatch.errors import ConnectionFailed, ResultTimeout
+from redbatch.producer._core import ProducerCore
+from redbatch.protocol.fields import Outcome
+
+log = logging.getLogger(__name__)
+
+# Sets the cancel keys of (queue, request ids); raises ConnectionFailed.
+CancelFn = Callable[[str, list[str]], None]
+
+
+class Handle:
+    """A submitted request; ``result()`` waits for its outcome."""
+
+    __slots__ = ("_cancel", "_core", "_ct", "_error", "_event", "_outcome", "id", "queue")
+
+    def __init__(
+        self, core: ProducerCore, cancel: CancelFn, queue: str, request_id: str, ct: str
+    ) -> None:
+        self.id = request_id
+        self.queue = queue
+        self._core = core
+        self._cancel = cancel
+        self._ct = ct
+        self._event = threading.Event()
+        self._outcome: Outcome | None = None
+        self._error: Exception | None = None
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.queue}/{self.id} {'done' if self.done() else 'waiting'}>"
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The handler's result; raises RequestFailed, RequestExpired, RequestDead,
+        RequestCancelled, ProducerClosed, or ResultTimeout when ``timeout`` seconds pass
+        (with the producer's ``cancel_on_timeout``, the request is cancelled first)."""
+        if not self._event.wait(timeout):
+            if self._core.cancel_on_timeout:
+                cancel_quietly(self._cancel, self.queue, [self.id])
+            raise ResultTimeout(self.id, timeout or 0.0)
+        return self._value()
+
+    def cancel(self) -> bool:
+        """Cancel the request (see ``Producer.cancel``). False, and nothing sent, when its
+        outcome has already arrived; raises ConnectionFailed if Redis cannot be reached."""
+        if self.done():
+            return False
+        self._cancel(self.queue, [self.id])
+        return True
+
+    def _value(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._core.value(self._outcome, self._ct)
+
+    def _resolve(self, outcome: Outcome) -> None:
+        self._outcome = outcome
+        self._event.set()
+
+    def _fail(self, error: Exception) -> None:
+        self._error = error
+        self._event.set()
+
+
+def cancel_quietly(cancel: CancelFn, queue: str, ids: list[str]) -> None:
+    """cancel_on_timeout is best effort: the caller gets its ResultTimeout either way."""
+    if not ids:
+        return
+    try:
+        cancel(queue, ids)
+    except ConnectionFailed as exc:
+        log.warning("could not cancel %d timed-out request(s): %s", len(ids), exc)
