@@ -120,3 +120,19 @@ def address(client: redis.Redis | redis.asyncio.Redis) -> str:
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def check_reachable(url: str, client: redis.Redis | None = None) -> None:
+    """Fail fast at start-up (ConnectionFailed, one line) when Redis cannot be used.
+
+    Long-running parts retry commands for a long while once serving; at start-up an
+    unreachable Redis must be reported at once, so the check uses a probe with one retry
+    (or the caller's own client, whose retry policy is its business)."""
+    if client is not None:
+        ping(client, url)
+        return
+    probe = connect(url, retries=1)
+    try:
+        ping(probe, url)
+    finally:
+        probe.close()

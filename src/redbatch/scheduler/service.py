@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import redis
 
 from redbatch.config import SchedulerConfig
-from redbatch.connection import connect, ping, redacted
+from redbatch.connection import check_reachable, connect, redacted
 from redbatch.errors import ConfigError
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.scheduler.upkeep import Upkeep
@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 # Commands retried by redis-py (backoff capped at 2 s) before a pass gives up and logs;
 # small enough that a stop request is honoured within seconds during an outage.
 _RETRIES = 5
-# The start-up check fails fast (exit 3 within seconds) instead of riding out an outage.
-_STARTUP_RETRIES = 1
 # Consumer clean-up needs no hurry: a removable consumer has been idle for seconds already.
 _CLEANUP_MIN_INTERVAL_S = 1.0
 
@@ -82,7 +80,7 @@ class Scheduler:
         self._stop.set()
 
     def run(self) -> None:
-        self._check_reachable()
+        check_reachable(self.config.redis_url, None if self._owns_client else self._client)
         log.info(
             "scheduler on %s namespace %s (interval=%gs hung_margin=%ds max_attempts=%d)",
             redacted(self.config.redis_url),
@@ -139,14 +137,3 @@ class Scheduler:
                     self._bad_names.add(name)
                     log.warning("ignoring invalid queue name %r in %s", name, self._keyspace.queues)
         return queues
-
-    def _check_reachable(self) -> None:
-        """Raise ConnectionFailed at once if Redis cannot be used (no long retry loop)."""
-        if not self._owns_client:
-            ping(self._client, self.config.redis_url)
-            return
-        probe = connect(self.config.redis_url, retries=_STARTUP_RETRIES)
-        try:
-            ping(probe, self.config.redis_url)
-        finally:
-            probe.close()

@@ -18,7 +18,7 @@ import time
 import redis
 
 from redbatch.config import WorkerConfig
-from redbatch.connection import connect, ping, redacted
+from redbatch.connection import check_reachable, connect, redacted
 from redbatch.errors import MalformedEntry
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Request, parse_entry
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 # Commands retried by redis-py (with backoff, capped at 2 s) before the loop sees the error.
 _WORKER_RETRIES = 10
-# The start-up reachability check: one retry, so an unreachable Redis is reported at once.
-_STARTUP_RETRIES = 1
 _SOCKET_TIMEOUT_MARGIN_S = 10.0
 
 
@@ -125,7 +123,7 @@ class Worker:
         self._stop.set()
 
     def run(self) -> None:
-        self._check_reachable()
+        check_reachable(self.config.redis_url, None if self._owns_client else self._client)
         self._reader.ensure_groups()
         self._set_state(State.SERVING)
         self._heartbeat.start()
@@ -165,17 +163,6 @@ class Worker:
     def _set_state(self, state: State) -> None:
         self.state = state
         self.progress.state = state.value
-
-    def _check_reachable(self) -> None:
-        """Raise ConnectionFailed at once if Redis cannot be used (no long retry loop)."""
-        if not self._owns_client:
-            ping(self._client, self.config.redis_url)
-            return
-        probe = connect(self.config.redis_url, retries=_STARTUP_RETRIES)
-        try:
-            ping(probe, self.config.redis_url)
-        finally:
-            probe.close()
 
     def _step(self) -> None:
         try:
