@@ -22,6 +22,7 @@ from redbatch.config import (
     WorkerConfig,
     check_environment,
     parse_handler_options,
+    parse_sizes,
 )
 from redbatch.connection import DEFAULT_URL
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
@@ -73,6 +74,16 @@ def main() -> None:
     "--max-batch-size", type=int, help=f"items per batch, default 32 {_env('max_batch_size')}"
 )
 @click.option("--max-wait-ms", type=int, help=f"batch window, default 2 {_env('max_wait_ms')}")
+@click.option(
+    "--max-batch-cost",
+    type=int,
+    help=f"sum of request costs per batch, 0 = none {_env('max_batch_cost')}",
+)
+@click.option(
+    "--preferred-batch-sizes",
+    metavar="N,N,...",
+    help=f"run at these sizes before the window closes {_env('preferred_batch_sizes')}",
+)
 @click.option("--block-ms", type=int, help=f"idle read block, default 1000 {_env('block_ms')}")
 @click.option(
     "--result-ttl", "result_ttl_s", type=int, help=f"seconds, default 3600 {_env('result_ttl_s')}"
@@ -121,6 +132,9 @@ def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options:
     _on_stop_signals(stop.set)
     try:
         parsed = tuple(o for text in handler_options for o in parse_handler_options(text))
+        sizes = options.pop("preferred_batch_sizes", None)
+        if sizes is not None:
+            options["preferred_batch_sizes"] = parse_sizes(sizes)
         config = WorkerConfig.from_env(queues=queues, handler_options=parsed, **_upper(options))
         setup_logging(config.log_level)
         Worker(config, stop=stop).run()

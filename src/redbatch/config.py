@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -30,6 +30,8 @@ ENV_NAMES: dict[str, str] = {
     "name": "REDBATCH_WORKER_NAME",
     "max_batch_size": "REDBATCH_MAX_BATCH_SIZE",
     "max_wait_ms": "REDBATCH_MAX_WAIT_MS",
+    "max_batch_cost": "REDBATCH_MAX_BATCH_COST",
+    "preferred_batch_sizes": "REDBATCH_PREFERRED_BATCH_SIZES",
     "block_ms": "REDBATCH_BLOCK_MS",
     "result_ttl_s": "REDBATCH_RESULT_TTL",
     "dead_maxlen": "REDBATCH_DEAD_MAXLEN",
@@ -87,6 +89,16 @@ def _int_in(setting: str, value: Any, low: int, high: int) -> int:
     return value
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"8,16 32"`` -> (8, 16, 32)."""
+    try:
+        return tuple(sorted({int(part) for part in text.replace(",", " ").split()}))
+    except ValueError:
+        raise ConfigError(
+            f"preferred_batch_sizes must be whole numbers like 8,16,32, got {text!r}"
+        ) from None
+
+
 def parse_handler_options(text: str) -> tuple[tuple[str, str], ...]:
     """``"a=1 b=x"`` (spaces or commas) -> (("a", "1"), ("b", "x"))."""
     options = []
@@ -110,6 +122,11 @@ class WorkerConfig:
     name: str = field(default_factory=default_worker_name)
     max_batch_size: int = 32
     max_wait_ms: int = 2
+    # Sum of the requests' `cost` per batch (e.g. tokens); 0 = no budget. A request costing
+    # more than the budget runs alone.
+    max_batch_cost: int = 0
+    # Run before the window closes as soon as this many are held (sizes a compiled model likes).
+    preferred_batch_sizes: tuple[int, ...] = ()
     block_ms: int = 1000
     result_ttl_s: int = 3600
     dead_maxlen: int = 100_000
@@ -144,6 +161,9 @@ class WorkerConfig:
             raise ConfigError(f"worker name must be non-empty without spaces ({_where('name')})")
         _int_in("max_batch_size", self.max_batch_size, 1, MAX_BATCH_SIZE_LIMIT)
         _int_in("max_wait_ms", self.max_wait_ms, 0, 60_000)
+        _int_in("max_batch_cost", self.max_batch_cost, 0, 10**12)
+        for size in self.preferred_batch_sizes:
+            _int_in("preferred_batch_sizes", size, 1, self.max_batch_size)
         # BLOCK 0 would block for ever and the worker could not notice a stop request.
         _int_in("block_ms", self.block_ms, 1, 60_000)
         _int_in("result_ttl_s", self.result_ttl_s, 1, 30 * 86_400)
@@ -236,33 +256,40 @@ def _float_in(setting: str, value: Any, low: float, high: float) -> float:
 
 _INT_SETTINGS = frozenset(
     {
-        "max_batch_size", "max_wait_ms", "block_ms", "result_ttl_s", "dead_maxlen",
-        "max_payload_bytes", "batch_timeout_s", "heartbeat_ttl_s", "drain_timeout_s",
+        "max_batch_size", "max_wait_ms", "max_batch_cost", "block_ms", "result_ttl_s",
+        "dead_maxlen", "max_payload_bytes", "batch_timeout_s", "heartbeat_ttl_s", "drain_timeout_s",
         "max_attempts", "hung_margin_s",
     }
 )  # fmt: skip
 _FLOAT_SETTINGS = frozenset({"retry_delay_s", "interval_s"})
 
 
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(raw.replace(",", " ").split())
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "queues": _words,
+    "retry_on": _words,
+    "preferred_batch_sizes": parse_sizes,
+    "handler_options": parse_handler_options,
+    "log_level": str.upper,
+}
+
+
 def _from_text(setting: str, raw: str) -> Any:
-    if setting in ("queues", "retry_on"):
-        return tuple(raw.replace(",", " ").split())
-    if setting in _FLOAT_SETTINGS:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(
-                f"{setting} must be a number, got {raw!r} ({_where(setting)})"
-            ) from None
-    if setting == "handler_options":
-        return parse_handler_options(raw)
-    if setting == "log_level":
-        return raw.upper()
+    parser = _PARSERS.get(setting)
+    if parser is not None:
+        return parser(raw)
     if setting in _INT_SETTINGS:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(
-                f"{setting} must be an integer, got {raw!r} ({_where(setting)})"
-            ) from None
+        return _number(setting, raw, int, "an integer")
+    if setting in _FLOAT_SETTINGS:
+        return _number(setting, raw, float, "a number")
     return raw
+
+
+def _number(setting: str, raw: str, kind: Callable[[str], Any], what: str) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{setting} must be {what}, got {raw!r} ({_where(setting)})") from None

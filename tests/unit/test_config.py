@@ -78,3 +78,28 @@ def test_handler_option_syntax() -> None:
     assert parse_handler_options("a=1 b=x=y") == (("a", "1"), ("b", "x=y"))
     with pytest.raises(ConfigError, match="name=value"):
         parse_handler_options("novalue")
+
+
+def test_batching_settings_from_environment() -> None:
+    env = {
+        "REDBATCH_QUEUES": "a",
+        "REDBATCH_HANDLER": "m:f",
+        "REDBATCH_MAX_BATCH_COST": "512",
+        "REDBATCH_PREFERRED_BATCH_SIZES": "16, 8,32",
+    }
+    config = WorkerConfig.from_env(env)
+    assert config.max_batch_cost == 512
+    assert config.preferred_batch_sizes == (8, 16, 32)
+
+
+def test_preferred_sizes_must_fit_the_batch() -> None:
+    with pytest.raises(ConfigError, match="preferred_batch_sizes"):
+        make(max_batch_size=8, preferred_batch_sizes=(16,))
+    with pytest.raises(ConfigError, match="whole numbers"):
+        WorkerConfig.from_env(
+            {
+                "REDBATCH_QUEUES": "a",
+                "REDBATCH_HANDLER": "m:f",
+                "REDBATCH_PREFERRED_BATCH_SIZES": "x",
+            }
+        )

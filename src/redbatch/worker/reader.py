@@ -1,22 +1,23 @@
 """Reads micro-batches from the queues' streams through the consumer group.
 
-The first item of a batch is awaited with ``XREADGROUP ... BLOCK``; then the batch window
-(``max_wait_ms``) is timed here, by the client, because Redis times ``BLOCK`` with only about
-0.1 s resolution. A batch that is already full (a burst of exactly ``max_batch_size``) is
-returned at once without waiting for the window.
+The first item is awaited with ``XREADGROUP ... BLOCK``; which held entries then form the batch,
+and how long to wait for more, is the batch former's decision (``redbatch.batching``: size,
+cost budget, window, preferred sizes). The window is timed here, by the client, because Redis
+times ``BLOCK`` with only about 0.1 s resolution. A batch that is already full (a burst of
+exactly ``max_batch_size``) is returned at once without waiting for the window.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from redbatch.batching import BatchPolicy, Held, decide
 from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
 
@@ -34,6 +35,23 @@ class RawEntry:
     fields: dict[bytes, bytes]
 
 
+def _number(fields: dict[bytes, bytes], name: bytes) -> int:
+    raw = fields.get(name, b"")
+    return int(raw) if raw.isdigit() and len(raw) < 19 else 0
+
+
+def held_of(entry: RawEntry, arrived: float) -> Held:
+    """What the batch former needs of an entry (a malformed field counts as its default: the
+    entry is dead-lettered when it is parsed, and meanwhile costs one slot)."""
+    deadline_ms = _number(entry.fields, b"deadline")
+    return Held(
+        key=entry.entry_id,
+        arrived=arrived,
+        cost=max(1, _number(entry.fields, b"cost")),
+        deadline=deadline_ms / 1000 if deadline_ms else None,
+    )
+
+
 class Reader:
     """Owns the worker's reads; holds entries already delivered to it until they are batched."""
 
@@ -44,22 +62,20 @@ class Reader:
         queues: tuple[str, ...],
         consumer: str,
         *,
-        max_batch_size: int,
-        max_wait_ms: int,
+        policy: BatchPolicy,
         block_ms: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._keyspace = keyspace
         self._keys: dict[str, QueueKeys] = {q: keyspace.queue(q) for q in queues}
         self._queue_of_stream = {k.stream.encode(): q for q, k in self._keys.items()}
         self._consumer = consumer
-        self._max = max_batch_size
-        self._wait_s = max_wait_ms / 1000.0
+        self._policy = policy
         self._block_ms = block_ms
+        # Wall clock, like the requests' deadlines (ms since epoch) the former compares with.
         self._clock = clock
-        self._held: dict[str, deque[RawEntry]] = {q: deque() for q in queues}
-        self._first_seen: dict[str, float] = {}
+        self._held: dict[str, dict[str, tuple[Held, RawEntry]]] = {q: {} for q in queues}
 
     def ensure_groups(self) -> None:
         for keys in self._keys.values():
@@ -71,42 +87,32 @@ class Reader:
 
     def release(self) -> list[RawEntry]:
         """Give up every held entry (to hand back to the stream); holds nothing after."""
-        released = [entry for held in self._held.values() for entry in held]
+        released = [entry for held in self._held.values() for _, entry in held.values()]
         for held in self._held.values():
             held.clear()
-        self._first_seen.clear()
         return released
 
-    def next_batch(self, *, block: bool = True) -> list[RawEntry]:
-        """The next batch of one queue, or [] when nothing arrived within ``block_ms``."""
+    def next_batch(self) -> list[RawEntry]:
+        """The next batch of one queue (expired entries ride along, to be answered
+        ``expired``), or [] when nothing arrived within ``block_ms``."""
         if not self.holding:
-            self._read(self._keys, count=self._max, block_ms=self._block_ms if block else None)
+            self._read(self._keys, count=self._policy.max_batch_size, block_ms=self._block_ms)
         if not self.holding:
             return []
-        queue = min(self._first_seen, key=self._first_seen.__getitem__)
-        if block:
-            self._fill(queue)
-        return self._take(queue)
-
-    def _fill(self, queue: str) -> None:
-        window_end = self._first_seen[queue] + self._wait_s
+        # The queue whose oldest held entry arrived first goes first.
+        queue = min(
+            (q for q in self._held if self._held[q]),
+            key=lambda q: min(h.arrived for h, _ in self._held[q].values()),
+        )
         held = self._held[queue]
-        while len(held) < self._max:
-            remaining = window_end - self._clock()
-            if remaining <= 0:
-                return
-            if not self._read({queue: self._keys[queue]}, count=self._max - len(held)):
-                time.sleep(min(remaining, _FILL_POLL_S))
-
-    def _take(self, queue: str) -> list[RawEntry]:
-        held = self._held[queue]
-        batch = [held.popleft() for _ in range(min(self._max, len(held)))]
-        if held:
-            # Leftovers were delivered before anything read later: they go first next time.
-            self._first_seen[queue] = self._clock()
-        else:
-            del self._first_seen[queue]
-        return batch
+        while True:
+            decision = decide([h for h, _ in held.values()], self._policy, self._clock())
+            chosen = decision.batch + decision.expired
+            if chosen:
+                return [held.pop(str(h.key))[1] for h in chosen]
+            room = max(1, self._policy.max_batch_size - len(held))
+            if not self._read({queue: self._keys[queue]}, count=room):
+                time.sleep(min(decision.wait_s, _FILL_POLL_S))
 
     def _read(self, keys: dict[str, QueueKeys], *, count: int, block_ms: int | None = None) -> int:
         streams: dict[Any, Any] = {k.stream: ">" for k in keys.values()}
@@ -131,8 +137,8 @@ class Reader:
                     # it does not sit in our pending list.
                     self._client.xack(stream, GROUP, entry_id)
                     continue
-                self._held[queue].append(RawEntry(queue, entry_id.decode(), fields))
-                self._first_seen.setdefault(queue, now)
+                entry = RawEntry(queue, entry_id.decode(), fields)
+                self._held[queue][entry.entry_id] = (held_of(entry, now), entry)
                 got += 1
         return got
 

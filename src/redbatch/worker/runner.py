@@ -17,6 +17,7 @@ import time
 
 import redis
 
+from redbatch.batching import BatchPolicy
 from redbatch.config import WorkerConfig
 from redbatch.connection import check_reachable, connect, redacted
 from redbatch.errors import MalformedEntry
@@ -80,8 +81,12 @@ class Worker:
             self._keyspace,
             config.queues,
             config.name,
-            max_batch_size=config.max_batch_size,
-            max_wait_ms=config.max_wait_ms,
+            policy=BatchPolicy(
+                max_batch_size=config.max_batch_size,
+                max_batch_cost=config.max_batch_cost,
+                max_wait_ms=config.max_wait_ms,
+                preferred_batch_sizes=config.preferred_batch_sizes,
+            ),
             block_ms=config.block_ms,
         )
         self._executor = Executor(
@@ -129,10 +134,10 @@ class Worker:
         self._heartbeat.start()
         c = self.config
         log.info(
-            "worker %s serving %s on %s (handler=%s max_batch_size=%d max_wait_ms=%d "
-            "batch_timeout=%ds max_attempts=%d)",
+            "worker %s serving %s on %s (handler=%s max_batch_size=%d max_batch_cost=%d "
+            "max_wait_ms=%d batch_timeout=%ds max_attempts=%d)",
             c.name, " ".join(c.queues), redacted(c.redis_url), c.handler, c.max_batch_size,
-            c.max_wait_ms, c.batch_timeout_s, c.max_attempts,
+            c.max_batch_cost, c.max_wait_ms, c.batch_timeout_s, c.max_attempts,
         )  # fmt: skip
         while not self._stop.is_set():
             self._step()
