@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from redbatch.config import WorkerConfig, check_environment, parse_handler_options
+from redbatch.connection import DEFAULT_URL
 from redbatch.errors import ConfigError
 
 
@@ -16,7 +17,7 @@ def make(**overrides: object) -> WorkerConfig:
 def test_defaults() -> None:
     config = make()
     assert (config.max_batch_size, config.max_wait_ms, config.block_ms) == (32, 2, 1000)
-    assert config.redis_url == "redis://localhost:6379/0"
+    assert config.redis_url == DEFAULT_URL  # the one default, documented in the README
     assert config.namespace == "rb"
 
 
