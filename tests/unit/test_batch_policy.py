@@ -20,6 +20,7 @@ def policies(draw: st.DrawFn) -> BatchPolicy:
         max_batch_cost=draw(st.sampled_from([0, 1, 5, 16, 100])),
         max_wait_ms=draw(st.integers(0, 500)),
         preferred_batch_sizes=tuple(sorted(preferred)),
+        priority_aging_ms=draw(st.sampled_from([0, 1, 100, 1000])),
     )
 
 
@@ -53,7 +54,9 @@ def check_batch(decision: Decision, held: list[Held], policy: BatchPolicy, now: 
     if policy.max_batch_cost and total > policy.max_batch_cost:
         assert len(batch) == 1  # only a single oversized item may break the budget
     # In order: the batch is a prefix of the live requests, highest priority first.
-    live = ordered([h for h in held if h.deadline is None or h.deadline > now])
+    live = ordered(
+        [h for h in held if h.deadline is None or h.deadline > now], now, policy.priority_aging_ms
+    )
     assert batch == live[: len(batch)]
     assert not any(h.deadline is not None and h.deadline <= now for h in batch)
 
@@ -134,9 +137,47 @@ def test_budget_reached_exactly_is_full() -> None:
 
 
 def test_priority_first_without_reordering_within_one() -> None:
-    policy = BatchPolicy(max_batch_size=2, max_wait_ms=0)
+    policy = BatchPolicy(max_batch_size=2, max_wait_ms=0, priority_aging_ms=0)
     held = [Held("low1", 0.0), Held("high", 0.5, priority=1), Held("low2", 0.1)]
     assert [h.key for h in decide(held, policy, now=1).batch] == ["high", "low1"]
+
+
+def test_a_waiting_request_ages_past_fresh_higher_priorities() -> None:
+    policy = BatchPolicy(max_batch_size=1, max_wait_ms=0, priority_aging_ms=100)
+    held = [Held("low", 0.0, priority=0), Held("high", 0.25, priority=2)]
+    # At 0.15 s the low request has gained one level: the high one still goes first.
+    assert [h.key for h in decide(held, policy, now=0.15).batch] == ["high"]
+    # At 0.25 s it has gained two: equal to the high one, and it is older.
+    assert [h.key for h in decide(held, policy, now=0.25).batch] == ["low"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 8), st.integers(1, 40), st.integers(0, 5), st.integers(1, 3))
+def test_low_priority_is_not_starved_by_a_flood_of_high(
+    size: int, aging_ms: int, wait_ms: int, per_step: int
+) -> None:
+    """High requests keep arriving faster than batches free slots, for ever: the low one
+    still runs, and no high request that arrived two aging steps (its lead) after it ran
+    before it."""
+    policy = BatchPolicy(max_batch_size=size, max_wait_ms=wait_ms, priority_aging_ms=aging_ms)
+    step, lead = 0.001, 2 * aging_ms / 1000
+    held = [Held("low", 0.0, priority=0)]
+    ran_before: list[Held] = []
+    now, n = 0.0, 0
+    for _ in range(10_000):
+        for _ in range(per_step):
+            held.append(Held(n, now, priority=2))
+            n += 1
+        decision = decide(held, policy, now)
+        if any(h.key == "low" for h in decision.batch):
+            late = [h for h in ran_before if h.arrived >= lead + 1e-9]
+            assert not late, f"{len(late)} high requests that came {lead} s later went first"
+            return
+        ran_before += decision.batch
+        gone = {h.key for h in decision.batch}
+        held = [h for h in held if h.key not in gone]
+        now += step
+    raise AssertionError(f"the low-priority request still waits after {now:.3f} s")
 
 
 def test_expired_requests_are_dropped_before_they_cost_a_slot() -> None:
@@ -161,6 +202,7 @@ def test_room_reads_at_most_one_batch_ahead() -> None:
         {"max_batch_cost": -1},
         {"max_wait_ms": -1},
         {"max_batch_size": 4, "preferred_batch_sizes": (8,)},
+        {"priority_aging_ms": -1},
     ],
 )
 def test_bad_knobs_are_refused(kwargs: dict[str, object]) -> None:

@@ -1,5 +1,6 @@
 """Batch formation: pure decisions about which held requests run together, and when."""
 
+from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.batching.policy import BatchPolicy, Decision, Held, decide
 
-__all__ = ["BatchPolicy", "Decision", "Held", "decide"]
+__all__ = ["AdaptiveWindow", "BatchPolicy", "Decision", "Held", "decide"]

@@ -6,6 +6,10 @@ hypothesis over random arrivals, costs and knobs. The rules:
 - Expired requests are dropped before they cost a slot.
 - Requests are taken in order (higher priority first, then arrival), as a prefix: a request
   that does not fit ends the batch, nothing behind it jumps the queue.
+- Priorities age: a request gains one level for every ``priority_aging_ms`` it has waited,
+  so a flood of high-priority requests delays a low one by at most about
+  (levels between them) x ``priority_aging_ms``, never for ever. Aging never reorders
+  requests of the same priority (the older one has aged at least as much).
 - A batch holds at most ``max_batch_size`` requests and at most ``max_batch_cost`` of cost
   (0 = no budget). A request whose cost alone exceeds the budget runs alone: it never starves
   and never blocks the queue behind it (seed 003: a former that returns nothing for ever).
@@ -41,6 +45,8 @@ class BatchPolicy:
     max_batch_cost: int = 0
     max_wait_ms: int = 2
     preferred_batch_sizes: tuple[int, ...] = field(default=())
+    # One priority level gained per this much waiting (0 = strict priorities, no aging).
+    priority_aging_ms: int = 1000
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_batch_size <= 4096:
@@ -49,6 +55,10 @@ class BatchPolicy:
             raise ConfigError(f"max_batch_cost must be >= 0 (0 = no budget): {self.max_batch_cost}")
         if not 0 <= self.max_wait_ms <= 60_000:
             raise ConfigError(f"max_wait_ms must be from 0 to 60000, got {self.max_wait_ms}")
+        if not 0 <= self.priority_aging_ms <= 3_600_000:
+            raise ConfigError(
+                f"priority_aging_ms must be from 0 to 3600000, got {self.priority_aging_ms}"
+            )
         bad = [n for n in self.preferred_batch_sizes if not 1 <= n <= self.max_batch_size]
         if bad:
             raise ConfigError(
@@ -72,14 +82,23 @@ class Decision:
     wait_s: float = 0.0  # when ``batch`` is empty: wait at most this long for more
 
 
-def ordered(held: Sequence[Held]) -> list[Held]:
-    """Higher priority first; within a priority, arrival order (stable for equal times)."""
-    return sorted(held, key=lambda h: (-h.priority, h.arrived))
+def ordered(held: Sequence[Held], now: float = 0.0, aging_ms: int = 0) -> list[Held]:
+    """Higher (aged) priority first; within it, arrival order (stable for equal times)."""
+    if not aging_ms:
+        return sorted(held, key=lambda h: (-h.priority, h.arrived))
+    step = aging_ms / 1000.0
+
+    def aged(h: Held) -> int:
+        return h.priority + max(0, int((now - h.arrived) // step))
+
+    return sorted(held, key=lambda h: (-aged(h), h.arrived))
 
 
 def decide(held: Sequence[Held], policy: BatchPolicy, now: float) -> Decision:
     expired = tuple(h for h in held if h.deadline is not None and h.deadline <= now)
-    live = ordered([h for h in held if h.deadline is None or h.deadline > now])
+    live = ordered(
+        [h for h in held if h.deadline is None or h.deadline > now], now, policy.priority_aging_ms
+    )
     if not live:
         return Decision(expired=expired, wait_s=policy.window_s)
     batch, full = _prefix(live, policy)
