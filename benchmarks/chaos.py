@@ -81,8 +81,10 @@ class Fleet:
 
 
 def held(client: redis.Redis, keys: QueueKeys, consumer: str) -> int:
-    rows = client.xpending_range(keys.stream, GROUP, "-", "+", 10_000, consumername=consumer)
-    return len(rows)
+    return sum(
+        len(client.xpending_range(stream, GROUP, "-", "+", 10_000, consumername=consumer))
+        for stream in keys.streams
+    )
 
 
 def wait_recovered(client: redis.Redis, keys: QueueKeys, consumer: str, since: float) -> float:
@@ -162,7 +164,7 @@ def report(
     lost = sum(1 for p in payloads if not got[p]) + (returned != payloads)
     duplicates = sum(n - 1 for n in got.values()) + client.xlen(keys.dead)
     reran = sum(1 for r in results if int(r[b"attempt"]) > 1)
-    leftover = client.xlen(keys.stream) + client.zcard(keys.delayed)
+    leftover = sum(client.xlen(s) for s in keys.streams) + client.zcard(keys.delayed)
     print(f"requests                 {len(payloads)}")
     print(f"kills                    {kills}")
     print(f"lost                     {lost}")

@@ -98,15 +98,21 @@ class ResultNotFound(RedbatchError, KeyError):
 
 
 class QueueFull(RedbatchError):
-    """The queue holds ``max_queue_len`` requests already; nothing of this call was added."""
+    """The queue's lane of this call's ``priority`` holds ``max_queue_len`` requests already
+    (each priority lane is bounded by itself); nothing of this call was added."""
 
-    def __init__(self, queue: str, length: int, max_queue_len: int) -> None:
+    def __init__(
+        self, queue: str, length: int, max_queue_len: int, priority: str = "normal"
+    ) -> None:
         self.queue = queue
         self.length = length
         self.max_queue_len = max_queue_len
-        super().__init__(
-            f"queue {queue} is full ({length} of {max_queue_len} requests); nothing was added"
-        )
+        self.priority = priority
+        super().__init__(f"queue {queue} is full ({self._held()}); nothing was added")
+
+    def _held(self) -> str:
+        lane = "" if self.priority == "normal" else f" of priority {self.priority}"
+        return f"{self.length} of {self.max_queue_len} requests{lane}"
 
 
 class MapQueueFull(QueueFull):
@@ -119,11 +125,11 @@ class MapQueueFull(QueueFull):
     """
 
     def __init__(self, full: QueueFull, admitted: list[Any]) -> None:
-        super().__init__(full.queue, full.length, full.max_queue_len)
+        super().__init__(full.queue, full.length, full.max_queue_len, full.priority)
         self.admitted = admitted
         if admitted:
             self.args = (
-                f"queue {full.queue} is full ({full.length} of {full.max_queue_len} requests); "
+                f"queue {full.queue} is full ({self._held()}); "
                 f"the first {len(admitted)} requests of this map call were added before and "
                 "still run (see .admitted), the rest were not added",
             )

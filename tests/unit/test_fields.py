@@ -27,6 +27,7 @@ from redbatch.protocol.fields import (
     parse_entry,
     result_fields,
 )
+from redbatch.protocol.keys import DEFAULT_PRIORITY, PRIORITIES
 
 ID_CHARS = "abcXYZ019_.:-"
 ids = st.text(alphabet=ID_CHARS, min_size=1, max_size=128)
@@ -49,7 +50,7 @@ def as_redis(fields: dict[str, Any]) -> dict[bytes, bytes]:
 def test_build_entry_leaves_defaults_out() -> None:
     assert build_entry("r1", b"p") == {"id": "r1", "payload": b"p"}
     explicit_defaults = build_entry(
-        "r1", b"p", reply="", enq=0, deadline=0, attempt=1, cost=1, ct=MSGPACK
+        "r1", b"p", reply="", enq=0, deadline=0, attempt=1, cost=1, ct=MSGPACK, priority="normal"
     )
     assert explicit_defaults == {"id": "r1", "payload": b"p"}
 
@@ -79,6 +80,8 @@ def test_build_entry_includes_non_defaults() -> None:
         ({"attempt": 2}, "attempt"),
         ({"cost": 3}, "cost"),
         ({"ct": JSON}, "ct"),
+        ({"priority": "high"}, "priority"),
+        ({"priority": "low"}, "priority"),
     ],
 )
 def test_build_entry_one_non_default_field(kwargs: dict[str, Any], field: str) -> None:
@@ -119,6 +122,7 @@ def test_parse_hand_written_redis_cli_entry() -> None:
     attempt=st.integers(min_value=1, max_value=10**6),
     cost=st.integers(min_value=1, max_value=10**6),
     ct=st.sampled_from([MSGPACK, JSON]),
+    priority=st.sampled_from(PRIORITIES),
 )
 def test_parse_entry_round_trips_build_entry(
     request_id: str,
@@ -129,6 +133,7 @@ def test_parse_entry_round_trips_build_entry(
     attempt: int,
     cost: int,
     ct: str,
+    priority: str,
 ) -> None:
     entry = build_entry(
         request_id,
@@ -139,6 +144,7 @@ def test_parse_entry_round_trips_build_entry(
         attempt=attempt,
         cost=cost,
         ct=ct,
+        priority=priority,
     )
     req = parse_entry("q", "9-9", as_redis(entry))
     assert req == Request(
@@ -152,7 +158,28 @@ def test_parse_entry_round_trips_build_entry(
         attempt=attempt,
         cost=cost,
         ct=ct,
+        priority=priority,
     )
+
+
+def test_priority_defaults_to_normal_and_is_left_out_there() -> None:
+    assert DEFAULT_PRIORITY == "normal"
+    assert Request(queue="q", entry_id="1-0", id="r1", payload=b"x").priority == "normal"
+    assert "priority" not in build_entry("r1", b"p")
+    assert build_entry("r1", b"p", priority="high")["priority"] == "high"
+    # payload stays last, as producers write it
+    assert list(build_entry("r1", b"p", priority="low"))[-1] == "payload"
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_parse_entry_reads_each_priority(priority: str) -> None:
+    req = parse_entry("q", "1-0", {**BASE, b"priority": priority.encode()})
+    assert req.priority == priority
+
+
+def test_malformed_priority_reason_lists_the_valid_ones() -> None:
+    with pytest.raises(MalformedEntry, match="use high, normal, low"):
+        parse_entry("q", "1-0", {**BASE, b"priority": b"urgent"})
 
 
 def test_parse_entry_ignores_unknown_fields() -> None:
@@ -191,6 +218,11 @@ BASE = {b"id": b"r1", b"payload": b"x"}
         ({**BASE, b"reply": b"p{1}"}, "reply"),
         ({**BASE, b"reply": b"\xff\xfe"}, "reply"),
         ({**BASE, b"cost": b"\xff"}, "cost"),
+        ({**BASE, b"priority": b"urgent"}, "priority"),
+        ({**BASE, b"priority": b"HIGH"}, "priority"),
+        ({**BASE, b"priority": b""}, "priority"),
+        ({**BASE, b"priority": b"1"}, "priority"),
+        ({**BASE, b"priority": "h\u00efgh".encode()}, "priority"),
     ],
 )
 def test_malformed_entries_name_the_field(fields: dict[bytes, bytes], field: str) -> None:

@@ -10,8 +10,11 @@ from hypothesis import strategies as st
 
 from redbatch.errors import ConfigError
 from redbatch.protocol.keys import (
+    DEFAULT_PRIORITY,
     GROUP,
+    PRIORITIES,
     KeySpace,
+    check_priority,
     check_queue_name,
     check_request_id,
 )
@@ -46,7 +49,7 @@ def test_custom_namespace_prefixes_every_key() -> None:
 def test_every_queue_key_carries_the_hash_tag() -> None:
     q = KeySpace().queue("Q_1")
     keys = [
-        q.stream,
+        *q.streams,
         q.dead,
         q.delayed,
         q.result("a:b"),
@@ -57,6 +60,38 @@ def test_every_queue_key_carries_the_hash_tag() -> None:
     for key in keys:
         # Redis Cluster hashes the text between the first '{' and the next '}'.
         assert re.search(r"\{([^}]*)\}", key).group(1) == "Q_1"  # type: ignore[union-attr]
+
+
+def test_priority_lanes_are_streams_of_the_queue() -> None:
+    q = KeySpace().queue("echo")
+    assert PRIORITIES == ("high", "normal", "low")
+    assert DEFAULT_PRIORITY == "normal"
+    # normal is the contract's stream: entries added there by hand keep working
+    assert q.stream_for("normal") == q.stream == "rb:{echo}:stream"
+    assert q.stream_for("high") == "rb:{echo}:stream:high"
+    assert q.stream_for("low") == "rb:{echo}:stream:low"
+    assert q.streams == ("rb:{echo}:stream:high", "rb:{echo}:stream", "rb:{echo}:stream:low")
+
+
+def test_lane_streams_follow_the_namespace() -> None:
+    q = KeySpace("tenant-a").queue("img.v2")
+    assert q.streams == tuple(q.stream_for(p) for p in PRIORITIES)
+    assert all(s.startswith("tenant-a:{img.v2}:stream") for s in q.streams)
+    assert len(set(q.streams)) == len(PRIORITIES)
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_check_priority_accepts_each_priority(priority: str) -> None:
+    assert check_priority(priority) == priority
+
+
+@pytest.mark.parametrize("priority", ["", "HIGH", "urgent", "normal ", None, 1, b"high"])
+def test_invalid_priority_raises_config_error_listing_the_valid_ones(priority: object) -> None:
+    with pytest.raises(ConfigError, match=r"invalid priority.*high, normal, low") as info:
+        check_priority(priority)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="priority"):
+        KeySpace().queue("q").stream_for(priority)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

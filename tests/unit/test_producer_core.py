@@ -130,3 +130,81 @@ def test_admit_script_is_all_or_nothing_at_the_bound() -> None:
     assert send(1) is not None
     [(_, fields)] = client.xrange(stream, count=1)
     assert set(fields) >= {b"id", b"reply", b"enq", b"payload"}
+
+
+# -- priorities: each request goes to its lane's stream, each lane bounded by itself -----------
+
+
+def test_submission_carries_its_priority_and_field() -> None:
+    core = ProducerCore("ns")
+    normal = core.submission("q", "a")
+    assert normal.priority == "normal"
+    assert "priority" not in normal.fields
+    high = core.submission("q", "a", priority="high")
+    assert high.priority == "high"
+    assert high.fields["priority"] == "high"
+    assert list(high.fields)[-1] == "payload"
+
+
+@pytest.mark.parametrize("priority", ["urgent", "HIGH", "", None, 1])
+def test_invalid_priority_is_a_config_error_before_encoding(priority: Any) -> None:
+    core = ProducerCore("ns", max_payload_bytes=1024)
+    with pytest.raises(ConfigError, match="priority"):
+        core.submission("q", b"x" * 2000, priority=priority)  # too large too: priority first
+
+
+@pytest.mark.parametrize("priority", ["high", "normal", "low"])
+def test_admit_calls_target_the_lane(priority: str) -> None:
+    core = ProducerCore("ns", max_queue_len=7)
+    lane = KeySpace("ns").queue("q").stream_for(priority)
+    keys, _ = core.admit_call([core.submission("q", 1, priority=priority)])
+    assert keys == [lane]
+    keys, argv = core.admit_once_call(core.submission("q", 1, request_id="r1", priority=priority))
+    assert keys[0] == lane
+    assert argv[0] == 7
+
+
+def test_one_admission_refuses_mixed_priorities() -> None:
+    core = ProducerCore("ns")
+    subs = [core.submission("q", 1), core.submission("q", 2, priority="high")]
+    with pytest.raises(ValueError, match="one priority"):
+        core.admit_call(subs)
+
+
+def test_queue_full_names_the_lane() -> None:
+    core = ProducerCore(max_queue_len=5)
+    full = core.refusal("q", [0, 5], "high")
+    assert full is not None
+    assert full.priority == "high"
+    assert "of priority high" in str(full)
+    assert MapQueueFull(full, ["h"]).priority == "high"
+    assert "of priority high" in str(MapQueueFull(full, ["h"]))
+    plain = core.refusal("q", [0, 5])
+    assert plain is not None
+    assert plain.priority == "normal"
+    assert "priority" not in str(plain)
+
+
+def test_admission_bounds_each_lane_by_itself() -> None:
+    client = fakeredis.FakeRedis()
+    admit = Scripts(client).admit
+    core = ProducerCore("ns", max_queue_len=3)
+    keys_of = KeySpace("ns").queue("q")
+
+    def send(n: int, priority: str) -> QueueFull | None:
+        subs = [core.submission("q", i, priority=priority) for i in range(n)]
+        keys, args = core.admit_call(subs)
+        return core.refusal("q", admit(keys=keys, args=args), priority)
+
+    assert send(3, "low") is None
+    refused = send(1, "low")
+    assert refused is not None
+    assert (refused.length, refused.priority) == (3, "low")
+    # a full low lane refuses nothing of the others
+    assert send(3, "high") is None
+    assert send(3, "normal") is None
+    assert [client.xlen(s) for s in keys_of.streams] == [3, 3, 3]
+    [(_, fields)] = client.xrange(keys_of.stream_for("high"), count=1)
+    assert fields[b"priority"] == b"high"
+    [(_, fields)] = client.xrange(keys_of.stream, count=1)
+    assert b"priority" not in fields

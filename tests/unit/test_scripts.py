@@ -1,13 +1,30 @@
-"""KEYS/ARGV building for finish_batch.lua (pure code, no Redis)."""
+"""KEYS/ARGV building for the Lua scripts (pure code), and remove_consumer.lua on fakeredis
+(the scripts that use cmsgpack run against the real server in tests/integration)."""
 
 from __future__ import annotations
 
+import fakeredis
 import msgpack
 import pytest
 
+from redbatch.errors import ConfigError
 from redbatch.protocol.fields import DEAD, ERROR, OK, Outcome, decode_reply, result_fields
-from redbatch.protocol.keys import GROUP, KeySpace
-from redbatch.protocol.scripts import Finished, finish_batch_args, load_lua
+from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace
+from redbatch.protocol.scripts import (
+    RETRY,
+    Finished,
+    Held,
+    Scripts,
+    admit_args,
+    admit_once_args,
+    delayed_member,
+    finish_batch_args,
+    load_lua,
+    move_due_args,
+    remove_consumer_args,
+    requeue_args,
+)
+from redbatch.protocol.streams import ensure_queue
 
 HEADER = 3
 PER_ITEM = 10
@@ -170,3 +187,158 @@ def test_load_lua_finish_batch_documents_keys_and_argv() -> None:
 def test_load_lua_unknown_script() -> None:
     with pytest.raises(FileNotFoundError):
         load_lua("no_such_script")
+
+
+# -- priority lanes: one lane's stream per call, or every lane for queue-wide scripts ---------
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_finish_batch_takes_the_lane_stream_first(priority: str) -> None:
+    keys, _ = finish_batch_args(
+        KEYS, [ok_item("1-0", "r1")], ttl_ms=1, dead_maxlen=1, priority=priority
+    )
+    assert keys[:3] == [KEYS.stream_for(priority), KEYS.dead, KEYS.delayed]
+
+
+def test_finish_batch_default_lane_is_the_contract_stream() -> None:
+    keys, _ = finish_batch_args(KEYS, [], ttl_ms=1, dead_maxlen=1)
+    assert keys[0] == "rb:{echo}:stream"
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_requeue_takes_the_lane_stream_first(priority: str) -> None:
+    keys, argv = requeue_args(
+        KEYS, "w1", [Held("1-0", "r1", "p1")], mode=RETRY, max_attempts=3, ttl_ms=1,
+        dead_maxlen=1, now_ms=5, reason="why", priority=priority,
+    )  # fmt: skip
+    assert keys[:2] == [KEYS.stream_for(priority), KEYS.dead]
+    # the per-entry keys are the queue's, whatever the lane
+    assert keys[2:] == [KEYS.result("r1"), KEYS.reply("p1"), KEYS.guard("r1")]
+    assert argv[:3] == [GROUP, "w1", RETRY]
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_admit_and_admit_once_write_to_the_lane(priority: str) -> None:
+    keys, argv = admit_args(
+        KEYS, [{"id": "r1", "payload": b"x"}], max_queue_len=9, priority=priority
+    )
+    assert keys == [KEYS.stream_for(priority)]
+    assert argv[0] == 9
+    keys, _ = admit_once_args(
+        KEYS, "r1", "p1", {"id": "r1", "payload": b"x"}, max_queue_len=9, guard_ttl_ms=1,
+        reply_ttl_ms=1, priority=priority,
+    )  # fmt: skip
+    assert keys == [
+        KEYS.stream_for(priority),
+        KEYS.result("r1"),
+        KEYS.guard("r1"),
+        KEYS.reply("p1"),
+    ]
+
+
+def test_lane_arguments_refuse_an_unknown_priority() -> None:
+    with pytest.raises(ConfigError, match="priority"):
+        finish_batch_args(KEYS, [], ttl_ms=1, dead_maxlen=1, priority="urgent")
+    with pytest.raises(ConfigError, match="priority"):
+        admit_args(KEYS, [], max_queue_len=1, priority="HIGH")
+    with pytest.raises(ConfigError, match="priority"):
+        delayed_member({b"id": b"r1"}, 2, "urgent")
+
+
+def test_move_due_gets_every_lane_with_its_priority() -> None:
+    keys, argv = move_due_args(KEYS, now_ms=123, limit=50, dead_maxlen=7)
+    assert keys == [KEYS.delayed, KEYS.dead, *KEYS.streams]
+    assert argv[:4] == [123, 50, 7, "normal"]
+    lanes = dict(zip(argv[4:], keys[2:], strict=True))
+    assert lanes == {p: KEYS.stream_for(p) for p in PRIORITIES}
+
+
+def test_remove_consumer_gets_the_heartbeat_then_every_lane() -> None:
+    keys, argv = remove_consumer_args(KEYS, "w1")
+    assert keys == [KEYS.worker("w1"), *KEYS.streams]
+    assert argv == [GROUP, "w1"]
+
+
+def test_delayed_member_remembers_its_lane_and_next_attempt() -> None:
+    fields = {b"id": b"r1", b"attempt": b"1", b"payload": b"\x00"}
+    assert unflat(delayed_member(fields, 2)) == {
+        b"id": b"r1",
+        b"attempt": b"2",
+        b"payload": b"\x00",
+    }
+    high = unflat(delayed_member(fields, 2, "high"))
+    assert high == {b"id": b"r1", b"attempt": b"2", b"priority": b"high", b"payload": b"\x00"}
+    # the lane it was read from wins over a stale field; normal leaves the field out
+    moved = {**fields, b"priority": b"low"}
+    assert unflat(delayed_member(moved, 3, "high"))[b"priority"] == b"high"
+    assert b"priority" not in unflat(delayed_member(moved, 3, "normal"))
+    # payload stays last
+    flat = msgpack.unpackb(delayed_member(fields, 2, "low"), raw=True)
+    assert flat[-2] == b"payload"
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("move_due", ("KEYS[1]", "KEYS[2]", "KEYS[3..]", "ARGV[4]", "ARGV[5..]", "priority")),
+        ("remove_consumer", ("KEYS[1]", "KEYS[2..]", "ARGV[1]", "ARGV[2]", "lane")),
+        ("finish_batch", ("KEYS[1]", "lane")),
+        ("requeue", ("KEYS[1]", "lane")),
+        ("admit", ("KEYS[1]", "lane")),
+        ("admit_once", ("KEYS[1]", "lane")),
+    ],
+)
+def test_lane_scripts_document_their_keys(name: str, words: tuple[str, ...]) -> None:
+    header = "\n".join(line for line in load_lua(name).splitlines() if line.startswith("--"))
+    for word in words:
+        assert word in header
+
+
+# -- remove_consumer.lua over every lane (fakeredis runs it: no cmsgpack needed) ---------------
+
+
+def lanes_client() -> tuple[fakeredis.FakeRedis, Scripts]:
+    client = fakeredis.FakeRedis()
+    ensure_queue(client, KeySpace(), KEYS)
+    return client, Scripts(client)
+
+
+def remove(scripts: Scripts, consumer: str) -> int:
+    keys, argv = remove_consumer_args(KEYS, consumer)
+    return int(scripts.remove_consumer(keys=keys, args=argv))
+
+
+def consumers(client: fakeredis.FakeRedis) -> dict[str, list[bytes]]:
+    return {
+        stream: [c["name"] for c in client.xinfo_consumers(stream, GROUP)]
+        for stream in KEYS.streams
+    }
+
+
+def test_remove_consumer_keeps_one_holding_anything_in_any_lane() -> None:
+    client, scripts = lanes_client()
+    low = KEYS.stream_for("low")
+    client.xadd(low, {"id": "r1", "payload": "x"})
+    client.xreadgroup(GROUP, "w1", {s: ">" for s in KEYS.streams})
+    assert remove(scripts, "w1") == 0
+    assert all(names == [b"w1"] for names in consumers(client).values())
+    [(entry_id, _)] = client.xrange(low)
+    client.xack(low, GROUP, entry_id)
+    assert remove(scripts, "w1") == 1
+    assert all(names == [] for names in consumers(client).values())
+
+
+def test_remove_consumer_keeps_one_with_a_heartbeat() -> None:
+    client, scripts = lanes_client()
+    client.xreadgroup(GROUP, "w1", {s: ">" for s in KEYS.streams})
+    client.set(KEYS.worker("w1"), "alive")
+    assert remove(scripts, "w1") == 0
+    assert consumers(client)[KEYS.stream] == [b"w1"]
+
+
+def test_remove_consumer_skips_a_lane_whose_stream_is_gone() -> None:
+    client, scripts = lanes_client()
+    client.xreadgroup(GROUP, "w1", {KEYS.stream: ">"})
+    client.delete(KEYS.stream_for("high"))
+    assert remove(scripts, "w1") == 1
+    assert client.xinfo_consumers(KEYS.stream, GROUP) == []

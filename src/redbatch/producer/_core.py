@@ -32,7 +32,12 @@ from redbatch.protocol.fields import (
     build_entry,
     decode_reply,
 )
-from redbatch.protocol.keys import KeySpace, check_request_id
+from redbatch.protocol.keys import (
+    DEFAULT_PRIORITY,
+    KeySpace,
+    check_priority,
+    check_request_id,
+)
 from redbatch.protocol.scripts import admit_args, admit_once_args
 
 log = logging.getLogger(__name__)
@@ -56,7 +61,9 @@ LISTEN_SOCKET_TIMEOUT_S = LISTEN_TIMEOUT_S + 5.0
 WAKE = Outcome("", OK, b"").encode_reply()
 # TTL of a reply list that only ever held a wake marker (ms): it must not outlive us for long.
 WAKE_TTL_MS = 3_600_000
-# Requests one queue may hold (waiting or in flight) before submit raises QueueFull.
+# Requests one lane (priority stream) of a queue may hold, waiting or in flight, before a
+# submit to it raises QueueFull: each lane has its own bound, so a flood of low-priority
+# requests never refuses a high one (the queue as a whole holds at most 3x this).
 DEFAULT_MAX_QUEUE_LEN = 100_000
 # TTL of a cancel key (ms). Nothing deletes these keys, so they must expire by themselves;
 # an hour outlives any reasonable wait in a queue. Workers only test for their presence.
@@ -81,6 +88,7 @@ class Submission:
     queue: str
     request_id: str
     fields: dict[str, str | bytes | int]
+    priority: str = DEFAULT_PRIORITY
 
 
 class ProducerCore:
@@ -115,8 +123,10 @@ class ProducerCore:
         request_id: str | None = None,
         timeout: float | None = None,
         cost: int = 1,
+        priority: str = DEFAULT_PRIORITY,
     ) -> Submission:
         keys = self.keyspace.queue(queue)  # checks the queue name
+        check_priority(priority)
         request_id = check_request_id(request_id) if request_id is not None else new_request_id()
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
             raise ConfigError(f"cost must be a positive integer, got {cost!r}")
@@ -132,13 +142,22 @@ class ProducerCore:
             deadline=deadline,
             cost=cost,
             ct=self.content_type,
+            priority=priority,
         )
-        return Submission(keys.name, request_id, fields)
+        return Submission(keys.name, request_id, fields, priority)
 
     def admit_call(self, subs: list[Submission]) -> tuple[list[str], list[bytes | str | int]]:
-        """KEYS and ARGV of the one admit.lua call that adds ``subs`` (all of one queue)."""
-        keys = self.keyspace.queue(subs[0].queue)
-        return admit_args(keys, [s.fields for s in subs], max_queue_len=self.max_queue_len)
+        """KEYS and ARGV of the one admit.lua call that adds ``subs`` (all of one queue and
+        one priority) to that priority's lane, within the lane's ``max_queue_len``."""
+        first = subs[0]
+        if any(s.queue != first.queue or s.priority != first.priority for s in subs):
+            raise ValueError("one admission takes requests of one queue and one priority")
+        return admit_args(
+            self.keyspace.queue(first.queue),
+            [s.fields for s in subs],
+            max_queue_len=self.max_queue_len,
+            priority=first.priority,
+        )
 
     def admit_once_call(self, sub: Submission) -> tuple[list[str], list[bytes | str | int]]:
         """KEYS and ARGV of admit_once.lua: a request whose id the caller chose. An id that is
@@ -152,17 +171,19 @@ class ProducerCore:
             max_queue_len=self.max_queue_len,
             guard_ttl_ms=GUARD_TTL_MS,
             reply_ttl_ms=REPLY_TTL_MS,
+            priority=sub.priority,
         )
 
-    def refusal(self, queue: str, reply: Any) -> QueueFull | None:
+    def refusal(self, queue: str, reply: Any, priority: str = DEFAULT_PRIORITY) -> QueueFull | None:
         """None when admit.lua / admit_once.lua took the requests (``[1, ids...]`` added,
         ``[2]`` answered from the stored result, ``[3]`` joined the waiting request); the
-        QueueFull to raise when refused (``[0, length]``)."""
+        QueueFull to raise when refused (``[0, length]``: the length of the lane
+        ``priority``)."""
         if not isinstance(reply, list) or not reply or reply[0] not in (0, 1, 2, 3):
             raise RedbatchError(f"unexpected reply from admission: {reply!r:.80}")
         if reply[0] != 0:
             return None
-        return QueueFull(queue, int(reply[1]), self.max_queue_len)
+        return QueueFull(queue, int(reply[1]), self.max_queue_len, priority)
 
     def cancel_keys(self, queue: str, request_ids: list[str]) -> list[str]:
         keys = self.keyspace.queue(queue)

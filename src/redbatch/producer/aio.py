@@ -43,7 +43,7 @@ from redbatch.producer._core import (
 )
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Outcome, outcome_from_result
-from redbatch.protocol.keys import check_queue_name
+from redbatch.protocol.keys import DEFAULT_PRIORITY, check_priority, check_queue_name
 from redbatch.protocol.scripts import Scripts
 from redbatch.protocol.streams import ensure_queue_async
 
@@ -181,8 +181,11 @@ class AsyncProducer:
         id: str | None = None,
         timeout: float | None = None,
         cost: int = 1,
+        priority: str = DEFAULT_PRIORITY,
     ) -> AsyncHandle:
-        sub = self._core.submission(queue, payload, request_id=id, timeout=timeout, cost=cost)
+        sub = self._core.submission(
+            queue, payload, request_id=id, timeout=timeout, cost=cost, priority=priority
+        )
         await self._use_queue(sub.queue)
         [handle] = self._register([sub])
         try:
@@ -193,9 +196,15 @@ class AsyncProducer:
         return handle
 
     async def call(
-        self, queue: str, payload: Any, *, timeout: float | None = None, cost: int = 1
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        timeout: float | None = None,
+        cost: int = 1,
+        priority: str = DEFAULT_PRIORITY,
     ) -> Any:
-        handle = await self.submit(queue, payload, timeout=timeout, cost=cost)
+        handle = await self.submit(queue, payload, timeout=timeout, cost=cost, priority=priority)
         return await handle.result(timeout)
 
     async def map(
@@ -206,8 +215,12 @@ class AsyncProducer:
         timeout: float | None = None,
         chunk: int = 500,
         return_exceptions: bool = False,
+        priority: str = DEFAULT_PRIORITY,
     ) -> list[Any]:
-        subs = [self._core.submission(queue, p, timeout=timeout) for p in payloads]
+        check_priority(priority)
+        subs = [
+            self._core.submission(queue, p, timeout=timeout, priority=priority) for p in payloads
+        ]
         rounds = batches(subs, chunk)
         if not subs:
             return []
@@ -288,7 +301,7 @@ class AsyncProducer:
             reply = await script(keys=keys, args=args)
         except redis.RedisError as exc:
             raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
-        full = self._core.refusal(queue, reply)
+        full = self._core.refusal(queue, reply, subs[0].priority)
         if full is not None:
             raise full
 

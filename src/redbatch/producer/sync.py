@@ -42,7 +42,7 @@ from redbatch.producer._core import (
 from redbatch.producer.handle import Handle, cancel_quietly
 from redbatch.protocol import codec
 from redbatch.protocol.fields import outcome_from_result
-from redbatch.protocol.keys import check_queue_name
+from redbatch.protocol.keys import DEFAULT_PRIORITY, check_priority, check_queue_name
 from redbatch.protocol.scripts import Scripts
 from redbatch.protocol.streams import ensure_queue
 
@@ -62,9 +62,11 @@ class Producer:
         max_queue_len: int = DEFAULT_MAX_QUEUE_LEN,
         cancel_on_timeout: bool = True,
     ) -> None:
-        """``max_queue_len``: requests a queue may hold before submit raises QueueFull
-        (0 = no bound). ``cancel_on_timeout``: a ``result``, ``call`` or ``map`` whose local
-        wait times out cancels its requests, so no worker computes what nobody waits for."""
+        """``max_queue_len``: requests one priority lane of a queue may hold (waiting or in
+        flight) before a submit to that lane raises QueueFull (0 = no bound); each lane is
+        bounded by itself, so low-priority requests never crowd out high ones.
+        ``cancel_on_timeout``: a ``result``, ``call`` or ``map`` whose local wait times out
+        cancels its requests, so no worker computes what nobody waits for."""
         self._client = client
         self._owns_client = False
         self._core = ProducerCore(
@@ -126,12 +128,17 @@ class Producer:
         id: str | None = None,
         timeout: float | None = None,
         cost: int = 1,
+        priority: str = DEFAULT_PRIORITY,
     ) -> Handle:
         """Add one request; ``timeout`` (s) is its deadline: workers skip it after that.
+        ``priority`` (``high``, ``normal``, ``low``) picks the queue's lane (stream): workers
+        serve higher lanes first; ConfigError before anything is sent for another value.
 
-        Raises QueueFull (nothing added) when the queue holds ``max_queue_len`` requests,
-        PayloadTooLarge (nothing written) for a payload over ``max_payload_bytes``."""
-        sub = self._core.submission(queue, payload, request_id=id, timeout=timeout, cost=cost)
+        Raises QueueFull (nothing added) when the request's lane holds ``max_queue_len``
+        requests, PayloadTooLarge (nothing written) for a payload over ``max_payload_bytes``."""
+        sub = self._core.submission(
+            queue, payload, request_id=id, timeout=timeout, cost=cost, priority=priority
+        )
         self._use_queue(sub.queue)
         [handle] = self._register([sub])
         try:
@@ -141,9 +148,18 @@ class Producer:
             raise
         return handle
 
-    def call(self, queue: str, payload: Any, *, timeout: float | None = None, cost: int = 1) -> Any:
+    def call(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        timeout: float | None = None,
+        cost: int = 1,
+        priority: str = DEFAULT_PRIORITY,
+    ) -> Any:
         """Submit and wait: ``timeout`` is both the request's deadline and the local wait."""
-        return self.submit(queue, payload, timeout=timeout, cost=cost).result(timeout)
+        handle = self.submit(queue, payload, timeout=timeout, cost=cost, priority=priority)
+        return handle.result(timeout)
 
     def map(
         self,
@@ -153,6 +169,7 @@ class Producer:
         timeout: float | None = None,
         chunk: int = 500,
         return_exceptions: bool = False,
+        priority: str = DEFAULT_PRIORITY,
     ) -> list[Any]:
         """Submit many (one atomic admission of ``chunk`` requests per round trip); results
         in input order.
@@ -164,7 +181,10 @@ class Producer:
         full queue raises MapQueueFull (a QueueFull): the chunks admitted before it still
         run, and its ``admitted`` lists their handles.
         """
-        subs = [self._core.submission(queue, p, timeout=timeout) for p in payloads]
+        check_priority(priority)
+        subs = [
+            self._core.submission(queue, p, timeout=timeout, priority=priority) for p in payloads
+        ]
         rounds = batches(subs, chunk)
         if not subs:
             return []
@@ -256,7 +276,7 @@ class Producer:
             reply = script(keys=keys, args=args)
         except redis.RedisError as exc:
             raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
-        full = self._core.refusal(queue, reply)
+        full = self._core.refusal(queue, reply, subs[0].priority)
         if full is not None:
             raise full
 

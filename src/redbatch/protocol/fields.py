@@ -14,7 +14,7 @@ import msgpack
 
 from redbatch.errors import MalformedEntry
 from redbatch.protocol.codec import CONTENT_TYPES, MSGPACK
-from redbatch.protocol.keys import REQUEST_ID
+from redbatch.protocol.keys import DEFAULT_PRIORITY, PRIORITIES, REQUEST_ID
 
 # Entry fields.
 ID = "id"
@@ -25,6 +25,9 @@ ATTEMPT = "attempt"
 COST = "cost"
 CT = "ct"
 PAYLOAD = "payload"
+# The request's priority (high|normal|low), left out at normal. The lane (stream) an entry
+# sits in is what orders it; the field lets a delayed retry or a dead letter remember it.
+PRIORITY = "priority"
 
 # Outcome statuses; every request ends in exactly one of them.
 OK = "ok"
@@ -53,6 +56,7 @@ class Request:
     attempt: int = 1
     cost: int = 1
     ct: str = MSGPACK
+    priority: str = DEFAULT_PRIORITY
 
     def expired(self, now_ms: int) -> bool:
         return self.deadline > 0 and now_ms >= self.deadline
@@ -68,8 +72,10 @@ def build_entry(
     attempt: int = 1,
     cost: int = 1,
     ct: str = MSGPACK,
+    priority: str = DEFAULT_PRIORITY,
 ) -> dict[str, str | bytes | int]:
-    """Stream fields for one request, defaults left out as the contract asks."""
+    """Stream fields for one request, defaults left out as the contract asks. ``priority``
+    is not checked here (the producer checks it); the entry belongs in that lane's stream."""
     fields: dict[str, str | bytes | int] = {ID: request_id}
     if reply:
         fields[REPLY] = reply
@@ -83,8 +89,19 @@ def build_entry(
         fields[COST] = cost
     if ct != MSGPACK:
         fields[CT] = ct
+    if priority != DEFAULT_PRIORITY:
+        fields[PRIORITY] = priority
     fields[PAYLOAD] = payload
     return fields
+
+
+def entry_key(priority: str, entry_id: str) -> str:
+    """A name of one stream entry unique among all lanes of its queue.
+
+    Stream entry ids are unique only within one stream: two lanes of a queue routinely hand
+    out the same id (same millisecond, same sequence), so anything that holds entries of
+    several lanes together must key them by lane and id, never by the id alone."""
+    return f"{priority}:{entry_id}"
 
 
 def entry_request_id(fields: dict[bytes, bytes]) -> str | None:
@@ -99,8 +116,15 @@ def entry_request_id(fields: dict[bytes, bytes]) -> str | None:
     return request_id if REQUEST_ID.fullmatch(request_id) else None
 
 
-def parse_entry(queue: str, entry_id: str, fields: dict[bytes, bytes]) -> Request:
-    """Validate a raw stream entry; raises MalformedEntry with the dead-letter reason."""
+def parse_entry(
+    queue: str, entry_id: str, fields: dict[bytes, bytes], lane: str | None = None
+) -> Request:
+    """Validate a raw stream entry; raises MalformedEntry with the dead-letter reason.
+
+    ``lane``: the priority of the stream the entry was read from; it becomes the request's
+    ``priority`` (where the entry lives decides, e.g. one added by hand to the high lane
+    without the field). Without it, the ``priority`` field (default normal) is used. A
+    ``priority`` field is validated either way."""
     request_id = entry_request_id(fields)
     if request_id is None:
         raise MalformedEntry(f"missing or invalid field 'id': {fields.get(b'id')!r:.80}")
@@ -113,6 +137,11 @@ def parse_entry(queue: str, entry_id: str, fields: dict[bytes, bytes]) -> Reques
     ct = _text(fields, CT, MSGPACK)
     if ct not in CONTENT_TYPES:
         raise MalformedEntry(f"invalid field 'ct': {ct!r:.40} (use msgpack or json)")
+    priority = _text(fields, PRIORITY, DEFAULT_PRIORITY)
+    if priority not in PRIORITIES:
+        raise MalformedEntry(
+            f"invalid field 'priority': {priority!r:.40} (use {', '.join(PRIORITIES)})"
+        )
     return Request(
         queue=queue,
         entry_id=entry_id,
@@ -124,6 +153,7 @@ def parse_entry(queue: str, entry_id: str, fields: dict[bytes, bytes]) -> Reques
         attempt=_integer(fields, ATTEMPT, 1, minimum=1),
         cost=_integer(fields, COST, 1, minimum=1),
         ct=ct,
+        priority=priority if lane is None else lane,
     )
 
 

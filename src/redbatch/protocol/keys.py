@@ -2,6 +2,10 @@
 
 Every key of a queue carries the hash tag ``{Q}`` so that all of a queue lives on one Redis
 Cluster slot and a single MULTI or Lua call may touch any of them.
+
+A queue has one stream per priority ("lane"): ``normal`` is the contract's ``rb:{Q}:stream``
+(so entries added by hand there keep working); ``high`` and ``low`` are ``rb:{Q}:stream:high``
+and ``rb:{Q}:stream:low``. Each lane has its own consumer group ``workers``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # The namespace is a key prefix; braces or colons in it would break hash tags and parsing.
 NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 GROUP = "workers"
+# Request priorities, highest first; each is one stream ("lane") of the queue.
+PRIORITIES = ("high", "normal", "low")
+DEFAULT_PRIORITY = "normal"
+
+
+def check_priority(priority: str) -> str:
+    if not isinstance(priority, str) or priority not in PRIORITIES:
+        raise ConfigError(f"invalid priority {priority!r}: use one of {', '.join(PRIORITIES)}")
+    return priority
 
 
 def check_queue_name(queue: str) -> str:
@@ -65,7 +78,19 @@ class QueueKeys:
 
     @property
     def stream(self) -> str:
+        """The normal lane: the contract's stream, where a request without priority goes."""
         return f"{self._base}:stream"
+
+    def stream_for(self, priority: str) -> str:
+        """The stream (lane) of ``priority``; ConfigError for an unknown one."""
+        if check_priority(priority) == DEFAULT_PRIORITY:
+            return self.stream
+        return f"{self._base}:stream:{priority}"
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Every lane's stream, highest priority first (as ``PRIORITIES``)."""
+        return tuple(self.stream_for(p) for p in PRIORITIES)
 
     @property
     def dead(self) -> str:

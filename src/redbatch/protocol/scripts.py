@@ -2,6 +2,11 @@
 
 Scripts live as ``lua/*.lua`` files whose header documents KEYS, ARGV and the reply. Every key
 a script touches arrives through KEYS and carries the queue's ``{Q}`` hash tag.
+
+A script that works on entries of one lane (finish_batch, requeue, admit, admit_once) takes
+that lane's stream as KEYS[1] (``priority``, default normal); a batch or hand-back that mixes
+lanes is one call per lane. Scripts about the whole queue (move_due, remove_consumer) get
+every lane's stream.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ from typing import Any
 
 import msgpack
 
-from redbatch.protocol.fields import PRODUCER_ID, Outcome
-from redbatch.protocol.keys import GROUP, QueueKeys
+from redbatch.protocol.fields import ATTEMPT, PRIORITY, PRODUCER_ID, Outcome
+from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, QueueKeys, check_priority
 
 
 def load_lua(name: str) -> str:
@@ -55,9 +60,10 @@ def finish_batch_args(
     *,
     ttl_ms: int,
     dead_maxlen: int,
+    priority: str = DEFAULT_PRIORITY,
 ) -> tuple[list[str], list[bytes | str | int]]:
-    """KEYS and ARGV for finish_batch.lua."""
-    script_keys = [keys.stream, keys.dead, keys.delayed]
+    """KEYS and ARGV for finish_batch.lua: ``items`` all read from the lane ``priority``."""
+    script_keys = [keys.stream_for(priority), keys.dead, keys.delayed]
     index: dict[str, int] = {}
 
     def key_index(key: str) -> int:
@@ -114,11 +120,13 @@ def requeue_args(
     dead_maxlen: int,
     now_ms: int,
     reason: str,
+    priority: str = DEFAULT_PRIORITY,
 ) -> tuple[list[str], list[bytes | str | int]]:
-    """KEYS and ARGV for requeue.lua."""
+    """KEYS and ARGV for requeue.lua: ``entries`` all pending in the lane ``priority``, and
+    re-added to it."""
     if mode not in (RETRY, HANDBACK):
         raise ValueError(f"unknown requeue mode {mode!r}")
-    script_keys = [keys.stream, keys.dead]
+    script_keys = [keys.stream_for(priority), keys.dead]
     index: dict[str, int] = {}
 
     def key_index(key: str) -> int:
@@ -139,15 +147,19 @@ def requeue_args(
 
 
 def admit_args(
-    keys: QueueKeys, entries: list[dict[str, str | bytes | int]], *, max_queue_len: int
+    keys: QueueKeys,
+    entries: list[dict[str, str | bytes | int]],
+    *,
+    max_queue_len: int,
+    priority: str = DEFAULT_PRIORITY,
 ) -> tuple[list[str], list[bytes | str | int]]:
-    """KEYS and ARGV for admit.lua."""
+    """KEYS and ARGV for admit.lua: add to the lane ``priority``, bounded by its length."""
     argv: list[bytes | str | int] = [max_queue_len]
     for fields in entries:
         argv.append(2 * len(fields))
         for name, value in fields.items():
             argv += [name, value]
-    return [keys.stream], argv
+    return [keys.stream_for(priority)], argv
 
 
 def admit_once_args(
@@ -159,17 +171,38 @@ def admit_once_args(
     max_queue_len: int,
     guard_ttl_ms: int,
     reply_ttl_ms: int,
+    priority: str = DEFAULT_PRIORITY,
 ) -> tuple[list[str], list[bytes | str | int]]:
-    """KEYS and ARGV for admit_once.lua (a submit with a caller-chosen id)."""
+    """KEYS and ARGV for admit_once.lua (a submit with a caller-chosen id) into the lane
+    ``priority``; the id's result and guard are the queue's, whatever the lane."""
     script_keys = [
-        keys.stream, keys.result(request_id), keys.guard(request_id), keys.reply(producer_id)
-    ]  # fmt: skip
+        keys.stream_for(priority),
+        keys.result(request_id),
+        keys.guard(request_id),
+        keys.reply(producer_id),
+    ]
     argv: list[bytes | str | int] = [
         max_queue_len, producer_id, guard_ttl_ms, reply_ttl_ms, request_id
     ]  # fmt: skip
     for name, value in fields.items():
         argv += [name, value]
     return script_keys, argv
+
+
+def move_due_args(
+    keys: QueueKeys, *, now_ms: int, limit: int, dead_maxlen: int
+) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV for move_due.lua: every lane's stream, with its priority name."""
+    script_keys = [keys.delayed, keys.dead, *keys.streams]
+    argv: list[bytes | str | int] = [now_ms, limit, dead_maxlen, DEFAULT_PRIORITY, *PRIORITIES]
+    return script_keys, argv
+
+
+def remove_consumer_args(
+    keys: QueueKeys, consumer: str
+) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV for remove_consumer.lua: the heartbeat key, then every lane's stream."""
+    return [keys.worker(consumer), *keys.streams], [GROUP, consumer]
 
 
 def push_outcome_args(
@@ -195,11 +228,17 @@ def followers_of(reply: list[Any], own: dict[str, str]) -> dict[str, list[str]]:
     return told
 
 
-def delayed_member(fields: dict[bytes, bytes], attempt: int) -> bytes:
-    """A delayed-set member: the entry's fields with the next attempt, as move_due.lua reads."""
-    updated = {k: v for k, v in fields.items() if k != b"attempt"}
-    updated = {b"attempt": str(attempt).encode(), **updated}
-    return _flat(updated)
+def delayed_member(
+    fields: dict[bytes, bytes], attempt: int, priority: str = DEFAULT_PRIORITY
+) -> bytes:
+    """A delayed-set member, as move_due.lua reads: the entry's fields with the next attempt
+    and the lane it came from (``priority`` field, left out at normal), so the retry returns
+    to that lane."""
+    lane: dict[bytes, bytes] = {}
+    if check_priority(priority) != DEFAULT_PRIORITY:
+        lane[PRIORITY.encode()] = priority.encode()
+    rest = {k: v for k, v in fields.items() if k not in (ATTEMPT.encode(), PRIORITY.encode())}
+    return _flat({ATTEMPT.encode(): str(attempt).encode(), **lane, **rest})
 
 
 class Scripts:

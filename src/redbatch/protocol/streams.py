@@ -1,10 +1,13 @@
-"""Creating a queue: its stream and consumer group, and its name in the queue registry.
+"""Creating a queue: its lane streams and their consumer groups, and its name in the registry.
 
 Whichever side comes first (producer or worker) creates them; doing it twice is harmless.
-The group starts at id 0 so requests added before any worker existed are served.
+Every lane (priority stream, ``QueueKeys.streams``) gets the group ``workers`` at id 0, so
+requests added before any worker existed are served. One round trip for all of it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -12,25 +15,30 @@ import redis.asyncio
 from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
 
 
-def _is_busygroup(exc: redis.ResponseError) -> bool:
-    return str(exc).startswith("BUSYGROUP")
+def _is_busygroup(exc: object) -> bool:
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("BUSYGROUP")
+
+
+def _check(replies: list[Any]) -> None:
+    """Raise the first error of the pipeline other than BUSYGROUP (the group exists)."""
+    for reply in replies:
+        if isinstance(reply, Exception) and not _is_busygroup(reply):
+            raise reply
 
 
 def ensure_queue(client: redis.Redis, keyspace: KeySpace, keys: QueueKeys) -> None:
-    try:
-        client.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if not _is_busygroup(exc):
-            raise
-    client.sadd(keyspace.queues, keys.name)
+    pipe = client.pipeline(transaction=False)
+    for stream in keys.streams:
+        pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    pipe.sadd(keyspace.queues, keys.name)
+    _check(pipe.execute(raise_on_error=False))
 
 
 async def ensure_queue_async(
     client: redis.asyncio.Redis, keyspace: KeySpace, keys: QueueKeys
 ) -> None:
-    try:
-        await client.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if not _is_busygroup(exc):
-            raise
-    await client.sadd(keyspace.queues, keys.name)
+    pipe = client.pipeline(transaction=False)
+    for stream in keys.streams:
+        pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    pipe.sadd(keyspace.queues, keys.name)
+    _check(await pipe.execute(raise_on_error=False))

@@ -1,5 +1,7 @@
 """The scheduler's Redis I/O for one queue: reap dead or hung consumers, move due delayed
-retries, remove consumers nobody runs.
+retries, remove consumers nobody runs. A queue is all of its priority lanes (streams, each
+with its group): reaping and consumer clean-up cover every lane, delayed retries go back to
+the lane they came from.
 
 Decisions are made by the pure functions of ``reaper``; every change to a queue goes through a
 Lua script that re-checks its precondition atomically, so several schedulers may run at once:
@@ -16,8 +18,15 @@ from typing import Any
 import redis
 
 from redbatch.config import SchedulerConfig
-from redbatch.protocol.keys import GROUP, QueueKeys
-from redbatch.protocol.scripts import RETRY, Scripts, followers_of, requeue_args
+from redbatch.protocol.keys import GROUP, PRIORITIES, QueueKeys
+from redbatch.protocol.scripts import (
+    RETRY,
+    Scripts,
+    followers_of,
+    move_due_args,
+    remove_consumer_args,
+    requeue_args,
+)
 from redbatch.scheduler import reaper
 from redbatch.scheduler.reaper import Action, PendingEntry, Verdict
 
@@ -46,6 +55,21 @@ def _missing(exc: redis.ResponseError) -> bool:
     return message.startswith("NOGROUP") or "no such key" in message.lower()
 
 
+def _per_lane(replies: list[Any]) -> dict[str, Any]:
+    """Pipeline replies of one command per lane (in ``PRIORITIES`` order), by priority; a lane
+    whose stream or group is missing is left out, any other error is raised."""
+    found: dict[str, Any] = {}
+    for priority, reply in zip(PRIORITIES, replies, strict=True):
+        if isinstance(reply, redis.ResponseError):
+            if _missing(reply):
+                continue
+            raise reply
+        if isinstance(reply, Exception):
+            raise reply
+        found[priority] = reply
+    return found
+
+
 class Upkeep:
     """Per-queue duties on one client; every method is safe to run from several schedulers."""
 
@@ -66,27 +90,32 @@ class Upkeep:
     # -- dead and hung consumers ------------------------------------------------------------
 
     def reap(self, keys: QueueKeys) -> None:
-        """Re-queue (or dead-letter) what dead consumers hold and what hung ones held too long."""
-        try:
-            summary: dict[str, Any] = self._client.xpending(keys.stream, GROUP)
-        except redis.ResponseError as exc:
-            if _missing(exc):
-                return
-            raise
-        holders = {
-            _text(c["name"]): int(c["pending"])
-            for c in summary.get("consumers") or []
-            if int(c["pending"]) > 0
-        }
+        """Re-queue (or dead-letter) what dead consumers hold and what hung ones held too long,
+        in every lane (each entry back into its own lane)."""
+        pipe = self._client.pipeline(transaction=False)
+        for priority in PRIORITIES:
+            pipe.xpending(keys.stream_for(priority), GROUP)
+        summaries: dict[str, dict[str, Any]] = _per_lane(pipe.execute(raise_on_error=False))
+        holders: dict[str, dict[str, int]] = {}  # lane -> consumer -> pending there
+        for priority, summary in summaries.items():
+            lane = {
+                _text(c["name"]): int(c["pending"])
+                for c in summary.get("consumers") or []
+                if int(c["pending"]) > 0
+            }
+            if lane:
+                holders[priority] = lane
         if not holders:
             return
-        heartbeats = self._heartbeats(keys, list(holders))
-        for name, pending in holders.items():
-            verdict = reaper.judge(
-                name, pending, heartbeats[name], hung_margin_s=self._config.hung_margin_s
-            )
-            if verdict.action is not Action.NOTHING:
-                self._reap_consumer(keys, name, verdict)
+        names = sorted({name for lane in holders.values() for name in lane})
+        heartbeats = self._heartbeats(keys, names)
+        for priority, lane in holders.items():
+            for name, pending in lane.items():
+                verdict = reaper.judge(
+                    name, pending, heartbeats[name], hung_margin_s=self._config.hung_margin_s
+                )
+                if verdict.action is not Action.NOTHING:
+                    self._reap_consumer(keys, priority, name, verdict)
 
     def _heartbeats(self, keys: QueueKeys, names: list[str]) -> dict[str, reaper.Heartbeat | None]:
         pipe = self._client.pipeline(transaction=False)
@@ -99,14 +128,16 @@ class Upkeep:
             for i, name in enumerate(names)
         }
 
-    def _reap_consumer(self, keys: QueueKeys, name: str, verdict: Verdict) -> None:
-        """Page through what ``name`` holds (oldest first), handing each page to requeue.lua."""
+    def _reap_consumer(self, keys: QueueKeys, priority: str, name: str, verdict: Verdict) -> None:
+        """Page through what ``name`` holds in one lane (oldest first), handing each page to
+        requeue.lua."""
+        stream = keys.stream_for(priority)
         start = "-"
         # IDLE filters on the server: a hung worker's fresh entries are never even read.
         idle = verdict.min_idle_ms if verdict.action is Action.REQUEUE_HUNG else None
         while True:
             rows = self._client.xpending_range(
-                keys.stream, GROUP, start, "+", PAGE, consumername=name, idle=idle
+                stream, GROUP, start, "+", PAGE, consumername=name, idle=idle
             )
             if not rows:
                 return
@@ -115,17 +146,19 @@ class Upkeep:
             ]
             chosen = reaper.select(verdict, page)
             if chosen:
-                self._requeue(keys, name, chosen, verdict.reason)
+                self._requeue(keys, priority, name, chosen, verdict.reason)
             if len(rows) < PAGE:
                 return
             start = f"({page[-1].entry_id}"  # exclusive: the next page starts after this id
 
-    def _requeue(self, keys: QueueKeys, name: str, entry_ids: list[str], reason: str) -> None:
+    def _requeue(
+        self, keys: QueueKeys, priority: str, name: str, entry_ids: list[str], reason: str
+    ) -> None:
         # requeue.lua needs each entry's result and reply keys in KEYS (cluster-safe), so read
         # the entries' id and reply first; an entry whose record is gone is passed all the same.
         pipe = self._client.pipeline(transaction=False)
         for entry_id in entry_ids:
-            pipe.xrange(keys.stream, entry_id, entry_id)
+            pipe.xrange(keys.stream_for(priority), entry_id, entry_id)
         records = pipe.execute()
         held = [
             reaper.held(entry_id, found[0][1] if found else None)
@@ -141,6 +174,7 @@ class Upkeep:
             dead_maxlen=self._config.dead_maxlen,
             now_ms=self._now_ms(),
             reason=reason,
+            priority=priority,
         )
         counts = self._scripts.requeue(keys=script_keys, args=args)
         requeued, dead, skipped = (int(n) for n in counts[:3])
@@ -150,22 +184,28 @@ class Upkeep:
             self._scripts.tell_followers(keys, followers, ttl_ms=self._config.result_ttl_s * 1000)
         if requeued or dead:
             log.info(
-                "queue %s: re-queued %d, dead-lettered %d, skipped %d held by %s: %s",
-                keys.name, requeued, dead, skipped, name, reason,
+                "queue %s (%s): re-queued %d, dead-lettered %d, skipped %d held by %s: %s",
+                keys.name, priority, requeued, dead, skipped, name, reason,
             )  # fmt: skip
         else:
-            log.debug("queue %s: %d entries of %s already handled", keys.name, skipped, name)
+            log.debug(
+                "queue %s (%s): %d entries of %s already handled",
+                keys.name,
+                priority,
+                skipped,
+                name,
+            )
 
     # -- delayed retries ----------------------------------------------------------------------
 
     def move_due(self, keys: QueueKeys) -> int:
-        """Move delayed retries whose time has come into the stream; returns how many."""
+        """Move delayed retries whose time has come into their lanes; returns how many."""
         moved = 0
         for _ in range(MOVE_CALLS_PER_PASS):
-            count, dead = self._scripts.move_due(
-                keys=[keys.stream, keys.delayed, keys.dead],
-                args=[self._now_ms(), MOVE_BATCH, self._config.dead_maxlen],
+            script_keys, args = move_due_args(
+                keys, now_ms=self._now_ms(), limit=MOVE_BATCH, dead_maxlen=self._config.dead_maxlen
             )
+            count, dead = self._scripts.move_due(keys=script_keys, args=args)
             moved += int(count)
             if dead:
                 log.warning(
@@ -174,22 +214,28 @@ class Upkeep:
             if int(count) + int(dead) < MOVE_BATCH:
                 break
         if moved:
-            log.debug("queue %s: moved %d due retries to the stream", keys.name, moved)
+            log.debug("queue %s: moved %d due retries to their lanes", keys.name, moved)
         return moved
 
     # -- consumer clean-up --------------------------------------------------------------------
 
     def remove_consumers(self, keys: QueueKeys) -> int:
-        """Delete group consumers that hold nothing and have no heartbeat; returns how many."""
-        try:
-            infos: list[dict[str, Any]] = self._client.xinfo_consumers(keys.stream, GROUP)
-        except redis.ResponseError as exc:
-            if _missing(exc):
-                return 0
-            raise
-        candidates = [
-            (_text(info["name"]), int(info["pending"]), int(info["idle"])) for info in infos
-        ]
+        """Delete group consumers that hold nothing in any lane and have no heartbeat (from
+        every lane's group at once); returns how many."""
+        pipe = self._client.pipeline(transaction=False)
+        for priority in PRIORITIES:
+            pipe.xinfo_consumers(keys.stream_for(priority), GROUP)
+        lanes: dict[str, list[dict[str, Any]]] = _per_lane(pipe.execute(raise_on_error=False))
+        # A consumer's pending count over all lanes, and its most recent interaction in any.
+        seen: dict[str, tuple[int, int]] = {}
+        for infos in lanes.values():
+            for info in infos:
+                name, pending, idle = _text(info["name"]), int(info["pending"]), int(info["idle"])
+                before = seen.get(name)
+                if before is not None:
+                    pending, idle = pending + before[0], min(idle, before[1])
+                seen[name] = (pending, idle)
+        candidates = [(name, pending, idle) for name, (pending, idle) in sorted(seen.items())]
         pipe = self._client.pipeline(transaction=False)
         for name, _pending, _idle in candidates:
             pipe.exists(keys.worker(name))
@@ -202,8 +248,8 @@ class Upkeep:
                 continue
             # The script re-checks heartbeat and pending in one step: DELCONSUMER would drop
             # anything the consumer read meanwhile out of every scheduler's reach.
-            script_keys = [keys.stream, keys.worker(name)]
-            if self._scripts.remove_consumer(keys=script_keys, args=[GROUP, name]):
+            script_keys, args = remove_consumer_args(keys, name)
+            if self._scripts.remove_consumer(keys=script_keys, args=args):
                 removed += 1
                 log.info(
                     "queue %s: removed consumer %s (no heartbeat, holds nothing)", keys.name, name

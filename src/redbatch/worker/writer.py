@@ -1,6 +1,9 @@
 """Records a batch's outcomes: one Lua call writes every result hash (write-once, with TTL),
 pushes each producer's replies, dead-letters malformed entries, and XACKs + XDELs the entries,
 so the stream does not grow with processed requests.
+
+A batch may mix priority lanes (streams) of its queue: then it is one call per lane, each
+acking in the stream its entries were read from (``RawEntry.priority``).
 """
 
 from __future__ import annotations
@@ -9,8 +12,15 @@ from dataclasses import dataclass, replace
 
 import redis
 
-from redbatch.protocol.fields import DEAD, Outcome, Request, entry_request_id, result_fields
-from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
+from redbatch.protocol.fields import (
+    DEAD,
+    Outcome,
+    Request,
+    entry_key,
+    entry_request_id,
+    result_fields,
+)
+from redbatch.protocol.keys import PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.scripts import (
     HANDBACK,
     Finished,
@@ -19,6 +29,7 @@ from redbatch.protocol.scripts import (
     delayed_member,
     finish_batch_args,
     followers_of,
+    remove_consumer_args,
     requeue_args,
 )
 from redbatch.worker.executor import Ran, now_ms
@@ -71,14 +82,29 @@ class Writer:
         malformed: list[Malformed],
         raw: dict[str, RawEntry],
     ) -> int:
-        """Write one queue's outcomes; returns how many results already existed."""
+        """Write one queue's outcomes; returns how many results already existed.
+
+        One finish_batch call per lane the batch's entries were read from (highest first),
+        each with that lane's stream. ``raw`` holds the entries as read, keyed by
+        ``entry_key(entry.priority, entry.entry_id)`` (entry ids repeat across lanes), with
+        each ``ran`` request parsed with ``lane=entry.priority``; keyed by entry id alone it
+        works only while a batch holds no two entries with the same id."""
         keys: QueueKeys = self._keyspace.queue(queue)
-        items = [self._finished(r, raw[r.request.entry_id]) for r in ran]
-        items += [self._dead_entry(m) for m in malformed]
-        if not items:
-            return 0
+        lanes: dict[str, list[Finished]] = {p: [] for p in PRIORITIES}
+        for r in ran:
+            entry = _raw_entry(raw, r.request)
+            lanes.setdefault(entry.priority, []).append(self._finished(r, entry))
+        for m in malformed:
+            lanes.setdefault(m.entry.priority, []).append(self._dead_entry(m))
+        existed = 0
+        for priority, items in lanes.items():
+            if items:
+                existed += self._finish_lane(keys, priority, items)
+        return existed
+
+    def _finish_lane(self, keys: QueueKeys, priority: str, items: list[Finished]) -> int:
         script_keys, argv = finish_batch_args(
-            keys, items, ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen
+            keys, items, ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen, priority=priority
         )
         existed, *guarded = self._scripts.finish_batch(keys=script_keys, args=argv)
         if guarded:
@@ -88,12 +114,13 @@ class Writer:
         return int(existed)
 
     def hand_back(self, entries: list[RawEntry]) -> int:
-        """Return entries read but never started to their streams at once (same attempt)."""
+        """Return entries read but never started to their streams at once (same attempt):
+        one requeue call per queue and lane, each entry back into the lane it came from."""
         moved = 0
-        by_queue: dict[str, list[RawEntry]] = {}
+        by_lane: dict[tuple[str, str], list[RawEntry]] = {}
         for entry in entries:
-            by_queue.setdefault(entry.queue, []).append(entry)
-        for queue, held in by_queue.items():
+            by_lane.setdefault((entry.queue, entry.priority), []).append(entry)
+        for (queue, priority), held in by_lane.items():
             script_keys, argv = requeue_args(
                 self._keyspace.queue(queue),
                 self._worker,
@@ -104,17 +131,16 @@ class Writer:
                 dead_maxlen=self._dead_maxlen,
                 now_ms=now_ms(),
                 reason="",
+                priority=priority,
             )
             moved += int(self._scripts.requeue(keys=script_keys, args=argv)[0])
         return moved
 
     def leave_group(self, queue: str) -> bool:
-        """Remove this worker's consumer if it holds nothing and its heartbeat is gone."""
-        keys = self._keyspace.queue(queue)
-        removed = self._scripts.remove_consumer(
-            keys=[keys.stream, keys.worker(self._worker)], args=[GROUP, self._worker]
-        )
-        return bool(removed)
+        """Remove this worker's consumer from every lane's group if it holds nothing there
+        and its heartbeat is gone."""
+        script_keys, argv = remove_consumer_args(self._keyspace.queue(queue), self._worker)
+        return bool(self._scripts.remove_consumer(keys=script_keys, args=argv))
 
     def _finished(self, ran: Ran, entry: RawEntry) -> Finished:
         request: Request = ran.request
@@ -125,7 +151,7 @@ class Writer:
                     entry_id=request.entry_id,
                     outcome=None,
                     due_ms=due,
-                    delayed=delayed_member(entry.fields, request.attempt + 1),
+                    delayed=delayed_member(entry.fields, request.attempt + 1, entry.priority),
                 )
             reason = f"retried {request.attempt} times, max_attempts reached: {ran.outcome.error}"
             ran = replace(ran, outcome=Outcome(request.id, DEAD, reason.encode()))
@@ -168,6 +194,11 @@ class Writer:
             dead_reason=malformed.reason,
             dead_fields=entry.fields,
         )
+
+
+def _raw_entry(raw: dict[str, RawEntry], request: Request) -> RawEntry:
+    entry = raw.get(entry_key(request.priority, request.entry_id))
+    return entry if entry is not None else raw[request.entry_id]
 
 
 def _valid_reply(fields: dict[bytes, bytes]) -> str:

@@ -3,8 +3,8 @@
 -- All or nothing: a full queue rejects the whole call (the producer raises QueueFull);
 -- requests are never trimmed to make room.
 --
--- KEYS[1]   the queue's stream
--- ARGV[1]   max_queue_len (entries waiting or in flight; 0 = no bound)
+-- KEYS[1]   the stream (lane) of the requests' priority
+-- ARGV[1]   max_queue_len (entries waiting or in flight in this lane; 0 = no bound)
 -- ARGV[2..] per request: the number of field values that follow (n), then n values
 --           (field, value, field, value, ...)
 --

@@ -5,7 +5,7 @@
 -- worker tells every member when the first outcome is written); otherwise the request is
 -- added, within the queue's length bound, and its guard created.
 --
--- KEYS[1]   the queue's stream
+-- KEYS[1]   the stream (lane) of the request's priority; max_queue_len bounds this lane
 -- KEYS[2]   the request's result key
 -- KEYS[3]   the request's guard set (rb:{Q}:guard:<id>)
 -- KEYS[4]   the caller's reply list

@@ -1,6 +1,7 @@
 -- finish_batch: record the outcomes of one batch atomically.
 --
--- KEYS[1]   the queue's stream            (rb:{Q}:stream)
+-- KEYS[1]   the stream (lane) the batch's entries were read from (rb:{Q}:stream for normal,
+--           rb:{Q}:stream:high, rb:{Q}:stream:low); a batch mixing lanes is one call per lane
 -- KEYS[2]   the queue's dead-letter stream (rb:{Q}:dead)
 -- KEYS[3]   the queue's delayed set        (rb:{Q}:delayed)
 -- KEYS[4..] result keys and reply keys referenced by index from ARGV (all carry {Q})

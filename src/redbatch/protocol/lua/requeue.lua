@@ -6,7 +6,8 @@
 -- Each entry is handled only if it is still pending to from_consumer: a second scheduler, or
 -- the worker finishing it meanwhile, makes it a no-op.
 --
--- KEYS[1]   the queue's stream
+-- KEYS[1]   the stream (lane) the entries are pending in; they are re-added to it (one call
+--           per lane: rb:{Q}:stream for normal, rb:{Q}:stream:high, rb:{Q}:stream:low)
 -- KEYS[2]   the queue's dead-letter stream
 -- KEYS[3..] result and reply keys referenced by index from ARGV (all carry {Q})
 --
