@@ -59,13 +59,19 @@ def main() -> None:
 
 @main.command()
 @click.argument("queues", nargs=-1)
-@click.option("--handler", help=f"module:function to run on each batch {_env('handler')}")
+@click.option(
+    "--handler",
+    multiple=True,
+    metavar="[QUEUE=]MODULE:FUNCTION",
+    help=f"batch function for every queue, or QUEUE=... for one; repeatable {_env('handler')}",
+)
 @click.option(
     "--handler-option",
     "handler_options",
     multiple=True,
-    metavar="NAME=VALUE",
-    help=f"keyword argument for the handler, repeatable {_env('handler_options')}",
+    metavar="[QUEUE:]NAME=VALUE",
+    help=f"keyword argument for the handlers (or one queue's), repeatable "
+    f"{_env('handler_options')}",
 )
 @click.option("--redis-url", help=f"default {DEFAULT_URL} {_env('redis_url')}")
 @click.option("--namespace", help=f"key prefix, default rb {_env('namespace')}")
@@ -83,6 +89,18 @@ def main() -> None:
     "--preferred-batch-sizes",
     metavar="N,N,...",
     help=f"run at these sizes before the window closes {_env('preferred_batch_sizes')}",
+)
+@click.option(
+    "--priority-aging-ms",
+    type=int,
+    help=f"a waiting request gains a priority level per this long, default 1000, 0 = strict "
+    f"{_env('priority_aging_ms')}",
+)
+@click.option(
+    "--target-latency-ms",
+    type=int,
+    help=f"tune the window and batch size to keep queue wait + service under this, 0 = off "
+    f"{_env('target_latency_ms')}",
 )
 @click.option("--block-ms", type=int, help=f"idle read block, default 1000 {_env('block_ms')}")
 @click.option(

@@ -15,7 +15,7 @@ from typing import Any
 
 from redbatch.connection import DEFAULT_URL, check_url
 from redbatch.errors import ConfigError
-from redbatch.protocol.keys import KeySpace, check_queue_name
+from redbatch.protocol.keys import QUEUE_NAME, KeySpace, check_queue_name
 
 ENV_PREFIX = "REDBATCH_"
 MAX_BATCH_SIZE_LIMIT = 4096
@@ -32,6 +32,8 @@ ENV_NAMES: dict[str, str] = {
     "max_wait_ms": "REDBATCH_MAX_WAIT_MS",
     "max_batch_cost": "REDBATCH_MAX_BATCH_COST",
     "preferred_batch_sizes": "REDBATCH_PREFERRED_BATCH_SIZES",
+    "priority_aging_ms": "REDBATCH_PRIORITY_AGING_MS",
+    "target_latency_ms": "REDBATCH_TARGET_LATENCY_MS",
     "block_ms": "REDBATCH_BLOCK_MS",
     "result_ttl_s": "REDBATCH_RESULT_TTL",
     "dead_maxlen": "REDBATCH_DEAD_MAXLEN",
@@ -100,14 +102,44 @@ def parse_sizes(text: str) -> tuple[int, ...]:
 
 
 def parse_handler_options(text: str) -> tuple[tuple[str, str], ...]:
-    """``"a=1 b=x"`` (spaces or commas) -> (("a", "1"), ("b", "x"))."""
+    """``"a=1 embed:b=x"`` (spaces or commas) -> (("a", "1"), ("embed:b", "x")); a
+    ``QUEUE:`` prefix binds the option to that queue's handler only."""
     options = []
     for item in text.replace(",", " ").split():
         key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise ConfigError(f"handler option {item!r} must look like name=value")
+        queue, _, name = key.rpartition(":")
+        if not sep or not name.isidentifier() or (queue and not QUEUE_NAME.fullmatch(queue)):
+            raise ConfigError(
+                f"handler option {item!r} must look like name=value or QUEUE:name=value"
+            )
         options.append((key, value))
     return tuple(options)
+
+
+def split_handlers(specs: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """``("pkg:f", "rerank=pkg:g")`` -> the default spec ("" if none) and per-queue specs."""
+    default = ""
+    per_queue: dict[str, str] = {}
+    for spec in specs:
+        queue, sep, target = spec.partition("=")
+        if not sep:
+            if default:
+                raise ConfigError(
+                    f"two default handlers ({default!r} and {spec!r}): give one, and "
+                    f"QUEUE=module:function for the others ({_where('handler')})"
+                )
+            default, target = spec, spec
+        elif not QUEUE_NAME.fullmatch(queue) or queue in per_queue:
+            raise ConfigError(f"handler {spec!r}: bad or repeated queue name ({_where('handler')})")
+        else:
+            per_queue[queue] = target
+        module, colon, attr = target.partition(":")
+        if not (module and colon and attr):
+            raise ConfigError(
+                f"handler must look like module:function or QUEUE=module:function, got {spec!r} "
+                f"({_where('handler')})"
+            )
+    return default, per_queue
 
 
 @dataclass(frozen=True)
@@ -115,7 +147,9 @@ class WorkerConfig:
     """Everything a worker process needs; invalid values raise ConfigError on creation."""
 
     queues: tuple[str, ...]
-    handler: str
+    # "module:function" for every queue, and/or "QUEUE=module:function" for one queue.
+    handler: str | tuple[str, ...]
+    # ("name", "value") for every handler, ("QUEUE:name", "value") for one queue's handler.
     handler_options: tuple[tuple[str, str], ...] = ()
     redis_url: str = DEFAULT_URL
     namespace: str = "rb"
@@ -127,6 +161,11 @@ class WorkerConfig:
     max_batch_cost: int = 0
     # Run before the window closes as soon as this many are held (sizes a compiled model likes).
     preferred_batch_sizes: tuple[int, ...] = ()
+    # Priorities age: a waiting request gains one level per this long (0 = strict order).
+    priority_aging_ms: int = 1000
+    # When set, the worker tunes its window and batch size (within the limits above) to keep
+    # queue wait + service time under this target.
+    target_latency_ms: int = 0
     block_ms: int = 1000
     result_ttl_s: int = 3600
     dead_maxlen: int = 100_000
@@ -150,11 +189,7 @@ class WorkerConfig:
             check_queue_name(queue)
         if len(set(self.queues)) != len(self.queues):
             raise ConfigError(f"a queue is listed twice: {' '.join(self.queues)}")
-        if ":" not in self.handler:
-            raise ConfigError(
-                f"handler must look like module:function, got {self.handler!r} "
-                f"({_where('handler')})"
-            )
+        self._check_handlers()
         check_url(self.redis_url)
         KeySpace(self.namespace)
         if not self.name or any(c.isspace() for c in self.name):
@@ -162,6 +197,8 @@ class WorkerConfig:
         _int_in("max_batch_size", self.max_batch_size, 1, MAX_BATCH_SIZE_LIMIT)
         _int_in("max_wait_ms", self.max_wait_ms, 0, 60_000)
         _int_in("max_batch_cost", self.max_batch_cost, 0, 10**12)
+        _int_in("priority_aging_ms", self.priority_aging_ms, 0, 3_600_000)
+        _int_in("target_latency_ms", self.target_latency_ms, 0, 600_000)
         for size in self.preferred_batch_sizes:
             _int_in("preferred_batch_sizes", size, 1, self.max_batch_size)
         # BLOCK 0 would block for ever and the worker could not notice a stop request.
@@ -178,6 +215,43 @@ class WorkerConfig:
             if "." not in name:
                 raise ConfigError(f"retry_on entries must look like module.ExceptionName: {name!r}")
         _float_in("retry_delay_s", self.retry_delay_s, 0.0, 86_400.0)
+
+    def _check_handlers(self) -> None:
+        if isinstance(self.handler, str):
+            object.__setattr__(self, "handler", tuple(_words(self.handler)))
+        default, per_queue = split_handlers(self.handlers_given)
+        strangers = sorted(set(per_queue) - set(self.queues))
+        if strangers:
+            raise ConfigError(
+                f"handler given for {strangers[0]}, which this worker does not serve "
+                f"(queues: {' '.join(self.queues)})"
+            )
+        missing = [q for q in self.queues if q not in per_queue and not default]
+        if missing:
+            raise ConfigError(
+                f"no handler for queue {missing[0]}: give --handler module:function, or "
+                f"{missing[0]}=module:function ({_where('handler')})"
+            )
+        for key, _ in self.handler_options:
+            queue = key.rpartition(":")[0]
+            if queue and queue not in self.queues:
+                raise ConfigError(
+                    f"handler option {key!r} names a queue this worker does not serve"
+                )
+
+    @property
+    def handlers_given(self) -> tuple[str, ...]:
+        return (self.handler,) if isinstance(self.handler, str) else self.handler
+
+    def handler_for(self, queue: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """The handler spec serving ``queue`` and the options that apply to it."""
+        default, per_queue = split_handlers(self.handlers_given)
+        options = []
+        for key, value in self.handler_options:
+            target, _, name = key.rpartition(":")
+            if target in ("", queue):
+                options.append((name, value))
+        return per_queue.get(queue, default), tuple(options)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> WorkerConfig:
@@ -257,6 +331,7 @@ def _float_in(setting: str, value: Any, low: float, high: float) -> float:
 _INT_SETTINGS = frozenset(
     {
         "max_batch_size", "max_wait_ms", "max_batch_cost", "block_ms", "result_ttl_s",
+        "priority_aging_ms", "target_latency_ms",
         "dead_maxlen", "max_payload_bytes", "batch_timeout_s", "heartbeat_ttl_s", "drain_timeout_s",
         "max_attempts", "hung_margin_s",
     }
@@ -270,6 +345,7 @@ def _words(raw: str) -> tuple[str, ...]:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "queues": _words,
+    "handler": _words,
     "retry_on": _words,
     "preferred_batch_sizes": parse_sizes,
     "handler_options": parse_handler_options,

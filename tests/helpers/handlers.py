@@ -79,3 +79,8 @@ def connection_error_once(payloads: list[Any], marker: str = "") -> list[Any]:
     except FileExistsError:
         return list(payloads)
     raise ConnectionError("model server unreachable (first attempt)")
+
+
+def tag(payloads: list[Any], label: str = "tagged") -> list[Any]:
+    """Answers each payload with ``[label, payload]``: shows which handler (and options) ran."""
+    return [[label, p] for p in payloads]

@@ -39,6 +39,15 @@ class Ran:
     retry_delay_s: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch with its payloads decoded (by position); undecodable ones carry the reason."""
+
+    requests: list[Request]
+    payloads: dict[int, Any]
+    undecodable: dict[int, str]
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -62,29 +71,40 @@ class Executor:
         self._clock_ms = clock_ms
         self._retry_on: tuple[type[BaseException], ...] = (Retry, *retry_on)
 
+    def prepare(self, requests: list[Request]) -> Prepared:
+        """Decode a batch's payloads (no handler yet): the worker does this for batch N+1
+        while the handler runs batch N."""
+        payloads: dict[int, Any] = {}
+        undecodable: dict[int, str] = {}
+        for i, request in enumerate(requests):
+            try:
+                payloads[i] = codec.decode(request.payload, request.ct, self._limits)
+            except PayloadError as exc:
+                undecodable[i] = error_text(exc)
+        return Prepared(requests, payloads, undecodable)
+
     def run(self, requests: list[Request], cancelled: Set[str] = frozenset()) -> list[Ran]:
+        return self.execute(self.prepare(requests), cancelled)
+
+    def execute(self, prepared: Prepared, cancelled: Set[str] = frozenset()) -> list[Ran]:
+        requests = prepared.requests
         start = self._clock_ms()
         outcomes: dict[int, Outcome] = {}
         retries: dict[int, float | None] = {}
         live: list[int] = []
-        payloads: list[Any] = []
         for i, request in enumerate(requests):
             if request.id in cancelled:
                 # Dropped before it costs handler time: nobody waits for it any more.
                 outcomes[i] = Outcome(request.id, CANCELLED, b"cancelled before it ran")
-                continue
-            if request.expired(start):
+            elif request.expired(start):
                 # Dropped before it costs handler time.
                 outcomes[i] = Outcome(request.id, EXPIRED, b"deadline passed before it ran")
-                continue
-            try:
-                payloads.append(codec.decode(request.payload, request.ct, self._limits))
-            except PayloadError as exc:
-                outcomes[i] = Outcome(request.id, DEAD, error_text(exc).encode())
-                continue
-            live.append(i)
+            elif i in prepared.undecodable:
+                outcomes[i] = Outcome(request.id, DEAD, prepared.undecodable[i].encode())
+            else:
+                live.append(i)
         if live:
-            results = self._isolated(payloads)
+            results = self._isolated([prepared.payloads[i] for i in live])
             for i, (kind, value) in zip(live, results, strict=True):
                 if kind == _RETRY:
                     delay, text = value

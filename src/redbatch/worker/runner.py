@@ -1,11 +1,18 @@
 """The worker process's main loop: read a batch, run it, record it; drain on stop.
 
+I/O and compute overlap. The handler runs on one thread of its own (always the same one, as
+CUDA contexts like); this loop does all Redis work meanwhile. While batch N runs, the loop
+reads batch N+1 (at most one batch ahead) and decodes it; when N ends, N+1 is marked started
+and handed to the handler at once, and only then are N's results written. With a handler
+that takes t per batch, throughput approaches max_batch_size / t.
+
 States: starting -> serving -> draining -> stopped. ``stop()`` may be called from a signal
 handler or another thread: the loop notices it within ``block_ms`` (or when the running batch
-ends), hands every entry it read but did not start back to the stream at once, removes its
-heartbeat and its consumer, and returns. Nothing is stranded in memory. A batch that runs past
-``batch_timeout`` (or past ``drain_timeout`` once stopping) ends the process from the watchdog
-thread; the scheduler then re-queues what it held.
+ends), writes the running batch's results, hands every entry it read but did not start back
+to the stream at once, removes its heartbeat and its consumer, and returns. Nothing is
+stranded in memory. A batch that runs past ``batch_timeout`` (or past ``drain_timeout`` once
+stopping) ends the process from the watchdog thread; the scheduler then re-queues what it
+held.
 """
 
 from __future__ import annotations
@@ -14,17 +21,22 @@ import enum
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from redbatch.batching import BatchPolicy
+from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.config import WorkerConfig
 from redbatch.connection import check_reachable, connect, redacted
 from redbatch.errors import MalformedEntry
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import GROUP, KeySpace
-from redbatch.worker.executor import Executor, Handler, now_ms
+from redbatch.worker.executor import Executor, Handler, Prepared, Ran, now_ms
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_exception_types, load_handler
 from redbatch.worker.reader import RawEntry, Reader
@@ -53,8 +65,29 @@ def attempt_of(entry: RawEntry) -> int:
     return int(raw) if raw.isdigit() and len(raw) < 10 else 1
 
 
+@dataclass
+class Batch:
+    """One batch on its way through the worker: parsed, decoded, then run."""
+
+    queue: str
+    entries: list[RawEntry]
+    malformed: list[Malformed]
+    prepared: Prepared
+    # A redelivered suspect runs alone: nothing is read ahead while it runs.
+    alone: bool = False
+    future: Future[list[Ran]] | None = None
+    service_s: float = 0.0  # the handler's time, set by the handler thread
+
+    def finished(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s (None: for ever) for the handler to finish this batch;
+        True once it has."""
+        if self.future is None:
+            return True
+        return bool(wait_for([self.future], timeout=timeout).done)
+
+
 class Worker:
-    """Serves ``config.queues`` with ``handler`` (loaded from ``config.handler`` if not given)."""
+    """Serves ``config.queues`` with ``handler`` (or each queue's from ``config.handler``)."""
 
     def __init__(
         self,
@@ -62,10 +95,14 @@ class Worker:
         handler: Handler | None = None,
         client: redis.Redis | None = None,
         stop: threading.Event | None = None,
+        *,
+        overlap: bool = True,
     ) -> None:
         self.config = config
+        # False runs batches strictly one after another (read, run, write): for benchmarks
+        # that show what the overlap gains.
+        self._overlap = overlap
         self.state = State.STARTING
-        self._handler = handler or load_handler(config.handler, config.handler_options)
         self._owns_client = client is None
         # The read timeout must outlast the blocking read, or an idle read ends in an error.
         self._client = client or connect(
@@ -76,24 +113,28 @@ class Worker:
         # Shared with whoever may ask us to stop before run() (a signal during start-up).
         self._stop = stop or threading.Event()
         self._keyspace = KeySpace(config.namespace)
+        policy = BatchPolicy(
+            max_batch_size=config.max_batch_size,
+            max_batch_cost=config.max_batch_cost,
+            max_wait_ms=config.max_wait_ms,
+            preferred_batch_sizes=config.preferred_batch_sizes,
+            priority_aging_ms=config.priority_aging_ms,
+        )
+        # With a latency target, the window and batch size are tuned after every batch.
+        self._tuner = (
+            AdaptiveWindow(policy, config.target_latency_ms) if config.target_latency_ms else None
+        )
         self._reader = Reader(
             self._client,
             self._keyspace,
             config.queues,
             config.name,
-            policy=BatchPolicy(
-                max_batch_size=config.max_batch_size,
-                max_batch_cost=config.max_batch_cost,
-                max_wait_ms=config.max_wait_ms,
-                preferred_batch_sizes=config.preferred_batch_sizes,
-            ),
+            policy=policy,
             block_ms=config.block_ms,
         )
-        self._executor = Executor(
-            self._handler,
-            codec.Limits(config.max_payload_bytes),
-            retry_on=load_exception_types(config.retry_on),
-        )
+        self._executors = self._load_executors(config, handler)
+        # One thread runs every handler call, so the loop can do Redis work meanwhile.
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redbatch-handler")
         self._writer = Writer(
             self._client,
             self._keyspace,
@@ -114,6 +155,20 @@ class Worker:
             drain_timeout_s=config.drain_timeout_s,
             stop=self._stop,
         )
+
+    @staticmethod
+    def _load_executors(config: WorkerConfig, handler: Handler | None) -> dict[str, Executor]:
+        """An executor per queue; a handler serving several queues is loaded once."""
+        limits = codec.Limits(config.max_payload_bytes)
+        retry_on = load_exception_types(config.retry_on)
+        loaded: dict[tuple[str, tuple[tuple[str, str], ...]], Handler] = {}
+        executors = {}
+        for queue in config.queues:
+            spec = config.handler_for(queue)
+            if handler is None and spec not in loaded:
+                loaded[spec] = load_handler(*spec)
+            executors[queue] = Executor(handler or loaded[spec], limits, retry_on=retry_on)
+        return executors
 
     @property
     def batches(self) -> int:
@@ -136,11 +191,17 @@ class Worker:
         log.info(
             "worker %s serving %s on %s (handler=%s max_batch_size=%d max_batch_cost=%d "
             "max_wait_ms=%d batch_timeout=%ds max_attempts=%d)",
-            c.name, " ".join(c.queues), redacted(c.redis_url), c.handler, c.max_batch_size,
-            c.max_batch_cost, c.max_wait_ms, c.batch_timeout_s, c.max_attempts,
+            c.name, " ".join(c.queues), redacted(c.redis_url), " ".join(c.handlers_given),
+            c.max_batch_size, c.max_batch_cost, c.max_wait_ms, c.batch_timeout_s, c.max_attempts,
         )  # fmt: skip
-        while not self._stop.is_set():
-            self._step()
+        running: Batch | None = None
+        try:
+            while not self._stop.is_set():
+                running = self._turn(running)
+            if running is not None:
+                self._finish(running)
+        finally:
+            self._compute.shutdown(wait=False)
         self._drain()
 
     def _drain(self) -> None:
@@ -169,58 +230,116 @@ class Worker:
         self.state = state
         self.progress.state = state.value
 
-    def _step(self) -> None:
+    def _turn(self, running: Batch | None) -> Batch | None:
+        """One turn of the loop; returns the batch running after it, if any.
+
+        A Redis error is logged and the loop carries on: redis-py already retried with
+        backoff, and whatever this worker read stays pending in Redis for the scheduler."""
         try:
-            batch = self._reader.next_batch()
-            if batch:
-                self._process(self._isolate(batch))
+            if running is None:
+                batch = self._reader.next_batch()
+                return self._launch(self._prepare(batch)) if batch else None
+            following = None
+            if not running.alone:
+                self._reader.read_ahead(lambda t: running.finished(t) or self._stop.is_set())
+                if not running.finished(0) and not self._stop.is_set():
+                    # A full batch is held while N still runs: decode it now.
+                    following = self._prepare(self._reader.due_batch(read=False))
+            running.finished(None)
+            if following is None and not running.alone and not self._stop.is_set():
+                following = self._prepare(self._reader.due_batch())
+            launched = self._launch(following) if following is not None else None
+            self._finish(running)
+            return launched
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            # redis-py already retried with backoff; what we read stays pending in Redis.
             log.warning("Redis unavailable (%s); carrying on", exc)
         except redis.ResponseError:
             # A server-side refusal (OOM, a script error): the batch stays pending in Redis
             # for the scheduler to re-queue; the worker keeps serving.
             log.exception("Redis refused a command; the batch stays pending")
+        if running is not None and running.future is not None and not running.future.done():
+            return running  # still the handler's; its results are written next turn
+        return None
 
-    def _isolate(self, batch: list[RawEntry]) -> list[RawEntry]:
-        """A redelivered entry (attempt > 1) may be what crashed a worker: it runs alone, and
-        everything else this worker holds goes back to the stream first, so another crash
-        cannot take innocent neighbours (and their attempts) down with it."""
-        suspect = next((e for e in batch if attempt_of(e) > 1), None)
-        if suspect is None:
-            return batch
-        others = [e for e in batch if e is not suspect] + self._reader.release()
-        if others:
-            self._writer.hand_back(others)
-        return [suspect]
-
-    def _process(self, batch: list[RawEntry]) -> None:
-        queue = batch[0].queue
+    def _prepare(self, entries: list[RawEntry]) -> Batch | None:
+        """Parse and decode a batch (isolating a redelivered suspect first)."""
+        if not entries:
+            return None
+        entries, alone = self._isolate(entries)
+        queue = entries[0].queue
         requests: list[Request] = []
         malformed: list[Malformed] = []
-        for entry in batch:
+        for entry in entries:
             try:
-                requests.append(parse_entry(queue, entry.entry_id, entry.fields))
+                requests.append(
+                    parse_entry(queue, entry.entry_id, entry.fields, lane=entry.priority)
+                )
             except MalformedEntry as exc:
                 malformed.append(Malformed(entry, str(exc)))
         for bad in malformed:
             log.warning(
                 "dead-lettering malformed entry %s on %s: %s", bad.entry.entry_id, queue, bad.reason
             )
-        ran = []
+        prepared = self._executors[queue].prepare(requests)
+        return Batch(queue, entries, malformed, prepared, alone=alone or not self._overlap)
+
+    def _isolate(self, batch: list[RawEntry]) -> tuple[list[RawEntry], bool]:
+        """A redelivered entry (attempt > 1) may be what crashed a worker: it runs alone, and
+        everything else this worker holds goes back to the stream first, so another crash
+        cannot take innocent neighbours (and their attempts) down with it."""
+        suspect = next((e for e in batch if attempt_of(e) > 1), None)
+        if suspect is None:
+            return batch, False
+        others = [e for e in batch if e is not suspect] + self._reader.release()
+        if others:
+            self._writer.hand_back(others)
+        return [suspect], True
+
+    def _launch(self, batch: Batch | None) -> Batch | None:
+        """Mark the batch started and hand it to the handler thread."""
+        if batch is None:
+            return None
+        requests = batch.prepared.requests
         if requests:
-            cancelled = self._start(queue, requests)
-            self.progress.batch_started = time.monotonic()
-            try:
-                ran = self._executor.run(requests, cancelled)
-            finally:
-                self.progress.batch_started = None
-        raw = {entry.entry_id: entry for entry in batch}
-        existed = self._writer.finish(queue, ran, malformed, raw)
+            cancelled = self._start(batch.queue, requests)
+            executor = self._executors[batch.queue]
+            batch.future = self._compute.submit(self._execute, executor, batch, cancelled)
+        return batch
+
+    def _execute(self, executor: Executor, batch: Batch, cancelled: frozenset[str]) -> list[Ran]:
+        began = self.progress.batch_started = time.monotonic()
+        try:
+            return executor.execute(batch.prepared, cancelled)
+        finally:
+            self.progress.batch_started = None
+            batch.service_s = time.monotonic() - began
+
+    def _tune(self, batch: Batch, ran: list[Ran]) -> None:
+        """Tell the tuner how the batch went; the reader uses the knobs it answers."""
+        if self._tuner is None or not ran:
+            return
+        enqueued = [r.request.enq for r in ran if r.request.enq]
+        wait_ms = ran[0].start - min(enqueued) if enqueued else 0
+        self._tuner.observe(
+            size=len(ran),
+            queue_wait_s=max(0, wait_ms) / 1000,
+            service_s=batch.service_s,
+            now=time.time(),
+        )
+        self._reader.policy = self._tuner.policy
+
+    def _finish(self, batch: Batch) -> None:
+        """Wait for the handler if need be, then record the batch's outcomes."""
+        ran = batch.future.result() if batch.future is not None else []
+        self._tune(batch, ran)
+        raw = {entry.lane_id: entry for entry in batch.entries}
+        existed = self._writer.finish(batch.queue, ran, batch.malformed, raw)
         if existed:
-            log.info("%d results on %s already existed; kept the first outcome", existed, queue)
+            log.info(
+                "%d results on %s already existed; kept the first outcome", existed, batch.queue
+            )
         self.progress.batches += 1
-        self.progress.items += len(batch)
+        self.progress.items += len(batch.entries)
         self.progress.last_batch_ms = now_ms()
 
     def _start(self, queue: str, requests: list[Request]) -> frozenset[str]:
@@ -231,11 +350,16 @@ class Worker:
         merely held (read, or about to be handed back) when it was killed keep their attempt
         and no request nobody ever ran is dead-lettered for other requests' crashes."""
         keys = self._keyspace.queue(queue)
+        by_lane: dict[str, list[Any]] = {}
+        for r in requests:
+            # parse_entry gave each request the lane (priority stream) it was read from.
+            by_lane.setdefault(r.priority, []).append(r.entry_id)
         pipe = self._client.pipeline(transaction=False)
-        pipe.xclaim(
-            keys.stream, GROUP, self.config.name, 0, [r.entry_id for r in requests],
-            justid=True, retrycount=STARTED_DELIVERIES,
-        )  # fmt: skip
+        for priority, ids in by_lane.items():
+            pipe.xclaim(
+                keys.stream_for(priority), GROUP, self.config.name, 0, ids,
+                justid=True, retrycount=STARTED_DELIVERIES,
+            )  # fmt: skip
         pipe.mget([keys.cancel(r.id) for r in requests])
-        _claimed, flags = pipe.execute()
+        flags = pipe.execute()[-1]
         return frozenset(r.id for r, flag in zip(requests, flags, strict=True) if flag)
