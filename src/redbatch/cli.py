@@ -239,8 +239,21 @@ def _on_stop_signals(stop: Callable[[], None]) -> None:
 )
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="seconds")
 @click.option("--id", "request_id", help="request id (default: a random one)")
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    default="normal",
+    show_default=True,
+    help="the lane of the queue to send it to",
+)
 def submit(
-    queue: str, payload: str, redis_url: str, namespace: str, timeout: float, request_id: str | None
+    queue: str,
+    payload: str,
+    redis_url: str,
+    namespace: str,
+    timeout: float,
+    request_id: str | None,
+    priority: str,
 ) -> None:
     """Send one JSON PAYLOAD to QUEUE, wait for its result and print it as JSON."""
     from redbatch.producer import Producer  # noqa: PLC0415
@@ -253,7 +266,9 @@ def submit(
             raise ConfigError(f"PAYLOAD is not valid JSON: {exc}") from None
         with Producer.from_url(redis_url, namespace=namespace) as producer:
             producer.ping()
-            handle = producer.submit(queue, value, id=request_id, timeout=timeout)
+            handle = producer.submit(
+                queue, value, id=request_id, timeout=timeout, priority=priority
+            )
             result = handle.result(timeout)
         click.echo(json.dumps(result, default=_jsonable))
     except RedbatchError as exc:

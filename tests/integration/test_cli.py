@@ -141,6 +141,29 @@ def test_submit_prints_the_result_as_json(
     assert_drained(redis_client, KeySpace(namespace).queue(queue).stream)
 
 
+def test_submit_to_the_high_lane(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    queue: str,
+    worker_factory: WorkerFactory,
+) -> None:
+    keys = KeySpace(namespace).queue(queue)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "redbatch", "submit", queue, '"urgent"', "--redis-url", redis_url,
+         "--namespace", namespace, "--priority", "high"],
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    # No worker yet: the request waits in the high lane, not the normal stream.
+    wait_until(lambda: redis_client.exists(keys.stream_for("high")) and
+               redis_client.xlen(keys.stream_for("high")) == 1, what="the high lane")  # fmt: skip
+    assert redis_client.xlen(keys.stream) == 0
+    worker_factory([queue])
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out == b'"urgent"\n'
+
+
 def test_submit_reads_the_url_from_the_environment(
     redis_url: str,
     redis_client: redis.Redis,

@@ -81,6 +81,41 @@ def test_handler_option_syntax() -> None:
         parse_handler_options("novalue")
 
 
+def test_each_queue_gets_its_handler_and_the_options_meant_for_it() -> None:
+    config = WorkerConfig(
+        queues=("embed", "rerank"),
+        handler=("pkg.mod:embed", "rerank=pkg.mod:rerank"),
+        handler_options=(("device", "cpu"), ("rerank:top_k", "5")),
+    )
+    assert config.handler_for("embed") == ("pkg.mod:embed", (("device", "cpu"),))
+    assert config.handler_for("rerank") == ("pkg.mod:rerank", (("device", "cpu"), ("top_k", "5")))
+
+
+def test_handlers_from_the_environment() -> None:
+    env = {"REDBATCH_QUEUES": "a b", "REDBATCH_HANDLER": "m:f b=m:g"}
+    config = WorkerConfig.from_env(env)
+    assert config.handler_for("a")[0] == "m:f"
+    assert config.handler_for("b")[0] == "m:g"
+
+
+@pytest.mark.parametrize(
+    ("handler", "options", "message"),
+    [
+        (("a=m:f",), (), "no handler for queue b"),
+        (("m:f", "m:g"), (), "two default handlers"),
+        (("m:f", "c=m:g"), (), "does not serve"),
+        (("m:f", "a=m:g", "a=m:h"), (), "repeated"),
+        (("a=nocolon", "b=m:f"), (), "module:function"),
+        (("m:f",), (("c:x", "1"),), "does not serve"),
+    ],
+)
+def test_bad_handler_settings_are_refused(
+    handler: tuple[str, ...], options: tuple[tuple[str, str], ...], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        WorkerConfig(queues=("a", "b"), handler=handler, handler_options=options)
+
+
 def test_batching_settings_from_environment() -> None:
     env = {
         "REDBATCH_QUEUES": "a",
