@@ -159,6 +159,8 @@ class Reader:
             if self._read(counts=counts):
                 poll = _AHEAD_POLL_MIN_S
                 continue
+            if self.holding >= self.policy.max_batch_size:
+                return  # a full batch is held and nothing better came: decode it now
             if finished(poll):
                 return
             poll = min(2 * poll, _AHEAD_POLL_MAX_S)

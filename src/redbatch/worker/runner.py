@@ -23,7 +23,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # Commands retried by redis-py (with backoff, capped at 2 s) before the loop sees the error.
 _WORKER_RETRIES = 10
 _SOCKET_TIMEOUT_MARGIN_S = 10.0
+# How long a launch waits for the handler thread to pick its batch up (it normally takes
+# microseconds; the bound only matters if the thread is still busy).
+_HANDOFF_WAIT_S = 0.005
 
 
 # The delivery count a worker gives the entries of a batch it starts (requeue.lua reads it).
@@ -77,6 +80,7 @@ class Batch:
     alone: bool = False
     future: Future[list[Ran]] | None = None
     service_s: float = 0.0  # the handler's time, set by the handler thread
+    running: threading.Event = field(default_factory=threading.Event)
 
     def finished(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` s (None: for ever) for the handler to finish this batch;
@@ -144,6 +148,8 @@ class Worker:
             max_attempts=config.max_attempts,
             retry_delay_s=config.retry_delay_s,
         )
+        # Entries taken from the reader but never started (a stop came first): handed back.
+        self._unstarted: list[RawEntry] = []
         self.progress = Progress()
         self._heartbeat = Heartbeat(
             self._client,
@@ -206,7 +212,8 @@ class Worker:
 
     def _drain(self) -> None:
         self._set_state(State.DRAINING)
-        held = self._reader.release()
+        held = self._unstarted + self._reader.release()
+        self._unstarted = []
         try:
             handed = self._writer.hand_back(held) if held else 0
             log.info(
@@ -247,7 +254,13 @@ class Worker:
                     following = self._prepare(self._reader.due_batch(read=False))
             running.finished(None)
             if following is None and not running.alone and not self._stop.is_set():
-                following = self._prepare(self._reader.due_batch())
+                # Only what is already held: a read here would delay N's results by a round
+                # trip, and at low load (nothing held) the results matter more.
+                following = self._prepare(self._reader.due_batch(read=False))
+            if following is not None and self._stop.is_set():
+                # Stopping while N ran: N+1 was decoded but never started; it goes back.
+                self._unstarted += following.entries
+                following = None
             launched = self._launch(following) if following is not None else None
             self._finish(running)
             return launched
@@ -304,10 +317,14 @@ class Worker:
             cancelled = self._start(batch.queue, requests)
             executor = self._executors[batch.queue]
             batch.future = self._compute.submit(self._execute, executor, batch, cancelled)
+            # Let the handler thread take the GIL now: otherwise it waits until this thread,
+            # busy building the previous batch's writes, next blocks on I/O.
+            batch.running.wait(_HANDOFF_WAIT_S)
         return batch
 
     def _execute(self, executor: Executor, batch: Batch, cancelled: frozenset[str]) -> list[Ran]:
         began = self.progress.batch_started = time.monotonic()
+        batch.running.set()
         try:
             return executor.execute(batch.prepared, cancelled)
         finally:
@@ -324,9 +341,11 @@ class Worker:
             size=len(ran),
             queue_wait_s=max(0, wait_ms) / 1000,
             service_s=batch.service_s,
-            now=time.time(),
+            now=ran[0].end / 1000,
         )
-        self._reader.policy = self._tuner.policy
+        before, self._reader.policy = self._reader.policy, self._tuner.policy
+        if self._reader.policy != before:
+            log.debug("%s", self._tuner.describe())
 
     def _finish(self, batch: Batch) -> None:
         """Wait for the handler if need be, then record the batch's outcomes."""
