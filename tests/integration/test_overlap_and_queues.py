@@ -3,6 +3,7 @@ with a handler each, and priority lanes read highest first."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import redis
@@ -103,3 +104,22 @@ def test_the_same_entry_id_in_two_lanes_is_two_requests(
     assert {rid: text(r)["batch"] for rid, r in results.items()} == dict.fromkeys(results, "3")
     for stream in keys.streams:
         assert_drained(redis_client, stream)
+
+
+def test_a_latency_target_stops_lone_requests_waiting_out_a_long_window(
+    redis_url: str, namespace: str, queue: str, worker_factory: Factory
+) -> None:
+    """--max-wait-ms 3000 alone makes every lone request wait 3 s for company; with a 200 ms
+    target the worker learns that no company comes and runs them at once."""
+    worker_factory(
+        [queue], "redbatch.handlers:echo", "--max-wait-ms", "3000", "--max-batch-size", "16",
+        "--target-latency-ms", "200",
+    )  # fmt: skip
+    with Producer.from_url(redis_url, namespace=namespace) as producer:
+        producer.call(queue, "warm-up", timeout=30)
+        for i in range(3):
+            began = time.monotonic()
+            assert producer.call(queue, i, timeout=30) == i
+            assert time.monotonic() - began < 1.5  # generous; the static window is 3 s
+        # And a burst still comes back whole.
+        assert producer.map(queue, list(range(100)), timeout=30) == list(range(100))
