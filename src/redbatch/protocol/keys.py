@@ -114,5 +114,9 @@ class QueueKeys:
     def cancel(self, request_id: str) -> str:
         return f"{self._base}:cancel:{request_id}"
 
+    def stats(self, slot: int) -> str:
+        """Hash of what workers did in one 10-second slot (``protocol.stats``)."""
+        return f"{self._base}:stats:{slot}"
+
     def worker(self, worker_name: str) -> str:
         return f"{self._base}:worker:{worker_name}"
