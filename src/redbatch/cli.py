@@ -298,3 +298,13 @@ def demo(count: int, workers: int, max_batch_size: int) -> None:
         )
     except RedbatchError as exc:
         fail(exc)
+
+
+def _add_operator_commands() -> None:
+    from redbatch.ops import dlq, inspect, status  # noqa: PLC0415
+
+    for module in (status, inspect, dlq):
+        main.add_command(module.command)
+
+
+_add_operator_commands()

@@ -1,0 +1,1 @@
+"""Operator commands: ``redbatch status``, ``inspect`` and ``dlq`` (one module each)."""
