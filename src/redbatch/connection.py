@@ -60,18 +60,37 @@ def _options(retries: int, socket_timeout: float) -> dict[str, Any]:
     }
 
 
+# A client's pool blocks (up to this long) for a free connection when all are in use: with
+# redis-py's default pool the 101st concurrent command fails with "Too many connections",
+# e.g. 200 asyncio tasks submitting at once.
+MAX_CONNECTIONS = 64
+POOL_WAIT_S = 30.0
+
+
 def connect(
     url: str, *, retries: int = 3, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S
 ) -> redis.Redis:
     """A sync client on ``url`` (bytes replies: payloads are binary)."""
-    return redis.Redis.from_url(check_url(url), **_options(retries, socket_timeout))
+    pool = redis.BlockingConnectionPool.from_url(
+        check_url(url),
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
+        **_options(retries, socket_timeout),
+    )
+    return redis.Redis.from_pool(pool)  # the client owns the pool: close() closes it
 
 
 def connect_async(
     url: str, *, retries: int = 3, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S
 ) -> redis.asyncio.Redis:
     """An asyncio client on ``url`` (bytes replies)."""
-    return redis.asyncio.Redis.from_url(check_url(url), **_options(retries, socket_timeout))
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        check_url(url),
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
+        **_options(retries, socket_timeout),
+    )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def describe_error(url: str, exc: BaseException) -> str:

@@ -464,3 +464,23 @@ def test_listener_read_timeout_outlasts_its_blocking_pop(redis_url: str) -> None
             return float(kwargs["socket_timeout"])
 
     assert asyncio.run(main()) > LISTEN_TIMEOUT_S
+
+
+def test_more_concurrent_async_submits_than_pool_connections_all_succeed(
+    redis_url: str, namespace: str, queue: str, worker_factory: WorkerFactory
+) -> None:
+    """redis-py's default pool fails the 101st concurrent command ("Too many connections");
+    a burst of submitting tasks must wait for a connection instead."""
+    worker_factory([queue])
+
+    async def burst() -> list[int]:
+        async with AsyncProducer.from_url(redis_url, namespace=namespace) as producer:
+
+            async def one(i: int) -> int:
+                handle = await producer.submit(queue, i, timeout=60)
+                value: int = await handle.result(60)
+                return value
+
+            return await asyncio.gather(*(one(i) for i in range(300)))
+
+    assert asyncio.run(burst()) == list(range(300))
