@@ -282,12 +282,23 @@ def _jsonable(value: Any) -> Any:
 
 
 @main.command()
-@click.option("--requests", "count", type=int, default=5000, show_default=True)
+@click.option(
+    "--requests", "count", type=int, help="how many, default 5000 (echo) or 2000 (MiniLM)"
+)
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--max-batch-size", type=int, default=32, show_default=True)
-def demo(count: int, workers: int, max_batch_size: int) -> None:
-    """Run a scheduler-free demo: a private Redis (unless REDBATCH_REDIS_URL is set), worker
-    processes with the echo handler, and a producer sending COUNT requests through them."""
+@click.option(
+    "--model",
+    type=click.Choice(list(demo_module.MODELS)),
+    default="auto",
+    show_default=True,
+    help="auto = MiniLM when its extra is installed, else echo",
+)
+@click.option("--in-flight", type=int, default=64, show_default=True, help="requests kept going")
+def demo(count: int | None, workers: int, max_batch_size: int, model: str, in_flight: int) -> None:
+    """Run the system on this machine: a private Redis (unless REDBATCH_REDIS_URL is set), a
+    scheduler, worker processes (MiniLM or echo) and a producer; prints throughput, latency
+    and the status table, and cleans up everything it started."""
     try:
         check_environment(os.environ)
         demo_module.run(
@@ -295,9 +306,14 @@ def demo(count: int, workers: int, max_batch_size: int) -> None:
             count=count,
             workers=workers,
             max_batch_size=max_batch_size,
+            model=model,
+            in_flight=in_flight,
         )
     except RedbatchError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted: stopped everything the demo started", err=True)
+        sys.exit(130)
 
 
 def _add_operator_commands() -> None:

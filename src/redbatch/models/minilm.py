@@ -207,6 +207,11 @@ def embed(payloads: list[Any], device: str | None = None) -> list[Any]:
     return list(vectors)
 
 
+# The worker calls this once, with the handler's options, before it reads any request: the
+# first batch does not pay for loading the model.
+embed.warm_up = load  # type: ignore[attr-defined]
+
+
 def token_costs(texts: list[str]) -> list[int]:
     """Tokens the model sees for each text (special tokens included, at most MAX_TOKENS),
     in one tokenizer call: use them as the requests' ``cost``."""

@@ -66,7 +66,7 @@ class Executor:
         clock_ms: Callable[[], int] = now_ms,
         retry_on: tuple[type[BaseException], ...] = (),
     ) -> None:
-        self._handler = handler
+        self.handler = handler
         self._limits = limits
         self._clock_ms = clock_ms
         self._retry_on: tuple[type[BaseException], ...] = (Retry, *retry_on)
@@ -133,7 +133,7 @@ class Executor:
         """(_OK, result), (_ERROR, error text) or (_RETRY, (delay, text)) per payload,
         bisecting on exceptions so only the items that raise fail."""
         try:
-            results = self._handler(list(payloads))
+            results = self.handler(list(payloads))
         except self._retry_on as exc:
             # A retry request (or a retryable error such as running out of GPU memory) is
             # about the batch, not one item: re-queue all of it, no bisection.

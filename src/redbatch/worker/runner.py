@@ -18,6 +18,7 @@ held.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ from redbatch.batching import BatchPolicy
 from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.config import WorkerConfig
 from redbatch.connection import check_reachable, connect, redacted
-from redbatch.errors import MalformedEntry
+from redbatch.errors import ConfigError, MalformedEntry
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import GROUP, KeySpace
@@ -88,6 +89,21 @@ class Batch:
         if self.future is None:
             return True
         return bool(wait_for([self.future], timeout=timeout).done)
+
+
+def warm_up(handler: Handler) -> None:
+    """Call the handler's ``warm_up`` (e.g. load a model), if it has one, with the options
+    bound to it: a failure is a configuration error (a missing device, weights...)."""
+    bound = handler.keywords if isinstance(handler, functools.partial) else {}
+    target = handler.func if isinstance(handler, functools.partial) else handler
+    hook = getattr(target, "warm_up", None)
+    if not callable(hook):
+        return
+    log.info("warming up %s", getattr(target, "__qualname__", target))
+    try:
+        hook(**bound)
+    except Exception as exc:
+        raise ConfigError(f"handler warm-up failed: {type(exc).__name__}: {exc}") from None
 
 
 class Worker:
@@ -190,6 +206,8 @@ class Worker:
 
     def run(self) -> None:
         check_reachable(self.config.redis_url, None if self._owns_client else self._client)
+        for executor in {id(e.handler): e for e in self._executors.values()}.values():
+            warm_up(executor.handler)
         self._reader.ensure_groups()
         self._set_state(State.SERVING)
         self._heartbeat.start()

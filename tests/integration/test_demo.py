@@ -1,0 +1,70 @@
+"""``redbatch demo``: the README's main command, on a private Redis it starts and removes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import subprocess_env
+from helpers.workers import wait_until
+
+
+def _demo(*args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith("REDBATCH_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "redbatch", "demo", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_demo_runs_end_to_end_prints_its_tables_and_leaves_nothing_behind() -> None:
+    demo = _demo("--model", "echo", "--requests", "1000")
+    out, err = demo.communicate(timeout=120)
+    assert demo.returncode == 0, err
+    assert "1000 requests, 2 echo workers" in out
+    assert "results checked" in out and "1000/1000" in out
+    assert "latency p99" in out
+    port = re.search(r"redis://127\.0\.0\.1:(\d+)", err)
+    assert port, err
+    # Everything it started is gone: no worker, scheduler or redis-server on its port.
+    assert _processes_mentioning(f"127.0.0.1:{port.group(1)}") == []
+    assert _processes_mentioning(f"--port {port.group(1)}") == []
+
+
+def test_ctrl_c_stops_everything_the_demo_started() -> None:
+    demo = _demo("--model", "echo", "--requests", "100000000")
+    assert demo.stderr is not None
+    started = ""
+    while "workers are starting" not in started:
+        line = demo.stderr.readline()
+        assert line, "the demo ended before starting its workers"
+        started += line
+    port = re.search(r"redis://127\.0\.0\.1:(\d+)", started)
+    assert port, started
+    # The workers are up once they appear in the process table with the demo's Redis.
+    wait_until(lambda: len(_processes_mentioning(f"127.0.0.1:{port.group(1)}")) >= 3)
+    demo.send_signal(signal.SIGINT)
+    _, err = demo.communicate(timeout=60)
+    assert demo.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert _processes_mentioning(f"127.0.0.1:{port.group(1)}") == []
+    assert _processes_mentioning(f"--port {port.group(1)}") == []
