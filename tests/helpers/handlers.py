@@ -84,3 +84,26 @@ def connection_error_once(payloads: list[Any], marker: str = "") -> list[Any]:
 def tag(payloads: list[Any], label: str = "tagged") -> list[Any]:
     """Answers each payload with ``[label, payload]``: shows which handler (and options) ran."""
     return [[label, p] for p in payloads]
+
+
+def retry_while_file(payloads: list[Any], marker: str = "") -> list[Any]:
+    """Asks for a retry while the file ``marker`` exists, echoes once it is gone: with
+    ``--max-attempts 1`` a request dies while the marker is there and runs fine after."""
+    if not marker:
+        raise ValueError("retry_while_file needs --handler-option marker=PATH")
+    if os.path.exists(marker):
+        raise Retry("marker file present", delay=0.05)
+    return list(payloads)
+
+
+def block_until_file(
+    payloads: list[Any], release: str = "", limit_s: float | str = 60
+) -> list[Any]:
+    """Echo once the file ``release`` exists (at most ``limit_s`` later): holds a batch
+    mid-run for as long as a test needs, with no fixed sleep in the test."""
+    if not release:
+        raise ValueError("block_until_file needs --handler-option release=PATH")
+    deadline = time.monotonic() + float(limit_s)
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(payloads)

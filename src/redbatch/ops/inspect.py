@@ -1,11 +1,72 @@
-"""``redbatch inspect`` (being written)."""
+"""``redbatch inspect ID``: where a request is, in one queue or in every known queue.
+
+Imported when ``redbatch`` starts: the Redis work lives in ``inspect_find`` and the rendering
+in ``inspect_view``, both imported only when the command runs.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+
+from redbatch.ops.inspect_cli import connection_options, echo_json, fail, opened
 
 
 @click.command("inspect")
-def command() -> None:
-    """(being written)"""
-    raise click.UsageError("redbatch inspect is not available yet")
+@click.argument("request_id", metavar="ID")
+@click.option("--queue", help="look in this queue only (default: every queue in rb:queues)")
+@connection_options
+def command(
+    request_id: str, queue: str | None, redis_url: str, namespace: str, as_json: bool
+) -> None:
+    """Where request ID is: waiting in a lane, held by a worker (since when, which attempt),
+    delayed for a retry, finished (with its outcome and payload), cancelled, or dead (with the
+    reason). A request seen in several places (during a move) is shown in each.
+
+    Exit 0 when found anywhere, 1 when not (a result past its TTL is gone: not found)."""
+    from redbatch.errors import RedbatchError  # noqa: PLC0415
+    from redbatch.ops import inspect_find, inspect_view  # noqa: PLC0415
+    from redbatch.protocol.keys import check_queue_name, check_request_id  # noqa: PLC0415
+
+    try:
+        check_request_id(request_id)
+        if queue is not None:
+            check_queue_name(queue)
+    except RedbatchError as exc:
+        fail(exc)
+    with opened(redis_url, namespace) as (client, keyspace):
+        if queue is not None:
+            queues = [queue]
+        else:
+            queues = sorted(inspect_view.text(q) for q in client.smembers(keyspace.queues))
+        sightings: list[dict[str, Any]] = []
+        for name in queues:
+            sightings += inspect_find.find(client, keyspace.queue(name), request_id)
+    now = inspect_view.now_ms()
+    if as_json:
+        echo_json({"request_id": request_id, "queues": queues, "found": sightings})
+    else:
+        _print_text(request_id, sightings, now)
+    if not sightings:
+        where = f"queue {queue}" if queue is not None else _queues_phrase(queues, namespace)
+        fail(RedbatchError(f"no request {request_id} in {where}"))
+
+
+def _queues_phrase(queues: list[str], namespace: str) -> str:
+    if not queues:
+        return f"any queue (none known in namespace {namespace})"
+    shown = ", ".join(queues[:5]) + (", ..." if len(queues) > 5 else "")
+    return f"any of the {len(queues)} queues of namespace {namespace} ({shown})"
+
+
+def _print_text(request_id: str, sightings: list[dict[str, Any]], now: int) -> None:
+    from redbatch.ops.inspect_view import sighting_lines  # noqa: PLC0415
+
+    queue = None
+    for sighting in sightings:
+        if sighting["queue"] != queue:
+            queue = sighting["queue"]
+            click.echo(f"request {request_id} in queue {queue}:")
+        for line in sighting_lines(sighting, now):
+            click.echo(line)

@@ -228,6 +228,18 @@ def followers_of(reply: list[Any], own: dict[str, str]) -> dict[str, list[str]]:
     return told
 
 
+def replay_args(
+    keys: QueueKeys, dead_entry_id: str, request_id: str, *, now_ms: int
+) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV for replay.lua: the dead stream, the request's result key, then every
+    lane's stream with its priority name (the dead letter's ``priority`` field picks one)."""
+    script_keys = [keys.dead, keys.result(request_id), *keys.streams]
+    argv: list[bytes | str | int] = [
+        dead_entry_id, request_id, now_ms, DEFAULT_PRIORITY, *PRIORITIES
+    ]  # fmt: skip
+    return script_keys, argv
+
+
 def delayed_member(
     fields: dict[bytes, bytes], attempt: int, priority: str = DEFAULT_PRIORITY
 ) -> bytes:
@@ -252,6 +264,7 @@ class Scripts:
         self.remove_consumer = client.register_script(load_lua("remove_consumer"))
         self.admit_once = client.register_script(load_lua("admit_once"))
         self.push_outcome = client.register_script(load_lua("push_outcome"))
+        self.replay = client.register_script(load_lua("replay"))
 
     def tell_followers(
         self, keys: QueueKeys, followers: dict[str, list[str]], *, ttl_ms: int

@@ -1,0 +1,204 @@
+"""The Redis work behind ``redbatch dlq``: list, look up, replay and purge dead letters.
+
+A dead letter is an entry of ``rb:{Q}:dead``: the original request entry's fields plus
+``reason``. Replaying one is ``replay.lua``: one atomic step re-adds it to the lane it came
+from as attempt 1 (with ``replayed``/``replayed_at``), deletes the request's ``dead`` result
+(results are write-once: the re-run's outcome could not be written otherwise) and deletes
+the dead letter, so a replay done twice, or racing a purge, is a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from redbatch.errors import MalformedEntry
+from redbatch.ops.inspect_find import Entry, rows, scan_stream, stream_chunks
+from redbatch.ops.inspect_view import (
+    decoded_fields,
+    entry_ms,
+    entry_payload,
+    is_entry_id,
+    number,
+    text,
+)
+from redbatch.protocol.fields import ATTEMPT, PRIORITY, entry_request_id, parse_entry
+from redbatch.protocol.keys import DEFAULT_PRIORITY, KeySpace, QueueKeys
+from redbatch.protocol.scripts import Scripts, replay_args
+from redbatch.protocol.streams import ensure_queue
+
+# Outcomes of one replay request.
+REPLAYED = "replayed"
+GONE = "gone"  # the dead letter was replayed or purged meanwhile: nothing to do
+NOT_FOUND = "not_found"  # no dead letter matches the id given: nothing to do
+REFUSED = "refused"  # the dead letter cannot be replayed (and stays)
+SKIPPED = "skipped"  # an older dead letter of a request whose newest one is replayed
+
+
+def summary(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """One dead letter as ``dlq list`` shows it."""
+    return {
+        "entry_id": entry_id,
+        "request_id": text(fields.get(b"id")) or None,
+        "reason": text(fields.get(b"reason")),
+        "dead_at_ms": entry_ms(entry_id),
+        "attempt": number(fields.get(ATTEMPT.encode()), 1) or 1,
+        "lane": text(fields.get(PRIORITY.encode()), DEFAULT_PRIORITY),
+        "replayed": number(fields.get(b"replayed")),
+    }
+
+
+def detail(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """One dead letter with every field and its payload decoded (``dlq show``)."""
+    return {
+        "entry_id": entry_id,
+        "dead_at_ms": entry_ms(entry_id),
+        "fields": decoded_fields(fields),
+        "payload": entry_payload(fields),
+    }
+
+
+def newest(client: redis.Redis, keys: QueueKeys, limit: int) -> tuple[int, list[Entry]]:
+    """How many dead letters there are, and the newest ``limit`` of them."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xlen(keys.dead)
+    pipe.xrevrange(keys.dead, "+", "-", count=limit)
+    total, found = pipe.execute()
+    return int(total), rows(found)
+
+
+def lookup(client: redis.Redis, keys: QueueKeys, ident: str) -> list[Entry]:
+    """Dead letters named by ``ident``: a dead entry id, else a request id (newest first:
+    a request may have died more than once). The scan is bounded by ``dead_maxlen``."""
+    if is_entry_id(ident):
+        found = rows(client.xrange(keys.dead, ident, ident))
+        if found:
+            return found
+    return scan_stream(client, keys.dead, ident, newest_first=True)
+
+
+@dataclass
+class Replay:
+    """What happened to one dead letter asked to be replayed."""
+
+    outcome: str
+    ident: str  # what the operator named (an entry id or a request id)
+    dead_entry_id: str = ""
+    request_id: str = ""
+    detail: str = ""
+    lane: str = ""
+    entry_id: str = ""  # the re-queued entry, in ``lane``
+    replayed: int = 0  # how many times the request has been replayed, this one included
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def unreplayable(keys: QueueKeys, entry_id: str, fields: dict[bytes, bytes]) -> str:
+    """Why a dead letter cannot run again ("" if it can): an entry a worker would only
+    dead-letter again (no valid id, no payload, a bad field) stays where it is."""
+    if entry_request_id(fields) is None:
+        return f"it has no valid request id (dead because: {text(fields.get(b'reason')) or '?'})"
+    try:
+        parse_entry(keys.name, entry_id, fields)
+    except MalformedEntry as exc:
+        return f"it is malformed: {exc}"
+    return ""
+
+
+def _skipped(ident: str, entry_id: str, request_id: str, newer: str) -> Replay:
+    why = f"an older dead letter of the same request; its newest, {newer}, is the one replayed"
+    return Replay(SKIPPED, ident, entry_id, request_id, why)
+
+
+class Replayer:
+    """Replays dead letters of one queue through replay.lua."""
+
+    def __init__(self, client: redis.Redis, keyspace: KeySpace, keys: QueueKeys) -> None:
+        self._client = client
+        self._keys = keys
+        self._scripts = Scripts(client)
+        # The lanes' streams and groups exist before anything is added to them.
+        ensure_queue(client, keyspace, keys)
+
+    def by_ids(self, idents: list[str], now_ms: int) -> list[Replay]:
+        """Replay what each ident names: a dead entry id, or a request id (its newest dead
+        letter; older ones of the same request are skipped: a request runs once)."""
+        results: list[Replay] = []
+        for ident in idents:
+            found = lookup(self._client, self._keys, ident)
+            if not found:
+                results.append(Replay(NOT_FOUND, ident, detail="no such dead letter"))
+                continue
+            (entry_id, fields), *older = found
+            request_id = text(fields.get(b"id"))
+            why = unreplayable(self._keys, entry_id, fields)
+            if why:
+                results.append(Replay(REFUSED, ident, entry_id, request_id, why))
+            else:
+                results.append(self._run(ident, entry_id, request_id, now_ms))
+            results += [_skipped(ident, i, request_id, entry_id) for i, _f in older]
+        return results
+
+    def everything(self, now_ms: int) -> list[Replay]:
+        """Replay every dead letter there is now (oldest first). Those added while this runs
+        (a replayed request dying again at once) are left for the next call, so this ends.
+        Of several dead letters of one request only the newest is replayed."""
+        last = self._client.xrevrange(self._keys.dead, "+", "-", count=1)
+        if not last:
+            return []
+        newest_of: dict[str, str] = {}  # request id -> its newest dead entry id
+        results: list[Replay] = []
+        for chunk in stream_chunks(self._client, self._keys.dead, last=text(last[0][0])):
+            for entry_id, fields in chunk:
+                request_id = text(fields.get(b"id"))
+                why = unreplayable(self._keys, entry_id, fields)
+                if why:
+                    results.append(Replay(REFUSED, entry_id, entry_id, request_id, why))
+                    continue
+                older = newest_of.get(request_id)
+                if older is not None:
+                    results.append(_skipped(older, older, request_id, entry_id))
+                newest_of[request_id] = entry_id
+        for request_id, entry_id in newest_of.items():
+            results.append(self._run(entry_id, entry_id, request_id, now_ms))
+        return results
+
+    def _run(self, ident: str, entry_id: str, request_id: str, now_ms: int) -> Replay:
+        script_keys, argv = replay_args(self._keys, entry_id, request_id, now_ms=now_ms)
+        reply = self._scripts.replay(keys=script_keys, args=argv)
+        code = int(reply[0])
+        if code == 1:
+            new_id, lane, count = text(reply[1]), text(reply[2]), int(reply[3])
+            return Replay(REPLAYED, ident, entry_id, request_id, "", lane, new_id, count)
+        if code == 0:
+            return Replay(GONE, ident, entry_id, request_id, "replayed or purged meanwhile")
+        if code == -2:
+            why = (
+                f"the request already has the result {text(reply[1])!r}: a re-run cannot change it"
+            )
+        elif code == -3:
+            why = f"it names an unknown priority {text(reply[1])!r}"
+        else:
+            why = f"its id field is {text(reply[1])!r}, not {request_id!r}"
+        return Replay(REFUSED, ident, entry_id, request_id, why)
+
+
+def last_entry(client: redis.Redis, keys: QueueKeys) -> tuple[int, str | None]:
+    """How many dead letters there are and the newest one's entry id (None when empty)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xlen(keys.dead)
+    pipe.xrevrange(keys.dead, "+", "-", count=1)
+    total, found = pipe.execute()
+    return int(total), (text(found[0][0]) if found else None)
+
+
+def purge(client: redis.Redis, keys: QueueKeys, last: str) -> int:
+    """Delete the dead letters up to and including entry ``last``; returns how many.
+
+    ``XTRIM MINID`` (exact) with the id right after ``last``: a dead letter added after the
+    operator saw (and confirmed) the count has a greater id and stays."""
+    ms, _, seq = last.partition("-")
+    return int(client.xtrim(keys.dead, minid=f"{ms}-{int(seq) + 1}", approximate=False))
