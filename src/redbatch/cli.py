@@ -140,6 +140,14 @@ def main() -> None:
     help=f"first retry delay, s {_env('retry_delay_s')}",
 )
 @click.option("--log-level", help=f"DEBUG, INFO, WARNING, ERROR {_env('log_level')}")
+@click.option(
+    "--log-format", help=f"text (default) or json, one object per line {_env('log_format')}"
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    help=f"serve Prometheus metrics on this port, 0 = off (default) {_env('metrics_port')}",
+)
 def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options: Any) -> None:
     """Serve QUEUES with a batch handler until SIGTERM or Ctrl-C (then drain and exit 0)."""
     from redbatch.worker import Worker  # noqa: PLC0415 - keep `redbatch --help` light
@@ -154,7 +162,7 @@ def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options:
         if sizes is not None:
             options["preferred_batch_sizes"] = parse_sizes(sizes)
         config = WorkerConfig.from_env(queues=queues, handler_options=parsed, **_upper(options))
-        setup_logging(config.log_level)
+        setup_logging(config.log_level, config.log_format)
         Worker(config, stop=stop).run()
     except RedbatchError as exc:
         fail(exc)
@@ -185,6 +193,14 @@ def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options:
     "--result-ttl", "result_ttl_s", type=int, help=f"seconds, default 3600 {_env('result_ttl_s')}"
 )
 @click.option("--log-level", help=f"DEBUG, INFO, WARNING, ERROR {_env('log_level')}")
+@click.option(
+    "--log-format", help=f"text (default) or json, one object per line {_env('log_format')}"
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    help=f"serve Prometheus metrics on this port, 0 = off (default) {_env('metrics_port')}",
+)
 def scheduler(**options: Any) -> None:
     """Re-queue work of dead or hung workers, dead-letter what ran out of attempts, move due
     retries and remove stale consumers, on every queue, until SIGTERM or Ctrl-C (exit 0).
@@ -195,7 +211,7 @@ def scheduler(**options: Any) -> None:
     _on_stop_signals(stop.set)
     try:
         config = SchedulerConfig.from_env(**_upper(options))
-        setup_logging(config.log_level)
+        setup_logging(config.log_level, config.log_format)
         Scheduler(config, stop=stop).run()
     except RedbatchError as exc:
         fail(exc)

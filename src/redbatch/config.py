@@ -47,8 +47,13 @@ ENV_NAMES: dict[str, str] = {
     "retry_delay_s": "REDBATCH_RETRY_DELAY",
     "interval_s": "REDBATCH_SCHEDULER_INTERVAL",
     "hung_margin_s": "REDBATCH_HUNG_MARGIN",
+    "metrics_port": "REDBATCH_METRICS_PORT",
+    "log_format": "REDBATCH_LOG_FORMAT",
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS = ("text", "json")
+# TCP port of the Prometheus endpoint; 0 = no endpoint.
+MAX_PORT = 65535
 
 
 def check_environment(environ: Mapping[str, str]) -> None:
@@ -181,6 +186,10 @@ class WorkerConfig:
     # Exception types (module.Name) that re-queue an item with backoff instead of failing it.
     retry_on: tuple[str, ...] = ()
     retry_delay_s: float = 1.0
+    # Prometheus endpoint (http://host:PORT/metrics); 0 = none.
+    metrics_port: int = 0
+    # "text" (one readable line per event) or "json" (one object per line, for collectors).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -215,6 +224,7 @@ class WorkerConfig:
             if "." not in name:
                 raise ConfigError(f"retry_on entries must look like module.ExceptionName: {name!r}")
         _float_in("retry_delay_s", self.retry_delay_s, 0.0, 86_400.0)
+        _check_telemetry(self.metrics_port, self.log_format)
 
     def _check_handlers(self) -> None:
         if isinstance(self.handler, str):
@@ -278,6 +288,8 @@ class SchedulerConfig:
     result_ttl_s: int = 3600
     dead_maxlen: int = 100_000
     log_level: str = "INFO"
+    metrics_port: int = 0
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         check_url(self.redis_url)
@@ -288,6 +300,7 @@ class SchedulerConfig:
         _int_in("result_ttl_s", self.result_ttl_s, 1, 30 * 86_400)
         _int_in("dead_maxlen", self.dead_maxlen, 1, 10**9)
         _check_log_level(self.log_level)
+        _check_telemetry(self.metrics_port, self.log_format)
 
     @classmethod
     def from_env(
@@ -318,6 +331,15 @@ def _check_log_level(level: str) -> None:
         raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
 
 
+def _check_telemetry(metrics_port: int, log_format: str) -> None:
+    _int_in("metrics_port", metrics_port, 0, MAX_PORT)
+    if log_format not in _LOG_FORMATS:
+        raise ConfigError(
+            f"log_format must be one of {', '.join(_LOG_FORMATS)}, got {log_format!r} "
+            f"({_where('log_format')})"
+        )
+
+
 def _float_in(setting: str, value: Any, low: float, high: float) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or not low <= value <= high:
@@ -333,7 +355,7 @@ _INT_SETTINGS = frozenset(
         "max_batch_size", "max_wait_ms", "max_batch_cost", "block_ms", "result_ttl_s",
         "priority_aging_ms", "target_latency_ms",
         "dead_maxlen", "max_payload_bytes", "batch_timeout_s", "heartbeat_ttl_s", "drain_timeout_s",
-        "max_attempts", "hung_margin_s",
+        "max_attempts", "hung_margin_s", "metrics_port",
     }
 )  # fmt: skip
 _FLOAT_SETTINGS = frozenset({"retry_delay_s", "interval_s"})
@@ -350,6 +372,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "preferred_batch_sizes": parse_sizes,
     "handler_options": parse_handler_options,
     "log_level": str.upper,
+    "log_format": str.lower,
 }
 
 

@@ -4,7 +4,9 @@ Each duty is (name, per-queue function, interval). The loop runs the duties that
 the queues listed in ``rb:queues`` at that moment (a queue added later is picked up on the
 next pass, no restart), then waits on an Event until the next one is due, so ``stop()`` from a
 signal handler ends the wait at once. A duty that fails on one queue logs one line and the
-others carry on; an unreachable Redis (after redis-py's own retries) logs one line per pass.
+others carry on; an unreachable Redis (after redis-py's own retries) logs one line when the
+outage starts and one when it ends. With ``--metrics-port``, one more duty reads each queue's
+depths for Prometheus (``metrics``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from dataclasses import dataclass
 
 import redis
 
+from redbatch import exporter
 from redbatch.config import SchedulerConfig
 from redbatch.connection import check_reachable, connect, redacted
 from redbatch.errors import ConfigError
+from redbatch.logconfig import describe
 from redbatch.protocol.keys import KeySpace, QueueKeys
+from redbatch.scheduler.metrics import SchedulerMetrics
 from redbatch.scheduler.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
@@ -65,7 +70,10 @@ class Scheduler:
         self._clock = clock
         self._keyspace = KeySpace(config.namespace)
         self._bad_names: set[str] = set()
-        upkeep = Upkeep(self._client, config)
+        self._unreachable = False
+        self.metrics = SchedulerMetrics(self._client) if config.metrics_port else None
+        self._endpoint: exporter.Endpoint | None = None
+        upkeep = Upkeep(self._client, config, tally=self.metrics)
         interval = config.interval_s
         self.duties: list[Duty] = [
             Duty("reap", upkeep.reap, interval),
@@ -74,6 +82,9 @@ class Scheduler:
                 "remove_consumers", upkeep.remove_consumers, max(interval, _CLEANUP_MIN_INTERVAL_S)
             ),
         ]
+        if self.metrics is not None:
+            # Last in the pass: the gauges show the queues after this pass's moves.
+            self.duties.append(Duty("metrics", self.metrics.refresh, interval))
 
     def stop(self) -> None:
         """Ask the loop to return; safe from signal handlers and other threads."""
@@ -81,13 +92,13 @@ class Scheduler:
 
     def run(self) -> None:
         check_reachable(self.config.redis_url, None if self._owns_client else self._client)
+        if self.metrics is not None:
+            self._endpoint = exporter.serve(self.config.metrics_port, self.metrics.registry)
         log.info(
-            "scheduler on %s namespace %s (interval=%gs hung_margin=%ds max_attempts=%d)",
+            "scheduler on %s namespace %s (%s)",
             redacted(self.config.redis_url),
             self.config.namespace,
-            self.config.interval_s,
-            self.config.hung_margin_s,
-            self.config.max_attempts,
+            describe(self.config, skip=("redis_url", "namespace")),
         )
         next_run = {d.name: 0.0 for d in self.duties}
         while not self._stop.is_set():
@@ -99,6 +110,8 @@ class Scheduler:
                     next_run[duty.name] = now + duty.interval_s
             self._stop.wait(wait_time(next_run, self._clock()))
         log.info("scheduler stopped")
+        if self._endpoint is not None:
+            self._endpoint.close()
         if self._owns_client:
             self._client.close()
 
@@ -112,8 +125,15 @@ class Scheduler:
                         return
                     self._guarded(duty, keys)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            # redis-py already retried with backoff; the next pass tries again.
-            log.warning("Redis unavailable (%s); carrying on", exc)
+            # redis-py already retried with backoff; the next pass tries again. One line per
+            # outage, not one per pass.
+            if not self._unreachable:
+                log.warning("Redis unavailable (%s); retrying every pass", exc)
+                self._unreachable = True
+            return
+        if self._unreachable:
+            log.info("Redis reachable again")
+            self._unreachable = False
 
     def _guarded(self, duty: Duty, keys: QueueKeys) -> None:
         try:

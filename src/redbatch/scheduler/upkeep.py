@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -39,6 +39,19 @@ PAGE = 500
 # over a few passes without one queue holding the loop.
 MOVE_BATCH = 500
 MOVE_CALLS_PER_PASS = 20
+
+
+# Why the scheduler re-queued entries (a short, fixed set: it is a metric label).
+DEAD_WORKER, HUNG_WORKER, DUE_RETRY = "dead_worker", "hung_worker", "retry"
+_REASON = {Action.REQUEUE_ALL: DEAD_WORKER, Action.REQUEUE_HUNG: HUNG_WORKER}
+
+
+class Tally(Protocol):
+    """Told what the duties changed, as they change it (the scheduler's metrics)."""
+
+    def requeued(self, queue: str, reason: str, count: int) -> None: ...
+
+    def dead_lettered(self, queue: str, count: int) -> None: ...
 
 
 def wall_ms() -> int:
@@ -80,8 +93,10 @@ class Upkeep:
         *,
         now_ms: Callable[[], int] = wall_ms,
         remove_after_idle_ms: int = reaper.REMOVE_AFTER_IDLE_MS,
+        tally: Tally | None = None,
     ) -> None:
         self._client = client
+        self._tally = tally
         self._config = config
         self._scripts = Scripts(client)
         self._now_ms = now_ms
@@ -146,14 +161,15 @@ class Upkeep:
             ]
             chosen = reaper.select(verdict, page)
             if chosen:
-                self._requeue(keys, priority, name, chosen, verdict.reason)
+                self._requeue(keys, priority, name, chosen, verdict)
             if len(rows) < PAGE:
                 return
             start = f"({page[-1].entry_id}"  # exclusive: the next page starts after this id
 
     def _requeue(
-        self, keys: QueueKeys, priority: str, name: str, entry_ids: list[str], reason: str
+        self, keys: QueueKeys, priority: str, name: str, entry_ids: list[str], verdict: Verdict
     ) -> None:
+        reason = verdict.reason
         # requeue.lua needs each entry's result and reply keys in KEYS (cluster-safe), so read
         # the entries' id and reply first; an entry whose record is gone is passed all the same.
         pipe = self._client.pipeline(transaction=False)
@@ -182,6 +198,9 @@ class Upkeep:
             own = {h.request_id: h.reply for h in held if h.request_id}
             followers = followers_of(counts[3:], own)
             self._scripts.tell_followers(keys, followers, ttl_ms=self._config.result_ttl_s * 1000)
+        if self._tally is not None:
+            self._tally.requeued(keys.name, _REASON[verdict.action], requeued)
+            self._tally.dead_lettered(keys.name, dead)
         if requeued or dead:
             log.info(
                 "queue %s (%s): re-queued %d, dead-lettered %d, skipped %d held by %s: %s",
@@ -207,6 +226,9 @@ class Upkeep:
             )
             count, dead = self._scripts.move_due(keys=script_keys, args=args)
             moved += int(count)
+            if self._tally is not None:
+                self._tally.requeued(keys.name, DUE_RETRY, int(count))
+                self._tally.dead_lettered(keys.name, int(dead))
             if dead:
                 log.warning(
                     "queue %s: dead-lettered %d unreadable delayed retries", keys.name, dead

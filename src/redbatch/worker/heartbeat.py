@@ -4,7 +4,8 @@ The heartbeat (``rb:{Q}:worker:<name>``, a hash with a TTL, per queue served) re
 while the worker makes progress. A batch that runs past ``batch_timeout`` stops the renewal
 and ends the process: a hung GPU kernel cannot be interrupted from Python, so the process
 exits non-zero for its orchestrator to restart it, and the scheduler re-queues what it held
-once the heartbeat is gone. The same thread enforces ``drain_timeout`` after a stop request.
+once the heartbeat is gone. The same thread enforces ``drain_timeout`` after a stop request,
+and flushes the worker's statistics (``stats_buffer``) into Redis in the heartbeat's pipeline.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from dataclasses import dataclass, field
 import redis
 
 from redbatch.protocol.keys import QueueKeys
+from redbatch.worker import stats_buffer
+from redbatch.worker.stats_buffer import StatsBuffer
 
 log = logging.getLogger(__name__)
 
 EXIT_BATCH_TIMEOUT = 4
 EXIT_DRAIN_TIMEOUT = 5
+# Statistics are flushed (and the heartbeat renewed) at least this often: readers sum
+# 10-second slots, so counts should not sit in a worker's memory much longer than a second.
+FLUSH_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -35,6 +41,7 @@ class Progress:
     items: int = 0
     last_batch_ms: int = 0
     batch_started: float | None = None  # monotonic; None while no batch runs
+    batch_items: int = 0  # items of the running (or last) batch; read with batch_started
     stop_requested: float | None = None  # monotonic
     state: str = "starting"
     started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
@@ -64,6 +71,7 @@ class Heartbeat:
         drain_timeout_s: int,
         stop: threading.Event,
         exit_process: Callable[[int], None] = os._exit,
+        stats: StatsBuffer | None = None,
     ) -> None:
         self._stop_requested = stop
         self._client = client
@@ -74,6 +82,8 @@ class Heartbeat:
         self._batch_timeout_s = batch_timeout_s
         self._drain_timeout_s = drain_timeout_s
         self._exit = exit_process
+        self._stats = stats
+        self._stats_keys = {k.name: k for k in keys}
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="redbatch-heartbeat", daemon=True)
         self._warned = False
@@ -83,16 +93,23 @@ class Heartbeat:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop renewing and delete the heartbeat (a clean exit: nothing to reap)."""
+        """Stop renewing, flush the last statistics and delete the heartbeat (a clean exit:
+        nothing to reap)."""
         self._stopped.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        taken = self._stats.take() if self._stats is not None else {}
+        pipe = self._client.pipeline(transaction=False)
+        stats_buffer.write(pipe, self._stats_keys, taken)
+        pipe.delete(*(k.worker(self._name) for k in self._keys))
         try:
-            self._client.delete(*(k.worker(self._name) for k in self._keys))
+            pipe.execute()
         except redis.RedisError as exc:
             log.warning("could not delete the heartbeat: %s", exc)
 
     def beat(self) -> None:
+        """Renew the heartbeat and add the statistics gathered since the last beat, in one
+        pipeline; if it fails the statistics are kept for the next beat."""
         p = self._progress
         fields: dict[str, str | int] = {
             "pid": os.getpid(),
@@ -104,21 +121,38 @@ class Heartbeat:
             "last_batch": p.last_batch_ms,
             "batch_timeout": self._batch_timeout_s,
             "state": p.state,
+            "busy": "1" if p.batch_started is not None else "0",
         }
         pipe = self._client.pipeline(transaction=False)
         for keys in self._keys:
             pipe.hset(keys.worker(self._name), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(keys.worker(self._name), self._ttl_s)
-        pipe.execute()
+        taken = self._stats.take() if self._stats is not None else {}
+        stats_buffer.write(pipe, self._stats_keys, taken)
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Not written (or not known to be): try again next beat. Any other error came
+            # back from a server that ran the whole pipeline, so the counts are in.
+            if self._stats is not None:
+                self._stats.put_back(taken)
+            raise
 
     def _run(self) -> None:
         # Renew several times per TTL so one slow round trip never lets it lapse.
-        interval = self._ttl_s / 5
+        interval = min(self._ttl_s / 5, FLUSH_INTERVAL_S)
         while not self._stopped.wait(interval):
             if self._stop_requested.is_set() and self._progress.stop_requested is None:
                 # The main loop may be deep in a batch: say "draining" from now on.
                 self._progress.stop_requested = time.monotonic()
                 self._progress.state = "draining"
+                if self._progress.batch_started is not None:
+                    # Otherwise the drain is over in moments and the loop logs it; a long
+                    # batch would leave the operator guessing why the process lingers.
+                    log.info(
+                        "worker %s: stop requested; finishing the running batch "
+                        "(drain_timeout %d s)", self._name, self._drain_timeout_s,
+                    )  # fmt: skip
             why = overdue(
                 self._progress, time.monotonic(), self._batch_timeout_s, self._drain_timeout_s
             )

@@ -34,6 +34,7 @@ from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.config import WorkerConfig
 from redbatch.connection import check_reachable, connect, redacted
 from redbatch.errors import ConfigError, MalformedEntry
+from redbatch.logconfig import describe
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import GROUP, KeySpace
@@ -41,6 +42,7 @@ from redbatch.worker.executor import Executor, Handler, Prepared, Ran, now_ms
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_exception_types, load_handler
 from redbatch.worker.reader import RawEntry, Reader
+from redbatch.worker.telemetry import Telemetry
 from redbatch.worker.writer import Malformed, Writer
 
 log = logging.getLogger(__name__)
@@ -167,6 +169,10 @@ class Worker:
         # Entries taken from the reader but never started (a stop came first): handed back.
         self._unstarted: list[RawEntry] = []
         self.progress = Progress()
+        self.telemetry = Telemetry(
+            config.queues, self.progress,
+            max_attempts=config.max_attempts, metrics_port=config.metrics_port,
+        )  # fmt: skip
         self._heartbeat = Heartbeat(
             self._client,
             [self._keyspace.queue(q) for q in config.queues],
@@ -176,6 +182,7 @@ class Worker:
             batch_timeout_s=config.batch_timeout_s,
             drain_timeout_s=config.drain_timeout_s,
             stop=self._stop,
+            stats=self.telemetry.stats,
         )
 
     @staticmethod
@@ -206,6 +213,7 @@ class Worker:
 
     def run(self) -> None:
         check_reachable(self.config.redis_url, None if self._owns_client else self._client)
+        self.telemetry.serve()  # before a warm-up that may take minutes: a taken port fails now
         for executor in {id(e.handler): e for e in self._executors.values()}.values():
             warm_up(executor.handler)
         self._reader.ensure_groups()
@@ -213,10 +221,8 @@ class Worker:
         self._heartbeat.start()
         c = self.config
         log.info(
-            "worker %s serving %s on %s (handler=%s max_batch_size=%d max_batch_cost=%d "
-            "max_wait_ms=%d batch_timeout=%ds max_attempts=%d)",
-            c.name, " ".join(c.queues), redacted(c.redis_url), " ".join(c.handlers_given),
-            c.max_batch_size, c.max_batch_cost, c.max_wait_ms, c.batch_timeout_s, c.max_attempts,
+            "worker %s serving %s on %s (%s)", c.name, " ".join(c.queues), redacted(c.redis_url),
+            describe(c, skip=("name", "queues", "redis_url")),
         )  # fmt: skip
         running: Batch | None = None
         try:
@@ -227,6 +233,7 @@ class Worker:
         finally:
             self._compute.shutdown(wait=False)
         self._drain()
+        self.telemetry.close()
 
     def _drain(self) -> None:
         self._set_state(State.DRAINING)
@@ -341,6 +348,7 @@ class Worker:
         return batch
 
     def _execute(self, executor: Executor, batch: Batch, cancelled: frozenset[str]) -> list[Ran]:
+        self.progress.batch_items = len(batch.prepared.requests)
         began = self.progress.batch_started = time.monotonic()
         batch.running.set()
         try:
@@ -371,6 +379,7 @@ class Worker:
         self._tune(batch, ran)
         raw = {entry.lane_id: entry for entry in batch.entries}
         existed = self._writer.finish(batch.queue, ran, batch.malformed, raw)
+        self.telemetry.batch_done(batch.queue, ran, len(batch.malformed), batch.service_s)
         if existed:
             log.info(
                 "%d results on %s already existed; kept the first outcome", existed, batch.queue

@@ -1,0 +1,53 @@
+"""Log formats: JSON lines for collectors, and the start-up line's effective configuration."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from redbatch.config import SchedulerConfig, WorkerConfig
+from redbatch.logconfig import JsonFormatter, describe
+
+
+def record(msg: str, *args: object, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("boom\nsecond line")
+        except ValueError:
+            exc_info = sys.exc_info()
+    return logging.LogRecord("redbatch.x", logging.WARNING, __file__, 1, msg, args, exc_info)
+
+
+def test_json_line_has_the_fields_and_is_one_line() -> None:
+    line = JsonFormatter().format(record("queue %s: %d failed", "q", 2))
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert set(parsed) == {"ts", "level", "logger", "msg"}
+    assert parsed["level"] == "WARNING"
+    assert parsed["logger"] == "redbatch.x"
+    assert parsed["msg"] == "queue q: 2 failed"
+    assert parsed["ts"].endswith("+00:00") and "T" in parsed["ts"]
+
+
+def test_json_line_carries_the_traceback_in_exc() -> None:
+    line = JsonFormatter().format(record("failed", exc=True))
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert parsed["exc"].startswith("Traceback")
+    assert "ValueError: boom" in parsed["exc"]
+
+
+def test_describe_lists_every_setting_masks_the_password_and_option_values() -> None:
+    config = WorkerConfig(
+        queues=("q",), handler="m:f", handler_options=(("token", "s3cret"),),
+        redis_url="redis://user:hunter2@host:6379/0", metrics_port=9100,
+    )  # fmt: skip
+    text = describe(config, skip=("queues",))
+    assert "hunter2" not in text and "redis_url=redis://user:***@host:6379/0" in text
+    assert "s3cret" not in text and "handler_options=token" in text
+    assert "metrics_port=9100" in text and "log_format=text" in text
+    assert "preferred_batch_sizes=-" in text
+    assert "queues=" not in text
+    assert "interval_s=1.0" in describe(SchedulerConfig())
