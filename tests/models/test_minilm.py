@@ -168,3 +168,15 @@ def test_embeddings_through_a_worker_process(
     assert isinstance(mixed[1], RequestFailed)
     assert mixed[1].remote_type == "TypeError"
     assert "got int" in mixed[1].remote_message
+
+
+def test_demo_runs_the_model_when_the_extra_is_installed(minilm: ModuleType) -> None:
+    """The README's main command: with the extra, `redbatch demo` embeds texts with MiniLM."""
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith("REDBATCH_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "redbatch", "demo", "--requests", "300"],
+        check=False, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 MiniLM embedding workers are starting" in done.stderr
+    assert "300/300" in done.stdout
