@@ -315,6 +315,10 @@ def demo(count: int | None, workers: int, max_batch_size: int, model: str, in_fl
     """Run the system on this machine: a private Redis (unless REDBATCH_REDIS_URL is set), a
     scheduler, worker processes (MiniLM or echo) and a producer; prints throughput, latency
     and the status table, and cleans up everything it started."""
+    # Ctrl-C and SIGTERM stop everything the demo started, even when this process was
+    # started with SIGINT ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         check_environment(os.environ)
         demo_module.run(

@@ -15,8 +15,14 @@ from helpers.workers import wait_until
 
 def _demo(*args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in subprocess_env().items() if not k.startswith("REDBATCH_")}
+    # SIGINT ignored, as in a background job of a non-interactive shell: the demo must
+    # still stop on Ctrl-C.
+    ignoring_sigint = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "sys.argv[0] = 'redbatch'; runpy.run_module('redbatch', run_name='__main__')"
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "redbatch", "demo", *args],
+        [sys.executable, "-c", ignoring_sigint, "demo", *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -56,6 +62,27 @@ def test_demo_runs_end_to_end_prints_its_tables_and_leaves_nothing_behind() -> N
 
 def test_ctrl_c_stops_everything_the_demo_started() -> None:
     demo = _demo("--model", "echo", "--requests", "100000000")
+    try:
+        _interrupt_and_check(demo)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+
+def test_sigterm_stops_everything_the_demo_started_too() -> None:
+    demo = _demo("--model", "echo", "--requests", "100000000")
+    try:
+        _interrupt_and_check(demo, signal.SIGTERM)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+
+def _interrupt_and_check(
+    demo: subprocess.Popen[str], signum: signal.Signals = signal.SIGINT
+) -> None:
     assert demo.stderr is not None
     started = ""
     while "workers are starting" not in started:
@@ -66,7 +93,7 @@ def test_ctrl_c_stops_everything_the_demo_started() -> None:
     assert port, started
     # The workers are up once they appear in the process table with the demo's Redis.
     wait_until(lambda: len(_processes_mentioning(f"127.0.0.1:{port.group(1)}")) >= 3)
-    demo.send_signal(signal.SIGINT)
+    demo.send_signal(signum)
     _, err = demo.communicate(timeout=60)
     assert demo.returncode == 130, err
     assert "interrupted" in err

@@ -124,6 +124,13 @@ class Reader:
             held.clear()
         return released
 
+    def hold_again(self, entries: list[RawEntry]) -> None:
+        """Take back entries given out but never started (a Redis error came first)."""
+        now = self._clock()
+        for entry in entries:
+            held = held_of(entry, now, LEVELS.get(entry.priority, 0))
+            self._held[entry.queue][entry.lane_id] = (held, entry)
+
     def next_batch(self) -> list[RawEntry]:
         """The next due batch of one queue (expired entries ride along, to be answered
         ``expired``), waiting for its window if need be; [] when nothing arrived within

@@ -84,6 +84,7 @@ class Batch:
     future: Future[list[Ran]] | None = None
     service_s: float = 0.0  # the handler's time, set by the handler thread
     running: threading.Event = field(default_factory=threading.Event)
+    written: bool = False  # its outcomes are recorded in Redis
 
     def finished(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` s (None: for ever) for the handler to finish this batch;
@@ -106,6 +107,14 @@ def warm_up(handler: Handler) -> None:
         hook(**bound)
     except Exception as exc:
         raise ConfigError(f"handler warm-up failed: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass
+class _Turn:
+    """How far one turn of the loop got: a batch decoded but not started, one started."""
+
+    following: Batch | None = None
+    launched: Batch | None = None
 
 
 class Worker:
@@ -168,6 +177,9 @@ class Worker:
         )
         # Entries taken from the reader but never started (a stop came first): handed back.
         self._unstarted: list[RawEntry] = []
+        # Batches the handler finished whose results a lost connection kept from Redis.
+        self._unwritten: list[Batch] = []
+        self._outage = False  # logged once per outage, not once per turn
         self.progress = Progress()
         self.telemetry = Telemetry(
             config.queues, self.progress,
@@ -228,12 +240,23 @@ class Worker:
         try:
             while not self._stop.is_set():
                 running = self._turn(running)
-            if running is not None:
-                self._finish(running)
+            self._finish_last(running)
         finally:
             self._compute.shutdown(wait=False)
         self._drain()
         self.telemetry.close()
+
+    def _finish_last(self, running: Batch | None) -> None:
+        """On the way out: write what ran (waiting for the running batch to end)."""
+        for batch in [*self._unwritten, *([running] if running is not None else [])]:
+            try:
+                self._finish(batch)
+            except redis.RedisError as exc:
+                log.warning(
+                    "could not write a batch of %d (%s); its entries stay pending for the "
+                    "scheduler", len(batch.entries), exc,
+                )  # fmt: skip
+        self._unwritten = []
 
     def _drain(self) -> None:
         self._set_state(State.DRAINING)
@@ -265,39 +288,71 @@ class Worker:
     def _turn(self, running: Batch | None) -> Batch | None:
         """One turn of the loop; returns the batch running after it, if any.
 
-        A Redis error is logged and the loop carries on: redis-py already retried with
-        backoff, and whatever this worker read stays pending in Redis for the scheduler."""
+        A Redis error is logged (once per outage) and the loop carries on: redis-py already
+        retried with backoff. Results a lost connection kept from being written are written
+        first thing on a later turn; entries read and decoded but not started are held again;
+        what a refusal (a script error) left unwritten stays pending for the scheduler."""
+        turn = _Turn()
         try:
-            if running is None:
-                batch = self._reader.next_batch()
-                return self._launch(self._prepare(batch)) if batch else None
-            following = None
-            if not running.alone:
-                self._reader.read_ahead(lambda t: running.finished(t) or self._stop.is_set())
-                if not running.finished(0) and not self._stop.is_set():
-                    # A full batch is held while N still runs: decode it now.
-                    following = self._prepare(self._reader.due_batch(read=False))
-            running.finished(None)
-            if following is None and not running.alone and not self._stop.is_set():
-                # Only what is already held: a read here would delay N's results by a round
-                # trip, and at low load (nothing held) the results matter more.
-                following = self._prepare(self._reader.due_batch(read=False))
-            if following is not None and self._stop.is_set():
-                # Stopping while N ran: N+1 was decoded but never started; it goes back.
-                self._unstarted += following.entries
-                following = None
-            launched = self._launch(following) if following is not None else None
-            self._finish(running)
+            while self._unwritten:
+                self._finish(self._unwritten[0])
+                self._unwritten.pop(0)
+                self._reachable()
+            launched = self._advance(running, turn)
+            self._reachable()
             return launched
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("Redis unavailable (%s); carrying on", exc)
+            self._unreachable(exc)
+            unwritten = running is not None and running.finished(0) and not running.written
+            if running is not None and unwritten and running not in self._unwritten:
+                self._unwritten.append(running)
         except redis.ResponseError:
             # A server-side refusal (OOM, a script error): the batch stays pending in Redis
             # for the scheduler to re-queue; the worker keeps serving.
             log.exception("Redis refused a command; the batch stays pending")
-        if running is not None and running.future is not None and not running.future.done():
-            return running  # still the handler's; its results are written next turn
+        if turn.following is not None:
+            self._reader.hold_again(turn.following.entries)
+        if turn.launched is not None:
+            return turn.launched
+        if running is not None and not running.finished(0):
+            return running  # still the handler's; its results are written on a later turn
         return None
+
+    def _advance(self, running: Batch | None, turn: _Turn) -> Batch | None:
+        """Start the next batch (reading ahead while ``running`` runs), then record
+        ``running``; ``turn`` says how far it got if Redis fails on the way."""
+        if running is None:
+            batch = self._reader.next_batch()
+            turn.following = self._prepare(batch) if batch else None
+            turn.launched, turn.following = self._launch(turn.following), None
+            return turn.launched
+        if not running.alone:
+            self._reader.read_ahead(lambda t: running.finished(t) or self._stop.is_set())
+            if not running.finished(0) and not self._stop.is_set():
+                # A full batch is held while N still runs: decode it now.
+                turn.following = self._prepare(self._reader.due_batch(read=False))
+        running.finished(None)
+        if turn.following is None and not running.alone and not self._stop.is_set():
+            # Only what is already held: a read here would delay N's results by a round
+            # trip, and at low load (nothing held) the results matter more.
+            turn.following = self._prepare(self._reader.due_batch(read=False))
+        if turn.following is not None and self._stop.is_set():
+            # Stopping while N ran: N+1 was decoded but never started; it goes back.
+            self._unstarted += turn.following.entries
+            turn.following = None
+        turn.launched, turn.following = self._launch(turn.following), None
+        self._finish(running)
+        return turn.launched
+
+    def _unreachable(self, exc: Exception) -> None:
+        if not self._outage:
+            log.warning("Redis unavailable (%s); carrying on, results kept until it is back", exc)
+            self._outage = True
+
+    def _reachable(self) -> None:
+        if self._outage:
+            log.info("Redis reachable again")
+            self._outage = False
 
     def _prepare(self, entries: list[RawEntry]) -> Batch | None:
         """Parse and decode a batch (isolating a redelivered suspect first)."""
@@ -376,9 +431,10 @@ class Worker:
     def _finish(self, batch: Batch) -> None:
         """Wait for the handler if need be, then record the batch's outcomes."""
         ran = batch.future.result() if batch.future is not None else []
-        self._tune(batch, ran)
         raw = {entry.lane_id: entry for entry in batch.entries}
         existed = self._writer.finish(batch.queue, ran, batch.malformed, raw)
+        batch.written = True
+        self._tune(batch, ran)
         self.telemetry.batch_done(batch.queue, ran, len(batch.malformed), batch.service_s)
         if existed:
             log.info(
