@@ -107,14 +107,14 @@ def _snapshot() -> Snapshot:
         WorkerStatus("gpu-1", "busy", ("embed",), 2, "gpu", 4242, 40, 1100, 350),
         WorkerStatus("gpu-0", "dead", ("embed",), 5),
     )
-    return Snapshot("127.0.0.1:6379", "rb", 1_700_000_000_000, (queue,), workers)
+    return Snapshot("127.0.0.1:7001", "rb", 1_700_000_000_000, (queue,), workers)
 
 
 def test_json_fields() -> None:
     out = to_json(_snapshot())
     assert out["schema"] == 1
     assert (out["redis"], out["namespace"], out["time_ms"]) == (
-        "127.0.0.1:6379",
+        "127.0.0.1:7001",
         "rb",
         1_700_000_000_000,
     )
@@ -178,7 +178,7 @@ def _text(renderable: object, width: int = 100) -> str:
 
 def test_render_shows_both_tables() -> None:
     text = _text(render(_snapshot()))
-    assert "queues on 127.0.0.1:6379 (namespace rb)" in text
+    assert "queues on 127.0.0.1:7001 (namespace rb)" in text
     row = next(line for line in text.splitlines() if line.startswith("embed"))
     assert row.split() == [
         "embed",
@@ -204,9 +204,9 @@ def test_render_fits_80_columns() -> None:
 
 
 def test_render_says_when_there_is_nothing() -> None:
-    empty = Snapshot("127.0.0.1:6379", "rb", 0, (), ())
+    empty = Snapshot("127.0.0.1:7001", "rb", 0, (), ())
     assert _text(render(empty)).strip() == (
-        "no queues in namespace rb on 127.0.0.1:6379: nothing has been submitted or served here yet"
+        "no queues in namespace rb on 127.0.0.1:7001: nothing has been submitted or served here yet"
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from redbatch.errors import ConfigError
-from redbatch.worker.runner import warm_up
+from redbatch.worker.loader import warm_up
 
 
 def test_warm_up_gets_the_options_bound_to_the_handler() -> None:

@@ -33,12 +33,11 @@ from redbatch.ops.inspect_view import (
     text,
 )
 from redbatch.protocol.codec import MSGPACK
-from redbatch.protocol.fields import ATTEMPT, ENQ, ID, PAYLOAD, PRIORITY
+from redbatch.protocol.fields import ATTEMPT, ENQ, ID, PAYLOAD, PRIORITY, STARTED_DELIVERIES
 from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, QueueKeys
 
 SCAN_CHUNK = 500
 # A worker marks an entry started by setting its delivery count to 2 (README, Reliability).
-STARTED_DELIVERIES = 2
 
 Sighting = dict[str, Any]
 Entry = tuple[str, dict[bytes, bytes]]

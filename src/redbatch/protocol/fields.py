@@ -29,6 +29,10 @@ PAYLOAD = "payload"
 # sits in is what orders it; the field lets a delayed retry or a dead letter remember it.
 PRIORITY = "priority"
 
+# The delivery count a worker gives the entries of a batch just before it runs them: the
+# "started" mark (requeue.lua counts an attempt only against started entries).
+STARTED_DELIVERIES = 2
+
 # Outcome statuses; every request ends in exactly one of them.
 OK = "ok"
 ERROR = "error"

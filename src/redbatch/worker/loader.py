@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from redbatch.errors import ConfigError
 
 Handler = Callable[[list[Any]], list[Any]]
+log = logging.getLogger(__name__)
 
 
 def load_handler(spec: str, options: tuple[tuple[str, str], ...] = ()) -> Handler:
@@ -48,3 +50,18 @@ def load_exception_types(names: tuple[str, ...]) -> tuple[type[BaseException], .
             raise ConfigError(f"retry_on type {name!r} is not an exception class")
         types.append(target)
     return tuple(types)
+
+
+def warm_up(handler: Handler) -> None:
+    """Call the handler's ``warm_up`` (e.g. load a model), if it has one, with the options
+    bound to it: a failure is a configuration error (a missing device, weights...)."""
+    bound = handler.keywords if isinstance(handler, functools.partial) else {}
+    target = handler.func if isinstance(handler, functools.partial) else handler
+    hook = getattr(target, "warm_up", None)
+    if not callable(hook):
+        return
+    log.info("warming up %s", getattr(target, "__qualname__", target))
+    try:
+        hook(**bound)
+    except Exception as exc:
+        raise ConfigError(f"handler warm-up failed: {type(exc).__name__}: {exc}") from None

@@ -18,14 +18,10 @@ held.
 from __future__ import annotations
 
 import enum
-import functools
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_for
-from dataclasses import dataclass, field
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
@@ -33,14 +29,15 @@ from redbatch.batching import BatchPolicy
 from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.config import WorkerConfig
 from redbatch.connection import check_reachable, connect, redacted
-from redbatch.errors import ConfigError, MalformedEntry
+from redbatch.errors import MalformedEntry
 from redbatch.logconfig import describe
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Request, parse_entry
-from redbatch.protocol.keys import GROUP, KeySpace
-from redbatch.worker.executor import Executor, Handler, Prepared, Ran, now_ms
+from redbatch.protocol.keys import KeySpace
+from redbatch.worker.batch import Batch, Turn, attempt_of
+from redbatch.worker.executor import Executor, Handler, Ran, now_ms
 from redbatch.worker.heartbeat import Heartbeat, Progress
-from redbatch.worker.loader import load_exception_types, load_handler
+from redbatch.worker.loader import load_exception_types, load_handler, warm_up
 from redbatch.worker.reader import RawEntry, Reader
 from redbatch.worker.telemetry import Telemetry
 from redbatch.worker.writer import Malformed, Writer
@@ -55,66 +52,11 @@ _SOCKET_TIMEOUT_MARGIN_S = 10.0
 _HANDOFF_WAIT_S = 0.005
 
 
-# The delivery count a worker gives the entries of a batch it starts (requeue.lua reads it).
-STARTED_DELIVERIES = 2
-
-
 class State(enum.Enum):
     STARTING = "starting"
     SERVING = "serving"
     DRAINING = "draining"
     STOPPED = "stopped"
-
-
-def attempt_of(entry: RawEntry) -> int:
-    raw = entry.fields.get(b"attempt", b"1")
-    return int(raw) if raw.isdigit() and len(raw) < 10 else 1
-
-
-@dataclass
-class Batch:
-    """One batch on its way through the worker: parsed, decoded, then run."""
-
-    queue: str
-    entries: list[RawEntry]
-    malformed: list[Malformed]
-    prepared: Prepared
-    # A redelivered suspect runs alone: nothing is read ahead while it runs.
-    alone: bool = False
-    future: Future[list[Ran]] | None = None
-    service_s: float = 0.0  # the handler's time, set by the handler thread
-    running: threading.Event = field(default_factory=threading.Event)
-    written: bool = False  # its outcomes are recorded in Redis
-
-    def finished(self, timeout: float | None) -> bool:
-        """Wait up to ``timeout`` s (None: for ever) for the handler to finish this batch;
-        True once it has."""
-        if self.future is None:
-            return True
-        return bool(wait_for([self.future], timeout=timeout).done)
-
-
-def warm_up(handler: Handler) -> None:
-    """Call the handler's ``warm_up`` (e.g. load a model), if it has one, with the options
-    bound to it: a failure is a configuration error (a missing device, weights...)."""
-    bound = handler.keywords if isinstance(handler, functools.partial) else {}
-    target = handler.func if isinstance(handler, functools.partial) else handler
-    hook = getattr(target, "warm_up", None)
-    if not callable(hook):
-        return
-    log.info("warming up %s", getattr(target, "__qualname__", target))
-    try:
-        hook(**bound)
-    except Exception as exc:
-        raise ConfigError(f"handler warm-up failed: {type(exc).__name__}: {exc}") from None
-
-
-@dataclass
-class _Turn:
-    """How far one turn of the loop got: a batch decoded but not started, one started."""
-
-    following: Batch | None = None
-    launched: Batch | None = None
 
 
 class Worker:
@@ -292,7 +234,7 @@ class Worker:
         retried with backoff. Results a lost connection kept from being written are written
         first thing on a later turn; entries read and decoded but not started are held again;
         what a refusal (a script error) left unwritten stays pending for the scheduler."""
-        turn = _Turn()
+        turn = Turn()
         try:
             while self._unwritten:
                 self._finish(self._unwritten[0])
@@ -318,7 +260,7 @@ class Worker:
             return running  # still the handler's; its results are written on a later turn
         return None
 
-    def _advance(self, running: Batch | None, turn: _Turn) -> Batch | None:
+    def _advance(self, running: Batch | None, turn: Turn) -> Batch | None:
         """Start the next batch (reading ahead while ``running`` runs), then record
         ``running``; ``turn`` says how far it got if Redis fails on the way."""
         if running is None:
@@ -394,7 +336,7 @@ class Worker:
             return None
         requests = batch.prepared.requests
         if requests:
-            cancelled = self._start(batch.queue, requests)
+            cancelled = self._writer.start(batch.queue, requests)
             executor = self._executors[batch.queue]
             batch.future = self._compute.submit(self._execute, executor, batch, cancelled)
             # Let the handler thread take the GIL now: otherwise it waits until this thread,
@@ -443,25 +385,3 @@ class Worker:
         self.progress.batches += 1
         self.progress.items += len(batch.entries)
         self.progress.last_batch_ms = now_ms()
-
-    def _start(self, queue: str, requests: list[Request]) -> frozenset[str]:
-        """Mark the batch started and return the ids cancelled meanwhile (one round trip).
-
-        Started = delivery count 2 in the group's pending list: the scheduler counts an
-        attempt against a dead worker's entry only when it was started, so entries a worker
-        merely held (read, or about to be handed back) when it was killed keep their attempt
-        and no request nobody ever ran is dead-lettered for other requests' crashes."""
-        keys = self._keyspace.queue(queue)
-        by_lane: dict[str, list[Any]] = {}
-        for r in requests:
-            # parse_entry gave each request the lane (priority stream) it was read from.
-            by_lane.setdefault(r.priority, []).append(r.entry_id)
-        pipe = self._client.pipeline(transaction=False)
-        for priority, ids in by_lane.items():
-            pipe.xclaim(
-                keys.stream_for(priority), GROUP, self.config.name, 0, ids,
-                justid=True, retrycount=STARTED_DELIVERIES,
-            )  # fmt: skip
-        pipe.mget([keys.cancel(r.id) for r in requests])
-        flags = pipe.execute()[-1]
-        return frozenset(r.id for r, flag in zip(requests, flags, strict=True) if flag)

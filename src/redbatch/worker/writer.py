@@ -9,18 +9,20 @@ acking in the stream its entries were read from (``RawEntry.priority``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import redis
 
 from redbatch.protocol.fields import (
     DEAD,
+    STARTED_DELIVERIES,
     Outcome,
     Request,
     entry_key,
     entry_request_id,
     result_fields,
 )
-from redbatch.protocol.keys import PRIORITIES, KeySpace, QueueKeys
+from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.scripts import (
     HANDBACK,
     Finished,
@@ -112,6 +114,28 @@ class Writer:
             followers = followers_of(guarded, own)
             self._scripts.tell_followers(keys, followers, ttl_ms=self._ttl_ms)
         return int(existed)
+
+    def start(self, queue: str, requests: list[Request]) -> frozenset[str]:
+        """Mark the batch started and return the ids cancelled meanwhile (one round trip).
+
+        Started = delivery count 2 in the group's pending list: the scheduler counts an
+        attempt against a dead worker's entry only when it was started, so entries a worker
+        merely held (read, or about to be handed back) when it was killed keep their attempt
+        and no request nobody ever ran is dead-lettered for other requests' crashes."""
+        keys = self._keyspace.queue(queue)
+        by_lane: dict[str, list[Any]] = {}
+        for r in requests:
+            # parse_entry gave each request the lane (priority stream) it was read from.
+            by_lane.setdefault(r.priority, []).append(r.entry_id)
+        pipe = self._client.pipeline(transaction=False)
+        for priority, ids in by_lane.items():
+            pipe.xclaim(
+                keys.stream_for(priority), GROUP, self._worker, 0, ids,
+                justid=True, retrycount=STARTED_DELIVERIES,
+            )  # fmt: skip
+        pipe.mget([keys.cancel(r.id) for r in requests])
+        flags = pipe.execute()[-1]
+        return frozenset(r.id for r, flag in zip(requests, flags, strict=True) if flag)
 
     def hand_back(self, entries: list[RawEntry]) -> int:
         """Return entries read but never started to their streams at once (same attempt):
