@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -49,10 +50,22 @@ def check_url(url: str) -> str:
 DEFAULT_SOCKET_TIMEOUT_S = 5.0
 
 
-def _options(retries: int, socket_timeout: float) -> dict[str, Any]:
+def backoff_retry(retries: int) -> Retry:
+    """redis-py's reconnect policy for sync clients: ``retries`` more attempts (FOREVER:
+    no end), exponential backoff with jitter from 50 ms up to 2 s."""
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries)
+
+
+def backoff_retry_async(retries: int) -> redis.asyncio.retry.Retry:
+    """The same policy for asyncio clients, which need redis.asyncio's Retry: given the
+    sync one, an asyncio connection never retries at all (it would get a coroutine back)."""
+    return redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries)
+
+
+def _options(retry: Retry | redis.asyncio.retry.Retry, socket_timeout: float) -> dict[str, Any]:
     return {
         "socket_timeout": socket_timeout,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),
+        "retry": retry,
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
         "socket_connect_timeout": 5.0,
         "socket_keepalive": True,
@@ -75,7 +88,7 @@ def connect(
         check_url(url),
         max_connections=MAX_CONNECTIONS,
         timeout=POOL_WAIT_S,
-        **_options(retries, socket_timeout),
+        **_options(backoff_retry(retries), socket_timeout),
     )
     return redis.Redis.from_pool(pool)  # the client owns the pool: close() closes it
 
@@ -88,7 +101,7 @@ def connect_async(
         check_url(url),
         max_connections=MAX_CONNECTIONS,
         timeout=POOL_WAIT_S,
-        **_options(retries, socket_timeout),
+        **_options(backoff_retry_async(retries), socket_timeout),
     )
     return redis.asyncio.Redis.from_pool(pool)
 

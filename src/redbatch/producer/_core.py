@@ -31,6 +31,7 @@ from redbatch.protocol.fields import (
     Outcome,
     build_entry,
     decode_reply,
+    outcome_from_result,
 )
 from redbatch.protocol.keys import (
     DEFAULT_PRIORITY,
@@ -56,6 +57,12 @@ LISTEN_TIMEOUT_S = 5.0
 # Read timeout of the listener's connection: longer than its blocking pop, so an empty pop
 # ends with Redis's empty answer, never with a socket TimeoutError (then retries and a pause).
 LISTEN_SOCKET_TIMEOUT_S = LISTEN_TIMEOUT_S + 5.0
+# redis-py retries of one listener command (reconnects with exponential backoff and jitter,
+# see connection.backoff_retry) before the listener loop takes over: bounded, so a closing
+# producer's listener sees the stop within a few seconds even while Redis is down.
+LISTEN_RETRIES = 3
+# A waiting handle's stored result is read back after an outage in rounds of this many.
+RECOVER_BATCH = 512
 # A reply element with an empty request id: pushed by a producer onto its own reply list to
 # wake its listener when it starts using a new queue. Request ids are never empty.
 WAKE = Outcome("", OK, b"").encode_reply()
@@ -233,6 +240,49 @@ def read_replies(items: list[bytes]) -> list[Outcome]:
         if outcome.id:  # an empty id is a wake marker
             outcomes.append(outcome)
     return outcomes
+
+
+def stored_outcome(request_id: str, fields: dict[bytes, bytes]) -> Outcome | None:
+    """The outcome in a result hash read back for a waiting request; None while it has none
+    (not finished, lost with a Redis restart, or past its TTL)."""
+    if not fields:
+        return None
+    try:
+        return outcome_from_result(request_id, fields)[0]
+    except ValueError as exc:
+        log.warning("ignoring unreadable result: %s", exc)
+        return None
+
+
+class Outage:
+    """The reply listener's view of Redis: one warning when it is lost, one info line when
+    it is back, however many reconnect attempts came in between."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def lost(self, exc: BaseException) -> None:
+        if not self.active:
+            self.active = True
+            log.warning(
+                "reply listener: Redis unavailable (%s); reconnecting with backoff, "
+                "waiting requests keep waiting",
+                describe(exc),
+            )
+
+    def back(self, recovered: int) -> None:
+        if self.active:
+            self.active = False
+            log.info(
+                "reply listener: Redis reachable again; %d waiting request(s) answered "
+                "from stored results",
+                recovered,
+            )
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def batches(subs: list[Submission], chunk: int) -> list[tuple[int, list[Submission]]]:

@@ -2,6 +2,7 @@
 
 One listener task per producer pops the producer's reply lists (blocking, on a connection of
 its own) and completes futures. No thread and no thread lock: everything runs on the loop.
+Redis outages are ridden out as by ``Producer`` (see redbatch.producer.sync).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
-from redbatch.connection import address, clone_kwargs, connect_async, ping_async
+from redbatch.connection import (
+    address,
+    backoff_retry_async,
+    clone_kwargs,
+    connect_async,
+    ping_async,
+)
 from redbatch.errors import (
     ConnectionFailed,
     MapQueueFull,
@@ -29,17 +36,21 @@ from redbatch.producer._core import (
     CANCEL_MARK,
     CANCEL_TTL_MS,
     DEFAULT_MAX_QUEUE_LEN,
+    LISTEN_RETRIES,
     LISTEN_SOCKET_TIMEOUT_S,
     LISTEN_TIMEOUT_S,
+    RECOVER_BATCH,
     REPLY_BATCH,
     WAKE,
     WAKE_TTL_MS,
     Gathered,
+    Outage,
     ProducerCore,
     Submission,
     batches,
     check_new_ids,
     read_replies,
+    stored_outcome,
 )
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Outcome, outcome_from_result
@@ -56,15 +67,23 @@ CancelFn = Callable[[str, list[str]], Awaitable[None]]
 class AsyncHandle:
     """A submitted request; ``await result()`` waits for its outcome."""
 
-    __slots__ = ("_cancel", "_core", "_ct", "_future", "id", "queue")
+    __slots__ = ("_cancel", "_core", "_ct", "_future", "_timed_out", "id", "queue")
 
     def __init__(
-        self, core: ProducerCore, cancel: CancelFn, queue: str, request_id: str, ct: str
+        self,
+        core: ProducerCore,
+        cancel: CancelFn,
+        queue: str,
+        request_id: str,
+        ct: str,
+        timed_out: CancelFn | None = None,
     ) -> None:
+        """``timed_out`` cancels after a local timeout (``cancel`` when not given)."""
         self.id = request_id
         self.queue = queue
         self._core = core
         self._cancel = cancel
+        self._timed_out = timed_out or cancel
         self._ct = ct
         self._future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
@@ -81,7 +100,7 @@ class AsyncHandle:
             outcome = await self._wait(timeout)
         except ResultTimeout:
             if self._core.cancel_on_timeout:
-                await _cancel_quietly(self._cancel, self.queue, [self.id])
+                await _cancel_quietly(self._timed_out, self.queue, [self.id])
             raise
         return self._core.value(outcome, self._ct)
 
@@ -139,9 +158,11 @@ class AsyncProducer:
             connection_pool=redis.asyncio.ConnectionPool(
                 connection_class=pool.connection_class,
                 max_connections=1,
+                retry=backoff_retry_async(LISTEN_RETRIES),
                 **clone_kwargs(client, socket_timeout=LISTEN_SOCKET_TIMEOUT_S),
             )
         )
+        self._outage = Outage()  # the listener's; read by the timeout path
         self._pending: dict[str, AsyncHandle] = {}
         self._reply_keys: dict[str, str] = {}
         self._keys_changed = asyncio.Event()
@@ -280,7 +301,10 @@ class AsyncProducer:
             raise ProducerClosed("producer is closed")
         ct = self._core.content_type
         handles = [
-            AsyncHandle(self._core, self._cancel_ids, s.queue, s.request_id, ct) for s in subs
+            AsyncHandle(
+                self._core, self._cancel_ids, s.queue, s.request_id, ct, self._cancel_timed_out
+            )
+            for s in subs
         ]
         check_new_ids(self._pending, [h.id for h in handles])
         for handle in handles:
@@ -315,6 +339,13 @@ class AsyncProducer:
         except redis.RedisError as exc:
             raise ConnectionFailed(f"cannot cancel requests of queue {queue}: {exc}") from None
 
+    async def _cancel_timed_out(self, queue: str, ids: list[str]) -> None:
+        """Like ``Producer._cancel_timed_out``: skipped while Redis is known to be down."""
+        if self._outage.active:
+            log.debug("Redis unavailable: not cancelling %d timed-out request(s)", len(ids))
+            return
+        await self._cancel_ids(queue, ids)
+
     async def _gather(self, handles: list[AsyncHandle], gathered: Gathered) -> list[Any]:
         for handle in handles:
             try:
@@ -322,7 +353,7 @@ class AsyncProducer:
             except ResultTimeout:
                 if self._core.cancel_on_timeout:
                     waiting = [h.id for h in handles if not h.done()]
-                    await _cancel_quietly(self._cancel_ids, handle.queue, waiting)
+                    await _cancel_quietly(self._cancel_timed_out, handle.queue, waiting)
                 raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
             try:
                 gathered.results.append(self._core.value(outcome, handle._ct))
@@ -363,6 +394,7 @@ class AsyncProducer:
             log.warning("could not wake the reply listener: %s", exc)
 
     async def _listen(self) -> None:
+        """Like ``Producer._listen``: redis-py reconnects with backoff, this loop carries on."""
         while not self._closed:
             if not self._reply_keys:
                 self._keys_changed.clear()
@@ -370,17 +402,42 @@ class AsyncProducer:
                 continue
             keys = list(self._reply_keys.values())
             try:
+                if self._outage.active:
+                    self._outage.back(await self._recover())
                 popped = await self._listen_client.blmpop(
                     LISTEN_TIMEOUT_S, len(keys), *keys, direction="LEFT", count=REPLY_BATCH
                 )
             except redis.RedisError as exc:
                 if self._closed:
                     return
-                log.warning("reply listener: %s; retrying", exc)
-                await asyncio.sleep(1.0)
+                self._outage.lost(exc)
+                if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+                    # A refusal (ACL, OOM...): redis-py does not retry these, so pause here.
+                    await asyncio.sleep(1.0)
                 continue
             if popped:
                 self._dispatch(cast(list[bytes], popped[1]))
+
+    async def _recover(self) -> int:
+        """Like ``Producer._recover``: queues again, then stored results of waiting handles."""
+        keyspace = self._core.keyspace
+        for queue in list(self._reply_keys):
+            await ensure_queue_async(self._listen_client, keyspace, keyspace.queue(queue))
+        waiting = list(self._pending.values())
+        resolved = 0
+        for start in range(0, len(waiting), RECOVER_BATCH):
+            part = waiting[start : start + RECOVER_BATCH]
+            pipe = self._listen_client.pipeline(transaction=False)
+            for handle in part:
+                pipe.hgetall(keyspace.queue(handle.queue).result(handle.id))
+            rows = await pipe.execute()
+            for handle, fields in zip(part, rows, strict=True):
+                outcome = stored_outcome(handle.id, fields)
+                if outcome is not None and self._pending.get(handle.id) is handle:
+                    del self._pending[handle.id]
+                    handle._resolve(outcome)
+                    resolved += 1
+        return resolved
 
     def _dispatch(self, items: list[bytes]) -> None:
         for outcome in read_replies(items):

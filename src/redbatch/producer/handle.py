@@ -20,15 +20,25 @@ CancelFn = Callable[[str, list[str]], None]
 class Handle:
     """A submitted request; ``result()`` waits for its outcome."""
 
-    __slots__ = ("_cancel", "_core", "_ct", "_error", "_event", "_outcome", "id", "queue")
+    __slots__ = (
+        "_cancel", "_core", "_ct", "_error", "_event", "_outcome", "_timed_out", "id", "queue",
+    )  # fmt: skip
 
     def __init__(
-        self, core: ProducerCore, cancel: CancelFn, queue: str, request_id: str, ct: str
+        self,
+        core: ProducerCore,
+        cancel: CancelFn,
+        queue: str,
+        request_id: str,
+        ct: str,
+        timed_out: CancelFn | None = None,
     ) -> None:
+        """``timed_out`` cancels after a local timeout (``cancel`` when not given)."""
         self.id = request_id
         self.queue = queue
         self._core = core
         self._cancel = cancel
+        self._timed_out = timed_out or cancel
         self._ct = ct
         self._event = threading.Event()
         self._outcome: Outcome | None = None
@@ -46,7 +56,7 @@ class Handle:
         (with the producer's ``cancel_on_timeout``, the request is cancelled first)."""
         if not self._event.wait(timeout):
             if self._core.cancel_on_timeout:
-                cancel_quietly(self._cancel, self.queue, [self.id])
+                cancel_quietly(self._timed_out, self.queue, [self.id])
             raise ResultTimeout(self.id, timeout or 0.0)
         return self._value()
 

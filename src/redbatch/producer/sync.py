@@ -2,6 +2,9 @@
 
 One background thread per producer listens on the producer's reply lists with a blocking
 multi-key pop and resolves handles; waiting requests cost no connection and no polling.
+The listener rides out a Redis outage (redis-py reconnects with backoff; one warning when it
+starts, one info line when it ends) and then reads the stored results of the requests still
+waiting: a reply push can be lost with a restart, the result hash is the source of truth.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, cast
 
 import redis
 
-from redbatch.connection import address, clone_kwargs, connect, ping
+from redbatch.connection import address, backoff_retry, clone_kwargs, connect, ping
 from redbatch.errors import (
     ConnectionFailed,
     MapQueueFull,
@@ -27,17 +30,21 @@ from redbatch.producer._core import (
     CANCEL_MARK,
     CANCEL_TTL_MS,
     DEFAULT_MAX_QUEUE_LEN,
+    LISTEN_RETRIES,
     LISTEN_SOCKET_TIMEOUT_S,
     LISTEN_TIMEOUT_S,
+    RECOVER_BATCH,
     REPLY_BATCH,
     WAKE,
     WAKE_TTL_MS,
     Gathered,
+    Outage,
     ProducerCore,
     Submission,
     batches,
     check_new_ids,
     read_replies,
+    stored_outcome,
 )
 from redbatch.producer.handle import Handle, cancel_quietly
 from redbatch.protocol import codec
@@ -83,9 +90,11 @@ class Producer:
             connection_pool=redis.ConnectionPool(
                 connection_class=pool.connection_class,
                 max_connections=1,
+                retry=backoff_retry(LISTEN_RETRIES),
                 **clone_kwargs(client, socket_timeout=LISTEN_SOCKET_TIMEOUT_S),
             )
         )
+        self._outage = Outage()  # the listener's; read by the timeout path
         self._cond = threading.Condition()
         self._pending: dict[str, Handle] = {}
         self._reply_keys: dict[str, str] = {}  # queue -> reply key, oldest first
@@ -253,7 +262,10 @@ class Producer:
 
     def _register(self, subs: list[Submission]) -> list[Handle]:
         ct = self._core.content_type
-        handles = [Handle(self._core, self._cancel_ids, s.queue, s.request_id, ct) for s in subs]
+        handles = [
+            Handle(self._core, self._cancel_ids, s.queue, s.request_id, ct, self._cancel_timed_out)
+            for s in subs
+        ]
         with self._cond:
             if self._closed:
                 raise ProducerClosed("producer is closed")
@@ -290,12 +302,20 @@ class Producer:
         except redis.RedisError as exc:
             raise ConnectionFailed(f"cannot cancel requests of queue {queue}: {exc}") from None
 
+    def _cancel_timed_out(self, queue: str, ids: list[str]) -> None:
+        """cancel_on_timeout, best effort: skipped while the listener knows Redis is down, so
+        a timed-out wait raises ResultTimeout at its timeout, not after redis-py's retries."""
+        if self._outage.active:
+            log.debug("Redis unavailable: not cancelling %d timed-out request(s)", len(ids))
+            return
+        self._cancel_ids(queue, ids)
+
     def _gather(self, handles: list[Handle], gathered: Gathered) -> list[Any]:
         for handle in handles:
             if not handle._event.wait(gathered.remaining()):
                 if self._core.cancel_on_timeout:
                     waiting = [h.id for h in handles if not h.done()]
-                    cancel_quietly(self._cancel_ids, handle.queue, waiting)
+                    cancel_quietly(self._cancel_timed_out, handle.queue, waiting)
                 raise ResultTimeout(handle.id, gathered.timeout or 0.0)
             try:
                 gathered.results.append(handle._value())
@@ -344,6 +364,10 @@ class Producer:
             log.warning("could not wake the reply listener: %s", exc)
 
     def _listen(self) -> None:
+        """Pop replies until closed. A lost connection is redis-py's to retry (backoff with
+        jitter, LISTEN_RETRIES attempts per command); between its rounds this loop only checks
+        for a stop. Once Redis answers again, stored results settle what replies may have lost.
+        """
         while True:
             with self._cond:
                 while not self._reply_keys and not self._closed:
@@ -352,17 +376,51 @@ class Producer:
                     return
                 keys = list(self._reply_keys.values())
             try:
+                if self._outage.active:
+                    self._outage.back(self._recover())
                 popped = self._listen_client.blmpop(
                     LISTEN_TIMEOUT_S, len(keys), *keys, direction="LEFT", count=REPLY_BATCH
                 )
             except redis.RedisError as exc:
                 if self._stopping.is_set():
                     return
-                log.warning("reply listener: %s; retrying", exc)
-                self._stopping.wait(1.0)
+                self._outage.lost(exc)
+                if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+                    # A refusal (ACL, OOM...): redis-py does not retry these, so pause here.
+                    self._stopping.wait(1.0)
                 continue
             if popped:
                 self._dispatch(cast(list[bytes], popped[1]))
+
+    def _recover(self) -> int:
+        """After an outage: recreate the queues (Redis may have restarted empty) and resolve
+        every waiting handle whose result is stored; returns how many were resolved."""
+        with self._cond:
+            queues = list(self._reply_keys)
+            waiting = list(self._pending.values())
+        for queue in queues:
+            ensure_queue(self._listen_client, self._core.keyspace, self._core.keyspace.queue(queue))
+        resolved = 0
+        for start in range(0, len(waiting), RECOVER_BATCH):
+            part = waiting[start : start + RECOVER_BATCH]
+            pipe = self._listen_client.pipeline(transaction=False)
+            for handle in part:
+                pipe.hgetall(self._core.keyspace.queue(handle.queue).result(handle.id))
+            rows = pipe.execute()
+            found = [(h, stored_outcome(h.id, f)) for h, f in zip(part, rows, strict=True)]
+            with self._cond:
+                ready = [(h, o) for h, o in found if o is not None and self._claim(h)]
+            for handle, outcome in ready:
+                handle._resolve(outcome)
+            resolved += len(ready)
+        return resolved
+
+    def _claim(self, handle: Handle) -> bool:
+        """Take ``handle`` off the waiting list if it is still there (lock held)."""
+        if self._pending.get(handle.id) is not handle:
+            return False
+        del self._pending[handle.id]
+        return True
 
     def _dispatch(self, items: list[bytes]) -> None:
         outcomes = read_replies(items)
