@@ -317,8 +317,9 @@ def demo(count: int | None, workers: int, max_batch_size: int, model: str, in_fl
     and the status table, and cleans up everything it started."""
     # Ctrl-C and SIGTERM stop everything the demo started, even when this process was
     # started with SIGINT ignored (a background job of a non-interactive shell).
+    # SIGTERM becomes SIGINT, which asyncio turns into a clean cancellation of the demo.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         check_environment(os.environ)
         demo_module.run(

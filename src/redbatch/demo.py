@@ -134,7 +134,10 @@ def run(
         _processes(_commands(url, namespace, workers, model, max_batch_size)),
     ):
         console.print(f"a scheduler and {workers} {what} workers are starting…")
-        latencies, elapsed = asyncio.run(_drive(url, namespace, model, count, in_flight))
+        try:
+            latencies, elapsed = asyncio.run(_drive(url, namespace, model, count, in_flight))
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None  # a stop signal cancelled the run
         _report(count, workers, what, latencies, elapsed)
         _print_status(url, namespace, count)
 
@@ -159,6 +162,19 @@ async def _drive(
 ) -> tuple[list[float], float]:
     """Keep ``in_flight`` requests going until ``count`` are answered; each one's latency."""
     latencies: list[float] = []
+    # A stop signal cancels this coroutine from the event loop (never an exception injected
+    # at a random point, which a finaliser could swallow): everything unwinds in order.
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        stopping.set()
+        main.cancel()  # may be lost inside a library's wait_for on 3.11: senders also check
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
     async with AsyncProducer.from_url(url, namespace=namespace) as producer:
         await producer.ping()
         # The first call waits for a worker process to come up (imports take a moment).
@@ -177,6 +193,8 @@ async def _drive(
                 # ``in_flight`` of these share one iterator: a window, without a coroutine
                 # per request up front.
                 for i in numbers:
+                    if stopping.is_set():
+                        raise asyncio.CancelledError
                     payload = _payload(model, i)
                     began = time.perf_counter()
                     handle = await producer.submit(_QUEUE, payload, timeout=_REQUEST_TIMEOUT_S)

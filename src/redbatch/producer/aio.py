@@ -114,8 +114,11 @@ class AsyncHandle:
     async def _wait(self, timeout: float | None) -> Outcome:
         try:
             # shield: a timeout or cancellation of this wait must not cancel the future,
-            # which other waiters (and a later call) still use.
-            return await asyncio.wait_for(asyncio.shield(self._future), timeout)
+            # which other waiters (and a later call) still use. asyncio.timeout, not
+            # wait_for: on Python 3.11 wait_for swallows a cancellation that arrives as the
+            # future completes, and a cancelled caller then carries on.
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self._future)
         except TimeoutError:
             raise ResultTimeout(self.id, timeout or 0.0) from None
 
