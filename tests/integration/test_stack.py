@@ -359,3 +359,12 @@ def test_the_stack_answers_every_request_through_stop_kill_and_a_redis_restart(
         timeout=15,
         what="the healthcheck to fail with no worker alive",
     )
+
+
+def test_gpu_override_reserves_nvidia_gpus_for_the_worker_service_only() -> None:
+    """compose.gpu.yaml is valid YAML that merges onto compose.yaml's worker service."""
+    base = yaml.safe_load(COMPOSE.read_text())
+    gpu = yaml.safe_load((REPO_ROOT / "compose.gpu.yaml").read_text())
+    assert set(gpu["services"]) == {"worker"} <= set(base["services"])
+    devices = gpu["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
