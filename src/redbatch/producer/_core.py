@@ -181,6 +181,15 @@ class ProducerCore:
             priority=sub.priority,
         )
 
+    def admission(
+        self, subs: list[Submission], *, once: bool
+    ) -> tuple[str, list[str], list[bytes | str | int]]:
+        """The admission script to call (``admit``, or ``admit_once`` for a single request
+        with a caller-chosen id), with its keys and arguments."""
+        if once:
+            return ("admit_once", *self.admit_once_call(subs[0]))
+        return ("admit", *self.admit_call(subs))
+
     def refusal(self, queue: str, reply: Any, priority: str = DEFAULT_PRIORITY) -> QueueFull | None:
         """None when admit.lua / admit_once.lua took the requests (``[1, ids...]`` added,
         ``[2]`` answered from the stored result, ``[3]`` joined the waiting request); the

@@ -318,12 +318,8 @@ class AsyncProducer:
         """One admission call: all of ``subs`` are added, or none (QueueFull). ``once``: a
         single request with a caller-chosen id, admitted idempotently (admit_once.lua)."""
         queue = subs[0].queue
-        if once:
-            keys, args = self._core.admit_once_call(subs[0])
-            script = self._scripts.admit_once
-        else:
-            keys, args = self._core.admit_call(subs)
-            script = self._scripts.admit
+        name, keys, args = self._core.admission(subs, once=once)
+        script = getattr(self._scripts, name)
         try:
             reply = await script(keys=keys, args=args)
         except redis.RedisError as exc:
