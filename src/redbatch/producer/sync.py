@@ -46,7 +46,7 @@ from redbatch.producer._core import (
     read_replies,
     stored_outcome,
 )
-from redbatch.producer.handle import Handle, cancel_quietly
+from redbatch.producer.handle import Handle, Latch, cancel_quietly
 from redbatch.protocol import codec
 from redbatch.protocol.fields import outcome_from_result
 from redbatch.protocol.keys import DEFAULT_PRIORITY, check_priority, check_queue_name
@@ -262,10 +262,9 @@ class Producer:
 
     def _register(self, subs: list[Submission]) -> list[Handle]:
         ct = self._core.content_type
-        handles = [
-            Handle(self._core, self._cancel_ids, s.queue, s.request_id, ct, self._cancel_timed_out)
-            for s in subs
-        ]
+        latch = Latch(len(subs))
+        core, cancel, timed_out = self._core, self._cancel_ids, self._cancel_timed_out
+        handles = [Handle(core, cancel, s.queue, s.request_id, ct, timed_out, latch) for s in subs]
         with self._cond:
             if self._closed:
                 raise ProducerClosed("producer is closed")
@@ -307,12 +306,15 @@ class Producer:
         self._cancel_ids(queue, ids)
 
     def _gather(self, handles: list[Handle], gathered: Gathered) -> list[Any]:
-        for handle in handles:
-            if not handle._event.wait(gathered.remaining()):
+        """``handles`` share one latch (``_register``): one wait for all of them."""
+        if not handles[0]._latch.wait_all(gathered.remaining()):
+            waiting = [h for h in handles if not h.done()]
+            if waiting:
                 if self._core.cancel_on_timeout:
-                    waiting = [h.id for h in handles if not h.done()]
-                    cancel_quietly(self._cancel_timed_out, handle.queue, waiting)
-                raise ResultTimeout(handle.id, gathered.timeout or 0.0)
+                    ids = [h.id for h in waiting]
+                    cancel_quietly(self._cancel_timed_out, waiting[0].queue, ids)
+                raise ResultTimeout(waiting[0].id, gathered.timeout or 0.0)
+        for handle in handles:
             try:
                 gathered.results.append(handle._value())
             except Exception as exc:
