@@ -27,13 +27,28 @@ from redbatch.protocol.scripts import (
 from redbatch.protocol.streams import ensure_queue
 
 HEADER = 3
-PER_ITEM = 10
+FIXED = 8  # values per item before its two counted runs (result hash, dead-letter entry)
 KEYS = KeySpace().queue("echo")
 
 
-def item_args(argv: list[object], n: int) -> list[object]:
-    start = HEADER + PER_ITEM * n
-    return argv[start : start + PER_ITEM]
+def parsed_items(argv: list[object]) -> list[dict[str, object]]:
+    """finish_batch.lua's ARGV items, read the way the script reads them."""
+    items: list[dict[str, object]] = []
+    i = HEADER
+    names = ("entry_id", "result_idx", "reply_idx", "request_id", "reply", "guard_idx")
+    while i < len(argv):
+        item: dict[str, object] = dict(zip(names, argv[i : i + 6], strict=True))
+        item["due"], item["delayed"] = argv[i + 6], argv[i + 7]
+        i += FIXED
+        for run in ("result", "dead"):
+            n = argv[i]
+            assert isinstance(n, int)
+            values = argv[i + 1 : i + 1 + n]
+            item[run] = dict(zip(values[::2], values[1::2], strict=True))
+            i += 1 + n
+        items.append(item)
+    assert i == len(argv)
+    return items
 
 
 def unflat(data: object) -> dict[bytes, bytes]:
@@ -51,7 +66,7 @@ def test_header_and_first_keys() -> None:
     keys, argv = finish_batch_args(KEYS, [ok_item("1-0", "r1")], ttl_ms=60_000, dead_maxlen=1000)
     assert keys[:3] == ["rb:{echo}:stream", "rb:{echo}:dead", "rb:{echo}:delayed"]
     assert argv[:HEADER] == [GROUP, 60_000, 1000]
-    assert len(argv) == HEADER + PER_ITEM
+    assert len(parsed_items(argv)) == 1
 
 
 def test_empty_batch() -> None:
@@ -63,21 +78,20 @@ def test_empty_batch() -> None:
 def test_indexes_are_one_based_and_point_at_the_right_keys() -> None:
     items = [ok_item("1-0", "r1", reply="p1"), ok_item("1-1", "r2", reply="p2")]
     keys, argv = finish_batch_args(KEYS, items, ttl_ms=1000, dead_maxlen=10)
-    assert len(argv) == HEADER + PER_ITEM * len(items)
+    parsed = parsed_items(argv)
+    assert len(parsed) == len(items)
     for n, (rid, pid) in enumerate([("r1", "p1"), ("r2", "p2")]):
-        entry_id, result_idx, reply_idx, _request_id, reply, result, dead, *_rest = item_args(
-            argv, n
-        )
-        assert entry_id == items[n].entry_id
-        assert isinstance(result_idx, int)
-        assert isinstance(reply_idx, int)
-        assert result_idx >= 4
-        assert reply_idx >= 4
-        assert keys[result_idx - 1] == f"rb:{{echo}}:result:{rid}"
-        assert keys[reply_idx - 1] == f"rb:{{echo}}:reply:{pid}"
-        assert decode_reply(reply) == items[n].outcome  # type: ignore[arg-type]
-        assert unflat(result)[b"status"] == b"ok"
-        assert dead == b""
+        item = parsed[n]
+        assert item["entry_id"] == items[n].entry_id
+        for name in ("result_idx", "reply_idx", "guard_idx"):
+            assert isinstance(item[name], int)
+            assert item[name] >= 4  # type: ignore[operator]
+        assert keys[item["result_idx"] - 1] == f"rb:{{echo}}:result:{rid}"  # type: ignore[operator]
+        assert keys[item["reply_idx"] - 1] == f"rb:{{echo}}:reply:{pid}"  # type: ignore[operator]
+        assert keys[item["guard_idx"] - 1] == f"rb:{{echo}}:guard:{rid}"  # type: ignore[operator]
+        assert decode_reply(item["reply"]) == items[n].outcome  # type: ignore[arg-type]
+        assert item["result"]["status"] == "ok"  # type: ignore[index]
+        assert item["dead"] == {}
     assert len(keys) == 3 + 4 + 2  # + a guard key per request
     assert all("{echo}" in key for key in keys)
 
@@ -85,45 +99,40 @@ def test_indexes_are_one_based_and_point_at_the_right_keys() -> None:
 def test_shared_reply_key_is_deduplicated() -> None:
     items = [ok_item(f"1-{n}", f"r{n}", reply="p1") for n in range(4)]
     keys, argv = finish_batch_args(KEYS, items, ttl_ms=1000, dead_maxlen=10)
+    parsed = parsed_items(argv)
     reply_key = KEYS.reply("p1")
     assert keys.count(reply_key) == 1
-    reply_indexes = {item_args(argv, n)[2] for n in range(4)}
-    assert reply_indexes == {keys.index(reply_key) + 1}
-    result_indexes = [item_args(argv, n)[1] for n in range(4)]
-    assert len(set(result_indexes)) == 4
+    assert {item["reply_idx"] for item in parsed} == {keys.index(reply_key) + 1}
+    assert len({item["result_idx"] for item in parsed}) == 4
     assert len(keys) == len(set(keys)) == 3 + 4 + 1 + 4  # + a guard key per request
 
 
 def test_item_without_reply_has_zero_reply_index() -> None:
     keys, argv = finish_batch_args(KEYS, [ok_item("1-0", "r1")], ttl_ms=1, dead_maxlen=1)
-    _, result_idx, reply_idx, _, reply, _, _, _, _, _ = item_args(argv, 0)
-    assert reply_idx == 0
-    assert keys[result_idx - 1] == KEYS.result("r1")  # type: ignore[operator]
-    assert reply != b""  # the element is still built (Lua ignores it without a key)
+    [item] = parsed_items(argv)
+    assert item["reply_idx"] == 0
+    assert keys[item["result_idx"] - 1] == KEYS.result("r1")  # type: ignore[operator]
+    assert item["reply"] != b""  # the element is still built (Lua ignores it without a key)
     assert not any(":reply:" in key for key in keys)
 
 
 def test_item_without_outcome_is_only_dead_lettered() -> None:
     raw = {b"id": b"bad id", b"payload": b"x"}
-    item = Finished("2-0", None, dead_reason="missing or invalid field 'id'", dead_fields=raw)
-    keys, argv = finish_batch_args(KEYS, [item], ttl_ms=1, dead_maxlen=1)
-    entry_id, result_idx, reply_idx, _request_id, reply, result, dead, _due, _delayed, _guard = (
-        item_args(argv, 0)
-    )
-    assert entry_id == "2-0"
-    assert (result_idx, reply_idx) == (0, 0)
-    assert reply == b""
-    assert result == b""
+    finished = Finished("2-0", None, dead_reason="missing or invalid field 'id'", dead_fields=raw)
+    keys, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1)
+    [item] = parsed_items(argv)
+    assert item["entry_id"] == "2-0"
+    assert (item["result_idx"], item["reply_idx"], item["guard_idx"]) == (0, 0, 0)
+    assert item["reply"] == b""
+    assert item["result"] == {}
     assert keys == [KEYS.stream, KEYS.dead, KEYS.delayed]
-    fields = unflat(dead)
-    assert fields[b"reason"] == b"missing or invalid field 'id'"
-    assert fields[b"id"] == b"bad id"
-    assert fields[b"payload"] == b"x"
+    dead = item["dead"]
+    assert dead == {b"id": b"bad id", b"payload": b"x", b"reason": b"missing or invalid field 'id'"}
 
 
 def test_dead_item_with_outcome_records_result_reply_and_reason() -> None:
     outcome = Outcome("r9", DEAD, b"out of attempts (3)")
-    item = Finished(
+    finished = Finished(
         "3-0",
         outcome,
         reply="p1",
@@ -131,35 +140,38 @@ def test_dead_item_with_outcome_records_result_reply_and_reason() -> None:
         dead_reason="out of attempts (3)",
         dead_fields={b"id": b"r9", b"attempt": b"3", b"payload": b"\x00\xff"},
     )
-    keys, argv = finish_batch_args(KEYS, [item], ttl_ms=1, dead_maxlen=1)
-    _, result_idx, reply_idx, _, reply, result, dead, _, _, _ = item_args(argv, 0)
-    assert keys[result_idx - 1] == KEYS.result("r9")  # type: ignore[operator]
-    assert keys[reply_idx - 1] == KEYS.reply("p1")  # type: ignore[operator]
-    assert decode_reply(reply) == outcome  # type: ignore[arg-type]
-    assert unflat(result)[b"status"] == b"dead"
-    assert unflat(result)[b"error"] == b"out of attempts (3)"
-    dead_fields = unflat(dead)
-    assert dead_fields[b"reason"] == b"out of attempts (3)"
-    assert dead_fields[b"payload"] == b"\x00\xff"
-    assert dead_fields[b"attempt"] == b"3"
+    keys, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1)
+    [item] = parsed_items(argv)
+    assert keys[item["result_idx"] - 1] == KEYS.result("r9")  # type: ignore[operator]
+    assert keys[item["reply_idx"] - 1] == KEYS.reply("p1")  # type: ignore[operator]
+    assert decode_reply(item["reply"]) == outcome  # type: ignore[arg-type]
+    result = item["result"]
+    assert isinstance(result, dict)
+    assert result["status"] == "dead"
+    assert result["error"] == b"out of attempts (3)"
+    dead = item["dead"]
+    assert isinstance(dead, dict)
+    assert dead[b"reason"] == b"out of attempts (3)"
+    assert dead[b"payload"] == b"\x00\xff"
+    assert dead[b"attempt"] == b"3"
 
 
 def test_dead_reason_without_fields_still_carries_reason() -> None:
     outcome = Outcome("r1", ERROR, b"x")
-    item = Finished("4-0", outcome, dead_reason="why")
-    _, argv = finish_batch_args(KEYS, [item], ttl_ms=1, dead_maxlen=1)
-    assert unflat(item_args(argv, 0)[6]) == {b"reason": b"why"}
+    finished = Finished("4-0", outcome, dead_reason="why")
+    _, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1)
+    assert parsed_items(argv)[0]["dead"] == {b"reason": b"why"}
 
 
-def test_result_hash_integers_travel_as_strings() -> None:
+def test_result_hash_travels_as_plain_arguments() -> None:
     outcome = Outcome("r1", OK, b"\x01")
-    item = Finished("1-0", outcome, result=result_fields(outcome, attempt=2, enq=123, batch=7))
-    _, argv = finish_batch_args(KEYS, [item], ttl_ms=1, dead_maxlen=1)
-    fields = unflat(item_args(argv, 0)[5])
-    assert fields[b"attempt"] == b"2"
-    assert fields[b"enq"] == b"123"
-    assert fields[b"batch"] == b"7"
-    assert fields[b"payload"] == b"\x01"
+    finished = Finished("1-0", outcome, result=result_fields(outcome, attempt=2, enq=123, batch=7))
+    _, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1)
+    result = parsed_items(argv)[0]["result"]
+    assert isinstance(result, dict)
+    # redis-py sends ints as their decimal text: HSET stores "2", "123", "7".
+    assert (result["attempt"], result["enq"], result["batch"]) == (2, 123, 7)
+    assert result["payload"] == b"\x01"
 
 
 def test_mixed_batch_keeps_item_order() -> None:
@@ -169,16 +181,25 @@ def test_mixed_batch_keeps_item_order() -> None:
         ok_item("1-2", "r3", reply="p1"),
     ]
     keys, argv = finish_batch_args(KEYS, items, ttl_ms=5, dead_maxlen=5)
-    assert [item_args(argv, n)[0] for n in range(3)] == ["1-0", "1-1", "1-2"]
-    assert item_args(argv, 1)[1:3] == [0, 0]
-    assert item_args(argv, 0)[2] == item_args(argv, 2)[2]
-    assert keys[item_args(argv, 2)[1] - 1] == KEYS.result("r3")  # type: ignore[operator]
+    parsed = parsed_items(argv)
+    assert [item["entry_id"] for item in parsed] == ["1-0", "1-1", "1-2"]
+    assert (parsed[1]["result_idx"], parsed[1]["reply_idx"]) == (0, 0)
+    assert parsed[0]["reply_idx"] == parsed[2]["reply_idx"]
+    assert keys[parsed[2]["result_idx"] - 1] == KEYS.result("r3")  # type: ignore[operator]
 
 
 def test_load_lua_finish_batch_documents_keys_and_argv() -> None:
     text = load_lua("finish_batch")
     header = "\n".join(line for line in text.splitlines() if line.startswith("--"))
-    for word in ("KEYS[1]", "KEYS[2]", "ARGV[1]", "ARGV[2]", "ARGV[3]", "ARGV[4..]", "10 values"):
+    for word in (
+        "KEYS[1]",
+        "KEYS[2]",
+        "ARGV[1]",
+        "ARGV[2]",
+        "ARGV[3]",
+        "ARGV[4..]",
+        "8 fixed values",
+    ):
         assert word in header
     assert "XACK" in text
     assert "XDEL" in text

@@ -44,14 +44,13 @@ class Finished:
     delayed: bytes = b""
 
 
-def _flat(mapping: dict[Any, Any]) -> bytes:
-    # Lua turns numbers into floats; send every value as a string so nothing is reformatted.
-    # use_bin_type=False: Redis's cmsgpack cannot decode msgpack "bin"; Lua strings are bytes.
-    flat: list[bytes | str] = []
-    for key, value in mapping.items():
-        flat.append(key)
-        flat.append(str(value) if isinstance(value, int) else value)
-    return bytes(msgpack.packb(flat, use_bin_type=False))
+def _values(mapping: dict[Any, Any]) -> list[Any]:
+    """A hash as counted plain arguments [n, field, value, ...]: Lua passes a slice of ARGV
+    to HSET/XADD unchanged. Integers travel as redis-py formats them (decimal text)."""
+    flat: list[Any] = [2 * len(mapping)]
+    for pair in mapping.items():
+        flat += pair
+    return flat
 
 
 def finish_batch_args(
@@ -67,32 +66,34 @@ def finish_batch_args(
     index: dict[str, int] = {}
 
     def key_index(key: str) -> int:
-        if key not in index:
+        at = index.get(key)
+        if at is None:
             script_keys.append(key)
-            index[key] = len(script_keys)  # Lua's KEYS is 1-based
-        return index[key]
+            at = index[key] = len(script_keys)  # Lua's KEYS is 1-based
+        return at
 
     argv: list[bytes | str | int] = [GROUP, ttl_ms, dead_maxlen]
     for item in items:
-        result_idx = reply_idx = 0
-        reply = b""
-        request_id = ""
-        guard_idx = 0
-        if item.outcome is not None:
-            request_id = item.outcome.id
-            guard_idx = key_index(keys.guard(request_id))
-            result_idx = key_index(keys.result(item.outcome.id))
-            reply = item.outcome.encode_reply()
-            if item.reply:
-                reply_idx = key_index(keys.reply(item.reply))
-        dead = b""
+        outcome = item.outcome
+        if outcome is not None:
+            request_id = outcome.id
+            script_keys.append(keys.result(request_id))
+            script_keys.append(keys.guard(request_id))
+            result_idx = len(script_keys) - 1
+            guard_idx = result_idx + 1
+            reply = outcome.encode_reply()
+            reply_idx = key_index(keys.reply(item.reply)) if item.reply else 0
+        else:
+            request_id, reply, result_idx, reply_idx, guard_idx = "", b"", 0, 0, 0
+        argv += [item.entry_id, result_idx, reply_idx, request_id, reply, guard_idx]
+        argv += [item.due_ms, item.delayed]
+        argv += _values(item.result) if item.result is not None else [0]
         if item.dead_reason:
             dead_entry = dict(item.dead_fields or {})
             dead_entry[b"reason"] = item.dead_reason.encode()
-            dead = _flat(dead_entry)
-        result = _flat(item.result) if item.result is not None else b""
-        argv += [item.entry_id, result_idx, reply_idx, request_id, reply, result, dead]
-        argv += [item.due_ms, item.delayed, guard_idx]
+            argv += _values(dead_entry)
+        else:
+            argv.append(0)
     return script_keys, argv
 
 
@@ -238,6 +239,12 @@ def replay_args(
         dead_entry_id, request_id, now_ms, DEFAULT_PRIORITY, *PRIORITIES
     ]  # fmt: skip
     return script_keys, argv
+
+
+def _flat(mapping: dict[bytes, bytes]) -> bytes:
+    # use_bin_type=False: Redis's cmsgpack cannot decode msgpack "bin"; Lua strings are bytes.
+    flat = [part for pair in mapping.items() for part in pair]
+    return bytes(msgpack.packb(flat, use_bin_type=False))
 
 
 def delayed_member(
