@@ -14,6 +14,7 @@ from redbatch.protocol.scripts import (
     RETRY,
     Finished,
     Held,
+    RunFacts,
     Scripts,
     admit_args,
     admit_once_args,
@@ -27,25 +28,52 @@ from redbatch.protocol.scripts import (
 from redbatch.protocol.streams import ensure_queue
 
 HEADER = 3
-FIXED = 8  # values per item before its two counted runs (result hash, dead-letter entry)
 KEYS = KeySpace().queue("echo")
 
 
-def parsed_items(argv: list[object]) -> list[dict[str, object]]:
-    """finish_batch.lua's ARGV items, read the way the script reads them."""
+def parsed_items(keys: list[str], argv: list[object]) -> list[dict[str, object]]:
+    """finish_batch.lua's items, read the way the script reads them: each with its kind,
+    entry id, and (resolved to names) its result, guard and reply keys, reply element,
+    result hash as the script writes it, and dead-letter entry."""
+    n_common = argv[HEADER]
+    assert isinstance(n_common, int)
+    common = argv[HEADER + 1 : HEADER + 1 + n_common]
+    i = HEADER + 1 + n_common
+    key_at = 3
     items: list[dict[str, object]] = []
-    i = HEADER
-    names = ("entry_id", "result_idx", "reply_idx", "request_id", "reply", "guard_idx")
+
+    def counted(at: int) -> tuple[dict[object, object], int]:
+        n = argv[at]
+        assert isinstance(n, int)
+        values = argv[at + 1 : at + 1 + n]
+        return dict(zip(values[::2], values[1::2], strict=True)), at + 1 + n
+
     while i < len(argv):
-        item: dict[str, object] = dict(zip(names, argv[i : i + 6], strict=True))
-        item["due"], item["delayed"] = argv[i + 6], argv[i + 7]
-        i += FIXED
-        for run in ("result", "dead"):
-            n = argv[i]
-            assert isinstance(n, int)
-            values = argv[i + 1 : i + 1 + n]
-            item[run] = dict(zip(values[::2], values[1::2], strict=True))
-            i += 1 + n
+        kind, entry_id = argv[i], argv[i + 1]
+        item: dict[str, object] = {"kind": kind, "entry_id": entry_id, "dead": {}}
+        if kind == "d":
+            item["due"], item["delayed"] = argv[i + 2], argv[i + 3]
+            i += 4
+            items.append(item)
+            continue
+        request_id, reply_idx, reply = argv[i + 2], argv[i + 3], argv[i + 4]
+        assert isinstance(reply_idx, int)
+        item.update(request_id=request_id, reply=reply)
+        item["reply_key"] = keys[reply_idx - 1] if reply_idx else None
+        if kind == "r":
+            status, body, attempt, enq, ct = argv[i + 5 : i + 10]
+            result = {"status": status, "payload" if status == "ok" else "error": body}
+            result.update({"attempt": attempt, "enq": enq, **({"ct": ct} if ct else {})})
+            result.update(zip(common[::2], common[1::2], strict=True))
+            item["result"] = result
+            i += 10
+        else:
+            assert kind == "g"
+            item["result"], at = counted(i + 5)
+            item["dead"], i = counted(at)
+        if request_id:
+            item["result_key"], item["guard_key"] = keys[key_at], keys[key_at + 1]
+            key_at += 2
         items.append(item)
     assert i == len(argv)
     return items
@@ -62,33 +90,44 @@ def ok_item(entry_id: str, request_id: str, reply: str = "") -> Finished:
     return Finished(entry_id, outcome, reply=reply, result=result_fields(outcome, batch=3))
 
 
+def ran_item(entry_id: str, request_id: str, reply: str = "", **facts: object) -> Finished:
+    outcome = Outcome(request_id, OK, b"\x01")
+    return Finished(
+        entry_id, outcome, reply=reply, facts=RunFacts(**{"attempt": 1, "enq": 5, **facts})
+    )  # type: ignore[arg-type]
+
+
+COMMON: dict[str, str | int] = {"worker": "w1", "start": 10, "end": 12, "batch": 3}
+
+
 def test_header_and_first_keys() -> None:
-    keys, argv = finish_batch_args(KEYS, [ok_item("1-0", "r1")], ttl_ms=60_000, dead_maxlen=1000)
+    keys, argv = finish_batch_args(
+        KEYS, [ok_item("1-0", "r1")], ttl_ms=60_000, dead_maxlen=1000, common=COMMON
+    )
     assert keys[:3] == ["rb:{echo}:stream", "rb:{echo}:dead", "rb:{echo}:delayed"]
     assert argv[:HEADER] == [GROUP, 60_000, 1000]
-    assert len(parsed_items(argv)) == 1
+    assert argv[HEADER : HEADER + 9] == [8, "worker", "w1", "start", 10, "end", 12, "batch", 3]
+    assert len(parsed_items(keys, argv)) == 1
 
 
 def test_empty_batch() -> None:
     keys, argv = finish_batch_args(KEYS, [], ttl_ms=1, dead_maxlen=1)
     assert keys == [KEYS.stream, KEYS.dead, KEYS.delayed]
-    assert argv == [GROUP, 1, 1]
+    assert argv == [GROUP, 1, 1, 0]
 
 
-def test_indexes_are_one_based_and_point_at_the_right_keys() -> None:
-    items = [ok_item("1-0", "r1", reply="p1"), ok_item("1-1", "r2", reply="p2")]
-    keys, argv = finish_batch_args(KEYS, items, ttl_ms=1000, dead_maxlen=10)
-    parsed = parsed_items(argv)
+@pytest.mark.parametrize("make", [ok_item, ran_item])
+def test_each_item_names_its_own_result_guard_and_reply_keys(make: object) -> None:
+    items = [make("1-0", "r1", reply="p1"), make("1-1", "r2", reply="p2")]  # type: ignore[operator]
+    keys, argv = finish_batch_args(KEYS, items, ttl_ms=1000, dead_maxlen=10, common=COMMON)
+    parsed = parsed_items(keys, argv)
     assert len(parsed) == len(items)
     for n, (rid, pid) in enumerate([("r1", "p1"), ("r2", "p2")]):
         item = parsed[n]
         assert item["entry_id"] == items[n].entry_id
-        for name in ("result_idx", "reply_idx", "guard_idx"):
-            assert isinstance(item[name], int)
-            assert item[name] >= 4  # type: ignore[operator]
-        assert keys[item["result_idx"] - 1] == f"rb:{{echo}}:result:{rid}"  # type: ignore[operator]
-        assert keys[item["reply_idx"] - 1] == f"rb:{{echo}}:reply:{pid}"  # type: ignore[operator]
-        assert keys[item["guard_idx"] - 1] == f"rb:{{echo}}:guard:{rid}"  # type: ignore[operator]
+        assert item["result_key"] == f"rb:{{echo}}:result:{rid}"
+        assert item["guard_key"] == f"rb:{{echo}}:guard:{rid}"
+        assert item["reply_key"] == f"rb:{{echo}}:reply:{pid}"
         assert decode_reply(item["reply"]) == items[n].outcome  # type: ignore[arg-type]
         assert item["result"]["status"] == "ok"  # type: ignore[index]
         assert item["dead"] == {}
@@ -96,22 +135,46 @@ def test_indexes_are_one_based_and_point_at_the_right_keys() -> None:
     assert all("{echo}" in key for key in keys)
 
 
+def test_ran_item_result_is_the_contract_hash() -> None:
+    keys, argv = finish_batch_args(
+        KEYS, [ran_item("1-0", "r1", attempt=2, enq=7)], ttl_ms=1, dead_maxlen=1, common=COMMON
+    )
+    [item] = parsed_items(keys, argv)
+    assert item["kind"] == "r"
+    assert item["result"] == {
+        "status": "ok", "payload": b"\x01", "attempt": 2, "enq": 7,
+        "worker": "w1", "start": 10, "end": 12, "batch": 3,
+    }  # fmt: skip
+
+
+def test_ran_item_stores_ct_only_when_not_msgpack_and_ok() -> None:
+    keys, argv = finish_batch_args(
+        KEYS, [ran_item("1-0", "r1", ct="json")], ttl_ms=1, dead_maxlen=1, common=COMMON
+    )
+    assert parsed_items(keys, argv)[0]["result"]["ct"] == "json"  # type: ignore[index]
+    failed = Finished("1-1", Outcome("r2", ERROR, b"boom"), facts=RunFacts(1, 0, "json"))
+    keys, argv = finish_batch_args(KEYS, [failed], ttl_ms=1, dead_maxlen=1, common=COMMON)
+    result = parsed_items(keys, argv)[0]["result"]
+    assert result["error"] == b"boom"  # type: ignore[index]
+    assert "ct" not in result  # type: ignore[operator]
+
+
 def test_shared_reply_key_is_deduplicated() -> None:
-    items = [ok_item(f"1-{n}", f"r{n}", reply="p1") for n in range(4)]
-    keys, argv = finish_batch_args(KEYS, items, ttl_ms=1000, dead_maxlen=10)
-    parsed = parsed_items(argv)
+    items = [ran_item(f"1-{n}", f"r{n}", reply="p1") for n in range(4)]
+    keys, argv = finish_batch_args(KEYS, items, ttl_ms=1000, dead_maxlen=10, common=COMMON)
+    parsed = parsed_items(keys, argv)
     reply_key = KEYS.reply("p1")
     assert keys.count(reply_key) == 1
-    assert {item["reply_idx"] for item in parsed} == {keys.index(reply_key) + 1}
-    assert len({item["result_idx"] for item in parsed}) == 4
+    assert {item["reply_key"] for item in parsed} == {reply_key}
+    assert len({item["result_key"] for item in parsed}) == 4
     assert len(keys) == len(set(keys)) == 3 + 4 + 1 + 4  # + a guard key per request
 
 
 def test_item_without_reply_has_zero_reply_index() -> None:
     keys, argv = finish_batch_args(KEYS, [ok_item("1-0", "r1")], ttl_ms=1, dead_maxlen=1)
-    [item] = parsed_items(argv)
-    assert item["reply_idx"] == 0
-    assert keys[item["result_idx"] - 1] == KEYS.result("r1")  # type: ignore[operator]
+    [item] = parsed_items(keys, argv)
+    assert item["reply_key"] is None
+    assert item["result_key"] == KEYS.result("r1")
     assert item["reply"] != b""  # the element is still built (Lua ignores it without a key)
     assert not any(":reply:" in key for key in keys)
 
@@ -120,9 +183,11 @@ def test_item_without_outcome_is_only_dead_lettered() -> None:
     raw = {b"id": b"bad id", b"payload": b"x"}
     finished = Finished("2-0", None, dead_reason="missing or invalid field 'id'", dead_fields=raw)
     keys, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1)
-    [item] = parsed_items(argv)
+    [item] = parsed_items(keys, argv)
     assert item["entry_id"] == "2-0"
-    assert (item["result_idx"], item["reply_idx"], item["guard_idx"]) == (0, 0, 0)
+    assert item["request_id"] == ""
+    assert item["reply_key"] is None
+    assert "result_key" not in item
     assert item["reply"] == b""
     assert item["result"] == {}
     assert keys == [KEYS.stream, KEYS.dead, KEYS.delayed]
@@ -139,11 +204,13 @@ def test_dead_item_with_outcome_records_result_reply_and_reason() -> None:
         result=result_fields(outcome, attempt=3),
         dead_reason="out of attempts (3)",
         dead_fields={b"id": b"r9", b"attempt": b"3", b"payload": b"\x00\xff"},
+        facts=RunFacts(3, 0),  # a dead letter always takes the long form
     )
-    keys, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1)
-    [item] = parsed_items(argv)
-    assert keys[item["result_idx"] - 1] == KEYS.result("r9")  # type: ignore[operator]
-    assert keys[item["reply_idx"] - 1] == KEYS.reply("p1")  # type: ignore[operator]
+    keys, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1, common=COMMON)
+    [item] = parsed_items(keys, argv)
+    assert item["kind"] == "g"
+    assert item["result_key"] == KEYS.result("r9")
+    assert item["reply_key"] == KEYS.reply("p1")
     assert decode_reply(item["reply"]) == outcome  # type: ignore[arg-type]
     result = item["result"]
     assert isinstance(result, dict)
@@ -159,15 +226,26 @@ def test_dead_item_with_outcome_records_result_reply_and_reason() -> None:
 def test_dead_reason_without_fields_still_carries_reason() -> None:
     outcome = Outcome("r1", ERROR, b"x")
     finished = Finished("4-0", outcome, dead_reason="why")
-    _, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1)
-    assert parsed_items(argv)[0]["dead"] == {b"reason": b"why"}
+    keys, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1)
+    assert parsed_items(keys, argv)[0]["dead"] == {b"reason": b"why"}
+
+
+def test_delayed_item_takes_no_keys() -> None:
+    later = Finished("5-0", None, due_ms=99, delayed=b"member")
+    keys, argv = finish_batch_args(
+        KEYS, [later, ran_item("5-1", "r1", reply="p1")], ttl_ms=1, dead_maxlen=1, common=COMMON
+    )
+    first, second = parsed_items(keys, argv)
+    assert (first["kind"], first["due"], first["delayed"]) == ("d", 99, b"member")
+    assert second["result_key"] == KEYS.result("r1")
+    assert keys == [*keys[:3], KEYS.result("r1"), KEYS.guard("r1"), KEYS.reply("p1")]
 
 
 def test_result_hash_travels_as_plain_arguments() -> None:
     outcome = Outcome("r1", OK, b"\x01")
-    finished = Finished("1-0", outcome, result=result_fields(outcome, attempt=2, enq=123, batch=7))
-    _, argv = finish_batch_args(KEYS, [finished], ttl_ms=1, dead_maxlen=1)
-    result = parsed_items(argv)[0]["result"]
+    item = Finished("1-0", outcome, result=result_fields(outcome, attempt=2, enq=123, batch=7))
+    keys, argv = finish_batch_args(KEYS, [item], ttl_ms=1, dead_maxlen=1)
+    result = parsed_items(keys, argv)[0]["result"]
     assert isinstance(result, dict)
     # redis-py sends ints as their decimal text: HSET stores "2", "123", "7".
     assert (result["attempt"], result["enq"], result["batch"]) == (2, 123, 7)
@@ -176,16 +254,16 @@ def test_result_hash_travels_as_plain_arguments() -> None:
 
 def test_mixed_batch_keeps_item_order() -> None:
     items = [
-        ok_item("1-0", "r1", reply="p1"),
+        ran_item("1-0", "r1", reply="p1"),
         Finished("1-1", None, dead_reason="bad", dead_fields={b"x": b"y"}),
         ok_item("1-2", "r3", reply="p1"),
     ]
-    keys, argv = finish_batch_args(KEYS, items, ttl_ms=5, dead_maxlen=5)
-    parsed = parsed_items(argv)
+    keys, argv = finish_batch_args(KEYS, items, ttl_ms=5, dead_maxlen=5, common=COMMON)
+    parsed = parsed_items(keys, argv)
     assert [item["entry_id"] for item in parsed] == ["1-0", "1-1", "1-2"]
-    assert (parsed[1]["result_idx"], parsed[1]["reply_idx"]) == (0, 0)
-    assert parsed[0]["reply_idx"] == parsed[2]["reply_idx"]
-    assert keys[parsed[2]["result_idx"] - 1] == KEYS.result("r3")  # type: ignore[operator]
+    assert parsed[1]["reply_key"] is None
+    assert parsed[0]["reply_key"] == parsed[2]["reply_key"]
+    assert parsed[2]["result_key"] == KEYS.result("r3")
 
 
 def test_load_lua_finish_batch_documents_keys_and_argv() -> None:
@@ -197,8 +275,10 @@ def test_load_lua_finish_batch_documents_keys_and_argv() -> None:
         "ARGV[1]",
         "ARGV[2]",
         "ARGV[3]",
-        "ARGV[4..]",
-        "8 fixed values",
+        "ARGV[4]",
+        '"r"',
+        '"g"',
+        '"d"',
     ):
         assert word in header
     assert "XACK" in text

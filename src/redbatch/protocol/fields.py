@@ -108,9 +108,17 @@ def entry_key(priority: str, entry_id: str) -> str:
     return f"{priority}:{entry_id}"
 
 
+_B_ID, _B_REPLY, _B_ENQ, _B_DEADLINE, _B_ATTEMPT, _B_COST, _B_CT, _B_PAYLOAD, _B_PRIORITY = (
+    name.encode() for name in (ID, REPLY, ENQ, DEADLINE, ATTEMPT, COST, CT, PAYLOAD, PRIORITY)
+)
+# Reply fields already checked: a worker sees the same few producers over and over.
+_VALID_REPLIES: set[bytes] = set()
+_MAX_VALID_REPLIES = 4096
+
+
 def entry_request_id(fields: dict[bytes, bytes]) -> str | None:
     """The entry's request id if it is valid, else None (such an entry cannot get a result)."""
-    raw = fields.get(ID.encode())
+    raw = fields.get(_B_ID)
     if raw is None:
         return None
     try:
@@ -131,50 +139,54 @@ def parse_entry(
     ``priority`` field is validated either way."""
     request_id = entry_request_id(fields)
     if request_id is None:
-        raise MalformedEntry(f"missing or invalid field 'id': {fields.get(b'id')!r:.80}")
-    payload = fields.get(PAYLOAD.encode())
+        raise MalformedEntry(f"missing or invalid field 'id': {fields.get(_B_ID)!r:.80}")
+    payload = fields.get(_B_PAYLOAD)
     if payload is None:
         raise MalformedEntry("missing field 'payload'")
-    reply = _text(fields, REPLY, "")
-    if reply and not PRODUCER_ID.fullmatch(reply):
-        raise MalformedEntry(f"invalid field 'reply': {reply!r:.80}")
-    ct = _text(fields, CT, MSGPACK)
+    raw_reply = fields.get(_B_REPLY)
+    reply = "" if raw_reply is None else _text(raw_reply, REPLY)
+    if reply and raw_reply not in _VALID_REPLIES:
+        if not PRODUCER_ID.fullmatch(reply):
+            raise MalformedEntry(f"invalid field 'reply': {reply!r:.80}")
+        if len(_VALID_REPLIES) >= _MAX_VALID_REPLIES:
+            _VALID_REPLIES.clear()
+        _VALID_REPLIES.add(raw_reply)  # type: ignore[arg-type]
+    raw_ct = fields.get(_B_CT)
+    ct = MSGPACK if raw_ct is None else _text(raw_ct, CT)
     if ct not in CONTENT_TYPES:
         raise MalformedEntry(f"invalid field 'ct': {ct!r:.40} (use msgpack or json)")
-    priority = _text(fields, PRIORITY, DEFAULT_PRIORITY)
+    raw_priority = fields.get(_B_PRIORITY)
+    priority = DEFAULT_PRIORITY if raw_priority is None else _text(raw_priority, PRIORITY)
     if priority not in PRIORITIES:
         raise MalformedEntry(
             f"invalid field 'priority': {priority!r:.40} (use {', '.join(PRIORITIES)})"
         )
     return Request(
-        queue=queue,
-        entry_id=entry_id,
-        id=request_id,
-        payload=payload,
-        reply=reply,
-        enq=_integer(fields, ENQ, 0, minimum=0),
-        deadline=_integer(fields, DEADLINE, 0, minimum=0),
-        attempt=_integer(fields, ATTEMPT, 1, minimum=1),
-        cost=_integer(fields, COST, 1, minimum=1),
-        ct=ct,
-        priority=priority if lane is None else lane,
+        queue,
+        entry_id,
+        request_id,
+        payload,
+        reply,
+        _integer(fields.get(_B_ENQ), ENQ, 0, minimum=0),
+        _integer(fields.get(_B_DEADLINE), DEADLINE, 0, minimum=0),
+        _integer(fields.get(_B_ATTEMPT), ATTEMPT, 1, minimum=1),
+        _integer(fields.get(_B_COST), COST, 1, minimum=1),
+        ct,
+        priority if lane is None else lane,
     )
 
 
-def _text(fields: dict[bytes, bytes], name: str, default: str) -> str:
-    raw = fields.get(name.encode())
-    if raw is None:
-        return default
+def _text(raw: bytes, name: str) -> str:
     try:
         return raw.decode("ascii")
     except UnicodeDecodeError:
         raise MalformedEntry(f"field {name!r} is not ASCII") from None
 
 
-def _integer(fields: dict[bytes, bytes], name: str, default: int, *, minimum: int) -> int:
-    text = _text(fields, name, "")
-    if not text:
+def _integer(raw: bytes | None, name: str, default: int, *, minimum: int) -> int:
+    if not raw:
         return default
+    text = _text(raw, name)
     if not (text.isdigit() and len(text) <= _MAX_INT_DIGITS) or int(text) < minimum:
         raise MalformedEntry(f"field {name!r} must be an integer >= {minimum}, got {text!r:.40}")
     return int(text)

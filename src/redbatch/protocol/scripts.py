@@ -13,16 +13,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
-from redbatch.protocol.fields import ATTEMPT, PRIORITY, PRODUCER_ID, Outcome
+from redbatch.protocol.codec import MSGPACK
+from redbatch.protocol.fields import ATTEMPT, OK, PRIORITY, PRODUCER_ID, Outcome
 from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, QueueKeys, check_priority
 
 
 def load_lua(name: str) -> str:
     return resources.files("redbatch.protocol").joinpath("lua", f"{name}.lua").read_text()
+
+
+class Facts(Protocol):
+    """What a request's result hash holds of the request itself (a ``Request`` has them);
+    the rest (worker, start, end, batch) is the batch's and travels once per call."""
+
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def enq(self) -> int: ...
+    @property
+    def ct(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    attempt: int
+    enq: int
+    ct: str = MSGPACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +51,8 @@ class Finished:
 
     ``outcome`` is None for an entry that cannot be addressed (no valid id): it is only
     dead-lettered and acked. ``dead_reason`` set means: also copy the entry to the dead stream.
+    The result hash is ``result`` when given, else built by the script from ``facts`` and the
+    batch's common fields (the short form, for requests that ran).
     """
 
     entry_id: str
@@ -42,11 +64,12 @@ class Finished:
     # A retry for later: due time (ms since epoch) and the delayed-set member.
     due_ms: int = 0
     delayed: bytes = b""
+    facts: Facts | None = None
 
 
 def _values(mapping: dict[Any, Any]) -> list[Any]:
-    """A hash as counted plain arguments [n, field, value, ...]: Lua passes a slice of ARGV
-    to HSET/XADD unchanged. Integers travel as redis-py formats them (decimal text)."""
+    """A hash as counted plain arguments [n, field, value, ...]: Lua passes them to HSET/XADD
+    unchanged. Integers travel as redis-py formats them (decimal text)."""
     flat: list[Any] = [2 * len(mapping)]
     for pair in mapping.items():
         flat += pair
@@ -60,40 +83,50 @@ def finish_batch_args(
     ttl_ms: int,
     dead_maxlen: int,
     priority: str = DEFAULT_PRIORITY,
+    common: dict[str, str | int] | None = None,
 ) -> tuple[list[str], list[bytes | str | int]]:
-    """KEYS and ARGV for finish_batch.lua: ``items`` all read from the lane ``priority``."""
+    """KEYS and ARGV for finish_batch.lua: ``items`` all read from the lane ``priority``;
+    ``common`` holds the result fields shared by the items given with ``facts``."""
     script_keys = [keys.stream_for(priority), keys.dead, keys.delayed]
-    index: dict[str, int] = {}
+    reply_keys: dict[str, int] = {}
+    argv: list[bytes | str | int] = [GROUP, ttl_ms, dead_maxlen, *_values(common or {})]
+    with_outcome = [i.outcome.id for i in items if i.outcome is not None and not i.due_ms]
+    first_reply = len(script_keys) + 2 * len(with_outcome) + 1  # Lua's KEYS is 1-based
+    for request_id in with_outcome:
+        script_keys += [keys.result(request_id), keys.guard(request_id)]
 
-    def key_index(key: str) -> int:
-        at = index.get(key)
+    def reply_index(producer: str) -> int:
+        at = reply_keys.get(producer)
         if at is None:
-            script_keys.append(key)
-            at = index[key] = len(script_keys)  # Lua's KEYS is 1-based
+            at = reply_keys[producer] = first_reply + len(reply_keys)
         return at
 
-    argv: list[bytes | str | int] = [GROUP, ttl_ms, dead_maxlen]
     for item in items:
         outcome = item.outcome
+        if item.due_ms:
+            argv += ["d", item.entry_id, item.due_ms, item.delayed]
+            continue
+        reply_idx = reply_index(item.reply) if outcome is not None and item.reply else 0
+        facts = item.facts
+        if outcome is not None and facts is not None and not item.dead_reason:
+            argv += [
+                "r", item.entry_id, outcome.id, reply_idx, outcome.encode_reply(),
+                outcome.status, outcome.body, facts.attempt, facts.enq,
+                facts.ct if facts.ct != MSGPACK and outcome.status == OK else "",
+            ]  # fmt: skip
+            continue
         if outcome is not None:
-            request_id = outcome.id
-            script_keys.append(keys.result(request_id))
-            script_keys.append(keys.guard(request_id))
-            result_idx = len(script_keys) - 1
-            guard_idx = result_idx + 1
-            reply = outcome.encode_reply()
-            reply_idx = key_index(keys.reply(item.reply)) if item.reply else 0
+            argv += ["g", item.entry_id, outcome.id, reply_idx, outcome.encode_reply()]
+            argv += _values(item.result or {})
         else:
-            request_id, reply, result_idx, reply_idx, guard_idx = "", b"", 0, 0, 0
-        argv += [item.entry_id, result_idx, reply_idx, request_id, reply, guard_idx]
-        argv += [item.due_ms, item.delayed]
-        argv += _values(item.result) if item.result is not None else [0]
+            argv += ["g", item.entry_id, "", 0, b"", 0]
         if item.dead_reason:
             dead_entry = dict(item.dead_fields or {})
             dead_entry[b"reason"] = item.dead_reason.encode()
             argv += _values(dead_entry)
         else:
             argv.append(0)
+    script_keys += [keys.reply(producer) for producer in reply_keys]
     return script_keys, argv
 
 

@@ -20,6 +20,7 @@ hours), so percentiles merge exactly across workers and slots.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -69,12 +70,13 @@ class Counts:
         self, waits_ms: Iterable[float], service_ms: float, outcomes: Iterable[str]
     ) -> None:
         size = 0
-        for status in outcomes:
-            self.outcomes[status] = self.outcomes.get(status, 0) + 1
-            size += 1
-        for ms in waits_ms:
+        for status, n in Counter(outcomes).items():
+            self.outcomes[status] = self.outcomes.get(status, 0) + n
+            size += n
+        # A batch's waits take few distinct values (whole ms): one log per value, not item.
+        for ms, n in Counter(waits_ms).items():
             k = bucket(ms)
-            self.wait[k] = self.wait.get(k, 0) + 1
+            self.wait[k] = self.wait.get(k, 0) + n
         k = bucket(service_ms)
         self.service[k] = self.service.get(k, 0) + size
         self.items += size

@@ -93,21 +93,30 @@ class Writer:
         works only while a batch holds no two entries with the same id."""
         keys: QueueKeys = self._keyspace.queue(queue)
         lanes: dict[str, list[Finished]] = {p: [] for p in PRIORITIES}
+        # A batch's requests share worker, start, end and batch size: sent once per call.
+        common: dict[str, str | int] = {}
+        if ran:
+            first = ran[0]
+            common = {"worker": self._worker, "start": first.start, "end": first.end}
+            common["batch"] = first.batch
         for r in ran:
             entry = _raw_entry(raw, r.request)
-            lanes.setdefault(entry.priority, []).append(self._finished(r, entry))
+            lanes.setdefault(entry.priority, []).append(self._finished(r, entry, ran[0]))
         for m in malformed:
             lanes.setdefault(m.entry.priority, []).append(self._dead_entry(m))
         existed = 0
         for priority, items in lanes.items():
             if items:
-                existed += self._finish_lane(keys, priority, items)
+                existed += self._finish_lane(keys, priority, items, common)
         return existed
 
-    def _finish_lane(self, keys: QueueKeys, priority: str, items: list[Finished]) -> int:
+    def _finish_lane(
+        self, keys: QueueKeys, priority: str, items: list[Finished], common: dict[str, str | int]
+    ) -> int:
         script_keys, argv = finish_batch_args(
-            keys, items, ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen, priority=priority
-        )
+            keys, items, ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen,
+            priority=priority, common=common,
+        )  # fmt: skip
         existed, *guarded = self._scripts.finish_batch(keys=script_keys, args=argv)
         if guarded:
             own = {i.outcome.id: i.reply for i in items if i.outcome is not None}
@@ -166,7 +175,8 @@ class Writer:
         script_keys, argv = remove_consumer_args(self._keyspace.queue(queue), self._worker)
         return bool(self._scripts.remove_consumer(keys=script_keys, args=argv))
 
-    def _finished(self, ran: Ran, entry: RawEntry) -> Finished:
+    def _finished(self, ran: Ran, entry: RawEntry, first: Ran) -> Finished:
+        """``first`` is the batch's first request: the common result fields are its."""
         request: Request = ran.request
         if ran.retry:
             if request.attempt < self._max_attempts:
@@ -179,6 +189,14 @@ class Writer:
                 )
             reason = f"retried {request.attempt} times, max_attempts reached: {ran.outcome.error}"
             ran = replace(ran, outcome=Outcome(request.id, DEAD, reason.encode()))
+        dead = ran.outcome.status == DEAD
+        if not dead and (ran.start, ran.end, ran.batch) == (first.start, first.end, first.batch):
+            return Finished(
+                entry_id=request.entry_id,
+                outcome=ran.outcome,
+                reply=request.reply,
+                facts=request,
+            )
         result = result_fields(
             ran.outcome,
             ct=request.ct,
@@ -189,7 +207,6 @@ class Writer:
             end=ran.end,
             batch=ran.batch,
         )
-        dead = ran.outcome.status == DEAD
         return Finished(
             entry_id=request.entry_id,
             outcome=ran.outcome,

@@ -4,24 +4,27 @@
 --           rb:{Q}:stream:high, rb:{Q}:stream:low); a batch mixing lanes is one call per lane
 -- KEYS[2]   the queue's dead-letter stream (rb:{Q}:dead)
 -- KEYS[3]   the queue's delayed set        (rb:{Q}:delayed)
--- KEYS[4..] result keys, reply keys and guard keys referenced by index from ARGV (all
---           carry {Q})
+-- KEYS[4..] for each item with an outcome, in item order, its result key then its guard
+--           key (the set of producer ids waiting on a request submitted with its own id);
+--           after them the reply keys, referenced by index from ARGV (all carry {Q})
 --
 -- ARGV[1]   consumer group name
 -- ARGV[2]   result and reply TTL, ms
 -- ARGV[3]   dead-letter stream max length (approximate trim)
--- ARGV[4..] per item, 8 fixed values then two counted runs:
---           entry id; index into KEYS of the result key (0: none); index into KEYS of the
---           reply key (0: none); the request id; the reply element (msgpack [id, status,
---           body]); index into KEYS of the request's guard set (0: none), read and deleted
---           once the request has its outcome; the due time (ms) of a delayed retry, "0" for
---           none; the delayed-set member (the entry's fields with the next attempt, a
---           msgpack flat array); n, the number of result hash values that follow, then
---           those n values (field, value, ...); m, the number of dead-letter entry values
---           that follow (0: not dead-lettered), then those m values (field, value, ...).
---           A delayed item gets no result and no reply: it is not finished.
---           Values travel as plain arguments (no msgpack to unpack here): Lua's unpack of
---           a slice of ARGV passes them to HSET/XADD as they are.
+-- ARGV[4]   c, then c values: result hash fields common to the batch's "r" items (field,
+--           value, ...: worker, start, end, batch)
+-- then per item a kind and its values:
+--   "r" a request that ran and ends (ok, error, cancelled, expired): entry id, request id,
+--       index into KEYS of the reply key (0: none), the reply element (msgpack [id, status,
+--       body]), status, body, attempt, enq, ct ("" for msgpack, which is not stored). Its
+--       result hash is status, payload (ok) or error (otherwise), [ct,] attempt, enq and
+--       the common fields. Eight short arguments: packing them is a worker's main cost.
+--   "g" anything else with an outcome or a dead letter: entry id, request id ("" when the
+--       entry cannot be addressed: no result, reply or guard), index of the reply key,
+--       the reply element, n then n result hash values (field, value, ...), m then m
+--       dead-letter entry values (0: not dead-lettered).
+--   "d" a retry for later (not finished: no result, no reply): entry id, due time (ms),
+--       the delayed-set member (the entry's fields with the next attempt, msgpack).
 --
 -- Replies are pushed once per reply key, in item order, with one PEXPIRE per key.
 --
@@ -31,42 +34,34 @@
 -- guard set its members, who must be told the stored outcome too (push_outcome.lua).
 local ttl = ARGV[2]
 local dead_maxlen = ARGV[3]
+local n_common = tonumber(ARGV[4])
+local common = {}
+for j = 5, 4 + n_common do
+  common[#common + 1] = ARGV[j]
+end
 local existed = 0
 local ids = {}
 local followers = {}
 local replies = {}
 local reply_order = {}
-local i = 4
-while i <= #ARGV do
-  local entry_id = ARGV[i]
-  local result_idx = tonumber(ARGV[i + 1])
-  local reply_idx = tonumber(ARGV[i + 2])
-  local request_id = ARGV[i + 3]
-  local reply = ARGV[i + 4]
-  local guard_idx = tonumber(ARGV[i + 5])
-  local due = ARGV[i + 6]
-  local member = ARGV[i + 7]
-  local n_result = tonumber(ARGV[i + 8])
-  local result_at = i + 9
-  local n_dead = tonumber(ARGV[result_at + n_result])
-  local dead_at = result_at + n_result + 1
-  i = dead_at + n_dead
+local key_at = 4
+
+-- Writes the result unless one exists (then the reply re-sends the stored outcome); pushes
+-- the reply; tells the guard set's members. Returns whether this outcome was the first.
+local function record(request_id, reply_idx, reply, fields)
+  local result_key, guard_key = KEYS[key_at], KEYS[key_at + 1]
+  key_at = key_at + 2
   local first = true
-  if due ~= '0' then
-    redis.call('ZADD', KEYS[3], due, member)
-  elseif result_idx > 0 then
-    local result_key = KEYS[result_idx]
-    if redis.call('EXISTS', result_key) == 1 then
-      first = false
-      existed = existed + 1
-      local stored = redis.call('HMGET', result_key, 'status', 'payload', 'error')
-      local body = stored[3]
-      if stored[1] == 'ok' then body = stored[2] end
-      reply = cmsgpack.pack({request_id, stored[1] or 'error', body or ''})
-    elseif n_result > 0 then
-      redis.call('HSET', result_key, unpack(ARGV, result_at, result_at + n_result - 1))
-      redis.call('PEXPIRE', result_key, ttl)
-    end
+  if redis.call('EXISTS', result_key) == 1 then
+    first = false
+    existed = existed + 1
+    local stored = redis.call('HMGET', result_key, 'status', 'payload', 'error')
+    local body = stored[3]
+    if stored[1] == 'ok' then body = stored[2] end
+    reply = cmsgpack.pack({request_id, stored[1] or 'error', body or ''})
+  elseif #fields > 0 then
+    redis.call('HSET', result_key, unpack(fields))
+    redis.call('PEXPIRE', result_key, ttl)
   end
   if reply_idx > 0 then
     local list = replies[reply_idx]
@@ -77,19 +72,55 @@ while i <= #ARGV do
     end
     list[#list + 1] = reply
   end
-  if due == '0' and result_idx > 0 and guard_idx > 0 then
-    local members = redis.call('SMEMBERS', KEYS[guard_idx])
-    if #members > 0 then
-      table.insert(members, 1, request_id)
-      followers[#followers + 1] = members
-      redis.call('DEL', KEYS[guard_idx])
+  local members = redis.call('SMEMBERS', guard_key)
+  if #members > 0 then
+    table.insert(members, 1, request_id)
+    followers[#followers + 1] = members
+    redis.call('DEL', guard_key)
+  end
+  return first
+end
+
+local i = 5 + n_common
+while i <= #ARGV do
+  local kind = ARGV[i]
+  ids[#ids + 1] = ARGV[i + 1]
+  if kind == 'r' then
+    local status, body, ct = ARGV[i + 5], ARGV[i + 6], ARGV[i + 9]
+    local fields = {'status', status, status == 'ok' and 'payload' or 'error', body,
+      'attempt', ARGV[i + 7], 'enq', ARGV[i + 8]}
+    if ct ~= '' then
+      fields[#fields + 1] = 'ct'
+      fields[#fields + 1] = ct
     end
+    for _, value in ipairs(common) do
+      fields[#fields + 1] = value
+    end
+    record(ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4], fields)
+    i = i + 10
+  elseif kind == 'd' then
+    redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 3])
+    i = i + 4
+  else
+    local request_id = ARGV[i + 2]
+    local n_result = tonumber(ARGV[i + 5])
+    local result_at = i + 6
+    local n_dead = tonumber(ARGV[result_at + n_result])
+    local dead_at = result_at + n_result + 1
+    local first = true
+    if request_id ~= '' then
+      local fields = {}
+      for j = result_at, result_at + n_result - 1 do
+        fields[#fields + 1] = ARGV[j]
+      end
+      first = record(request_id, tonumber(ARGV[i + 3]), ARGV[i + 4], fields)
+    end
+    if first and n_dead > 0 then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', dead_maxlen, '*',
+        unpack(ARGV, dead_at, dead_at + n_dead - 1))
+    end
+    i = dead_at + n_dead
   end
-  if first and n_dead > 0 then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', dead_maxlen, '*',
-      unpack(ARGV, dead_at, dead_at + n_dead - 1))
-  end
-  ids[#ids + 1] = entry_id
 end
 for _, idx in ipairs(reply_order) do
   redis.call('RPUSH', KEYS[idx], unpack(replies[idx]))
