@@ -2,12 +2,23 @@
 
 Reconnects are redis-py's job (``Retry`` with exponential backoff and jitter), not a hand
 loop of ours. Errors that reach a user are translated into one readable line.
+
+TLS settings travel in the URL, as redis-py's own query parameters (its ``parse_url`` hands
+them to the connection), so they are given once and reach every command, the worker's and
+the producer's extra connections, and ``REDBATCH_REDIS_URL`` alike::
+
+    rediss://user:pw@host:6380/0?ssl_ca_certs=ca.crt&ssl_certfile=client.crt&ssl_keyfile=client.key
+
+``check_url`` refuses parameters redis-py would not read and TLS files it cannot load, so a
+typo or a missing certificate is a setting error at start-up, not a failure at first use.
 """
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -23,27 +34,98 @@ _SCHEMES = ("redis", "rediss", "unix")
 FOREVER = -1
 
 
+# Certificate files, read by the ssl module when a connection opens.
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+# Query parameters that only a rediss:// connection accepts (the others would pass them to a
+# plain socket connection, which fails with a TypeError at the first command).
+_TLS_PARAMS = frozenset(
+    {
+        *TLS_FILES, "ssl_ca_path", "ssl_cert_reqs", "ssl_check_hostname", "ssl_password",
+        "ssl_min_version", "ssl_ciphers", "ssl_include_verify_flags", "ssl_exclude_verify_flags",
+    }
+)  # fmt: skip
+# Other parameters redis-py reads from a URL (it parses the typed ones itself).
+_PLAIN_PARAMS = (
+    frozenset(redis.connection.URL_QUERY_ARGUMENT_PARSERS) | {"client_name"}
+) - _TLS_PARAMS
+_SECRET_PARAMS = frozenset({"ssl_password"})
+
+
 def redacted(url: str) -> str:
-    """The URL with any password replaced, safe for logs and error lines."""
+    """The URL with any password (and a TLS key's passphrase) replaced, safe for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if parts.password is None and not _SECRET_PARAMS & set(query):
+        return url  # as given: urlunsplit would rewrite unix:///path as unix:/path
+    if any(name in _SECRET_PARAMS for name in query):
+        masked = {k: ["***"] if k in _SECRET_PARAMS else v for k, v in query.items()}
+        parts = parts._replace(query=urlencode(masked, doseq=True, safe="*/"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+    return urlunsplit(parts)
 
 
 def check_url(url: str) -> str:
+    """``url`` if redis-py can use it: scheme, query parameters and TLS files; else
+    ConfigError with one line."""
     scheme = urlsplit(url).scheme
     if scheme not in _SCHEMES:
         raise ConfigError(
             f"invalid Redis URL {redacted(url)!r}: it must start with redis://, rediss:// or unix://"
         )
     try:
-        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+        options = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redacted(url)!r}: {exc}") from None
+    for name in parse_qs(urlsplit(url).query, keep_blank_values=True):
+        if name in _TLS_PARAMS and scheme != "rediss":
+            raise ConfigError(
+                f"invalid Redis URL {redacted(url)!r}: {name} needs TLS, a rediss:// URL"
+            )
+        if name not in _TLS_PARAMS | _PLAIN_PARAMS:
+            raise ConfigError(
+                f"invalid Redis URL {redacted(url)!r}: unknown parameter {name!r} "
+                f"(TLS files are given as {', '.join(TLS_FILES)})"
+            )
+    if scheme == "rediss":
+        check_tls_files(options)
     return url
+
+
+def check_tls_files(options: dict[str, Any]) -> None:
+    """Load the certificates and key named in ``options`` (redis-py's connection keywords)
+    the way a connection would, so an unreadable or wrong file is a ConfigError now."""
+    for name in TLS_FILES:
+        path = options.get(name)
+        if path is None:
+            continue
+        try:
+            with Path(path).open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"cannot read TLS file {name}={path}: {exc.strerror}") from None
+    certfile, keyfile = options.get("ssl_certfile"), options.get("ssl_keyfile")
+    if keyfile is not None and certfile is None:
+        raise ConfigError("ssl_keyfile is given without ssl_certfile (the client certificate)")
+    context = ssl.create_default_context()
+    try:
+        if options.get("ssl_ca_certs") is not None:
+            context.load_verify_locations(cafile=options["ssl_ca_certs"])
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"ssl_ca_certs={options['ssl_ca_certs']} is not a CA certificate "
+            f"file (PEM): {exc.reason or exc}"
+        ) from None
+    try:
+        if certfile is not None:
+            # A passphrase of "" rather than None: OpenSSL would prompt on the terminal for one.
+            context.load_cert_chain(certfile, keyfile, password=options.get("ssl_password") or "")
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"ssl_certfile={certfile} / ssl_keyfile={keyfile} is not a certificate with its "
+            f"private key (PEM): {exc.reason or exc}"
+        ) from None
 
 
 # redis-py 8 reads with a 5 s timeout by default; parts that block longer pass their own.
@@ -110,6 +192,24 @@ def describe_error(url: str, exc: BaseException) -> str:
     """One line saying why Redis at ``url`` could not be used."""
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"cannot use Redis at {redacted(url)}: {reason}"
+
+
+# How Redis words an ACL refusal: NOPERM at top level, this inside a Lua script.
+_ACL_REFUSALS = ("NOPERM", "no permissions", "can't run this command")
+
+
+def acl_refusal(exc: BaseException) -> str | None:
+    """One line saying that Redis refused the user a command or key, or None when ``exc``
+    is not such a refusal."""
+    text = str(exc).strip()
+    if not isinstance(exc, redis.ResponseError) or not any(w in text for w in _ACL_REFUSALS):
+        return None
+    # A script's refusal goes on with "script: <sha>, on @user_script:<line>": no help to a user.
+    reason = text.splitlines()[0].split(" script: ", 1)[0]
+    return (
+        f"Redis refused a command to this user (ACL): {reason}; grant the commands of this "
+        f"part (README, Security)"
+    )
 
 
 def ping(client: redis.Redis, url: str) -> None:

@@ -1,14 +1,17 @@
 """Payload codecs: msgpack (default, with a numpy extension type) and JSON.
 
-Decoding never executes code (no pickle), bounds sizes, and turns anything it cannot read
-into ``PayloadError`` with a reason. numpy is optional: it is imported only when an array
-is encoded or decoded.
+Decoding never executes code (data formats only, no object serialization), bounds sizes and
+nesting, and turns anything it cannot read into ``PayloadError`` with a reason. numpy is
+optional: it is imported only when an array is encoded or decoded. msgpack's own timestamp
+extension (-1) decodes to ``msgpack.Timestamp``, plain data; every other extension code but
+ours is refused.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +28,14 @@ NDARRAY_EXT = 1
 # Only plain numeric kinds travel as arrays: object, void and datetime dtypes could smuggle
 # Python objects or need interpretation we do not want in a decoder.
 _ARRAY_KINDS = frozenset("biufc")
+# The dtype must be spelled as the encoder spells it (dtype.str: byte order, kind, item size),
+# so hostile text never reaches numpy's dtype parser (comma strings, field lists, sub-arrays).
+_DTYPE_STR = re.compile(r"[<>|=]?[biufc][0-9]{1,2}")
 _MAX_DIMS = 32
+# msgpack's C unpacker keeps a fixed stack: input nested deeper raises StackError.
+MSGPACK_MAX_DEPTH = 1024
+# Error messages echo at most this much of a hostile value (they reach logs and results).
+_ECHO_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -74,8 +84,16 @@ def decode(data: bytes, ct: str = MSGPACK, limits: Limits = DEFAULT_LIMITS) -> A
         return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
     except PayloadError:
         raise
-    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
-        # ExtraData, FormatError, StackError and UnicodeDecodeError all land here.
+    except msgpack.StackError:
+        raise PayloadError(
+            f"cannot decode {ct} payload: nested deeper than {MSGPACK_MAX_DEPTH} levels"
+        ) from None
+    except RecursionError:
+        # json's C scanner counts its nesting against Python's recursion limit.
+        raise PayloadError(f"cannot decode {ct} payload: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
+        # ExtraData, FormatError, UnicodeDecodeError, unhashable map keys, over-long integer
+        # literals (Python refuses more than 4300 digits) all land here.
         raise PayloadError(f"cannot decode {ct} payload: {type(exc).__name__}: {exc}") from None
 
 
@@ -145,6 +163,11 @@ def _unpack_ndarray(dtype_str: Any, shape: Any, raw: Any) -> Any:
     )
     if not (isinstance(dtype_str, str) and shape_ok and isinstance(raw, bytes)):
         raise PayloadError("malformed numpy array extension")
+    if not _DTYPE_STR.fullmatch(dtype_str):
+        raise PayloadError(
+            f"numpy dtype {_echo(dtype_str)} is not allowed (numeric dtypes only, "
+            f"spelled like '<f4')"
+        )
     try:
         dtype = np.dtype(dtype_str)
     except (TypeError, ValueError, Warning):
@@ -154,5 +177,16 @@ def _unpack_ndarray(dtype_str: Any, shape: Any, raw: Any) -> Any:
         raise PayloadError(f"numpy dtype {dtype_str!r} is not allowed (numeric dtypes only)")
     if math.prod(shape) * dtype.itemsize != len(raw):
         raise PayloadError(f"numpy array of shape {shape} and dtype {dtype_str} has wrong size")
-    # frombuffer shares the bytes object: no copy; the array is read-only.
-    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    try:
+        # frombuffer shares the bytes object: no copy; the array is read-only.
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    except ValueError as exc:
+        # An empty array may claim dimensions numpy cannot index, e.g. (0, 2**63).
+        raise PayloadError(f"numpy array of shape {shape} is not possible: {exc}") from None
+
+
+def _echo(value: str) -> str:
+    """``value`` quoted for an error line, cut short: hostile input may be megabytes long."""
+    if len(value) <= _ECHO_CHARS:
+        return repr(value)
+    return repr(value[:_ECHO_CHARS]) + f"... ({len(value)} characters)"
