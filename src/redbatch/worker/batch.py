@@ -31,6 +31,7 @@ class Batch:
     service_s: float = 0.0  # the handler's time, set by the handler thread
     running: threading.Event = field(default_factory=threading.Event)
     written: bool = False  # its outcomes are recorded in Redis
+    counted: bool = False  # in the worker's statistics (once, however often it is written)
 
     def finished(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` s (None: for ever) for the handler to finish this batch;

@@ -39,6 +39,7 @@ from redbatch.worker.executor import Executor, Handler, Ran, now_ms
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_exception_types, load_handler, warm_up
 from redbatch.worker.reader import RawEntry, Reader
+from redbatch.worker.recorder import Recorder
 from redbatch.worker.telemetry import Telemetry
 from redbatch.worker.writer import Malformed, Writer
 
@@ -117,11 +118,9 @@ class Worker:
             max_attempts=config.max_attempts,
             retry_delay_s=config.retry_delay_s,
         )
+        self._recorder = Recorder(self._writer, self._counted)
         # Entries taken from the reader but never started (a stop came first): handed back.
         self._unstarted: list[RawEntry] = []
-        # Batches the handler finished whose results a lost connection kept from Redis.
-        self._unwritten: list[Batch] = []
-        self._outage = False  # logged once per outage, not once per turn
         self.progress = Progress()
         self.telemetry = Telemetry(
             config.queues, self.progress,
@@ -182,23 +181,11 @@ class Worker:
         try:
             while not self._stop.is_set():
                 running = self._turn(running)
-            self._finish_last(running)
+            self._recorder.last(running)
         finally:
             self._compute.shutdown(wait=False)
         self._drain()
         self.telemetry.close()
-
-    def _finish_last(self, running: Batch | None) -> None:
-        """On the way out: write what ran (waiting for the running batch to end)."""
-        for batch in [*self._unwritten, *([running] if running is not None else [])]:
-            try:
-                self._finish(batch)
-            except redis.RedisError as exc:
-                log.warning(
-                    "could not write a batch of %d (%s); its entries stay pending for the "
-                    "scheduler", len(batch.entries), exc,
-                )  # fmt: skip
-        self._unwritten = []
 
     def _drain(self) -> None:
         self._set_state(State.DRAINING)
@@ -236,18 +223,12 @@ class Worker:
         what a refusal (a script error) left unwritten stays pending for the scheduler."""
         turn = Turn()
         try:
-            while self._unwritten:
-                self._finish(self._unwritten[0])
-                self._unwritten.pop(0)
-                self._reachable()
+            self._recorder.rewrite()
             launched = self._advance(running, turn)
-            self._reachable()
+            self._recorder.reachable()
             return launched
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            self._unreachable(exc)
-            unwritten = running is not None and running.finished(0) and not running.written
-            if running is not None and unwritten and running not in self._unwritten:
-                self._unwritten.append(running)
+            self._recorder.lost(exc, running)
         except redis.ResponseError:
             # A server-side refusal (OOM, a script error): the batch stays pending in Redis
             # for the scheduler to re-queue; the worker keeps serving.
@@ -264,6 +245,7 @@ class Worker:
         """Start the next batch (reading ahead while ``running`` runs), then record
         ``running``; ``turn`` says how far it got if Redis fails on the way."""
         if running is None:
+            self._recorder.settle()  # before a read that may block: nothing unconfirmed
             batch = self._reader.next_batch()
             turn.following = self._prepare(batch) if batch else None
             turn.launched, turn.following = self._launch(turn.following), None
@@ -283,18 +265,8 @@ class Worker:
             self._unstarted += turn.following.entries
             turn.following = None
         turn.launched, turn.following = self._launch(turn.following), None
-        self._finish(running)
+        self._recorder.record(running)
         return turn.launched
-
-    def _unreachable(self, exc: Exception) -> None:
-        if not self._outage:
-            log.warning("Redis unavailable (%s); carrying on, results kept until it is back", exc)
-            self._outage = True
-
-    def _reachable(self) -> None:
-        if self._outage:
-            log.info("Redis reachable again")
-            self._outage = False
 
     def _prepare(self, entries: list[RawEntry]) -> Batch | None:
         """Parse and decode a batch (isolating a redelivered suspect first)."""
@@ -370,18 +342,10 @@ class Worker:
         if self._reader.policy != before:
             log.debug("%s", self._tuner.describe())
 
-    def _finish(self, batch: Batch) -> None:
-        """Wait for the handler if need be, then record the batch's outcomes."""
-        ran = batch.future.result() if batch.future is not None else []
-        raw = {entry.lane_id: entry for entry in batch.entries}
-        existed = self._writer.finish(batch.queue, ran, batch.malformed, raw)
-        batch.written = True
+    def _counted(self, batch: Batch, ran: list[Ran]) -> None:
+        """A batch's results are on their way to Redis: count it, tune the window."""
         self._tune(batch, ran)
         self.telemetry.batch_done(batch.queue, ran, len(batch.malformed), batch.service_s)
-        if existed:
-            log.info(
-                "%d results on %s already existed; kept the first outcome", existed, batch.queue
-            )
         self.progress.batches += 1
         self.progress.items += len(batch.entries)
         self.progress.last_batch_ms = now_ms()

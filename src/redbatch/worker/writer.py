@@ -8,11 +8,12 @@ acking in the stream its entries were read from (``RawEntry.priority``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 
+from redbatch.protocol.deferred import Deferred
 from redbatch.protocol.fields import (
     DEAD,
     STARTED_DELIVERIES,
@@ -48,6 +49,16 @@ def retry_due_ms(attempt: int, delay_s: float | None, base_s: float, now: int) -
     return now + max(1, round(wait * 1000))
 
 
+@dataclass
+class Sending:
+    """finish_batch calls sent for one batch (one per lane), whose replies are unread."""
+
+    keys: QueueKeys
+    calls: list[tuple[list[Finished], list[str], list[bytes | str | int]]] = field(
+        default_factory=list
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Malformed:
     """An entry that broke the wire contract, with the reason it is dead-lettered."""
@@ -70,6 +81,7 @@ class Writer:
     ) -> None:
         self._client = client
         self._scripts = Scripts(client)
+        self._deferred = Deferred(client)
         self._keyspace = keyspace
         self._worker = worker_name
         self._ttl_ms = result_ttl_s * 1000
@@ -84,7 +96,18 @@ class Writer:
         malformed: list[Malformed],
         raw: dict[str, RawEntry],
     ) -> int:
-        """Write one queue's outcomes; returns how many results already existed.
+        """Write one queue's outcomes and wait for Redis; returns how many results already
+        existed (``send`` then ``settle``)."""
+        return self.settle(self.send(queue, ran, malformed, raw))
+
+    def send(
+        self,
+        queue: str,
+        ran: list[Ran],
+        malformed: list[Malformed],
+        raw: dict[str, RawEntry],
+    ) -> Sending:
+        """Send one queue's outcomes without waiting for Redis; ``settle`` reads the replies.
 
         One finish_batch call per lane the batch's entries were read from (highest first),
         each with that lane's stream. ``raw`` holds the entries as read, keyed by
@@ -104,20 +127,45 @@ class Writer:
             lanes.setdefault(entry.priority, []).append(self._finished(r, entry, ran[0]))
         for m in malformed:
             lanes.setdefault(m.entry.priority, []).append(self._dead_entry(m))
-        existed = 0
+        sending = Sending(keys)
+        script = self._scripts.finish_batch
         for priority, items in lanes.items():
-            if items:
-                existed += self._finish_lane(keys, priority, items, common)
+            if not items:
+                continue
+            script_keys, argv = finish_batch_args(
+                keys, items, ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen,
+                priority=priority, common=common,
+            )  # fmt: skip
+            self._deferred.send("EVALSHA", script.sha, len(script_keys), *script_keys, *argv)
+            sending.calls.append((items, script_keys, argv))
+        return sending
+
+    def settle(self, sending: Sending) -> int:
+        """Read the replies of a ``send``; returns how many results already existed. Every
+        reply is read even when one is an error, which is raised after."""
+        existed = 0
+        refused: redis.ResponseError | None = None
+        for items, script_keys, argv in sending.calls:
+            try:
+                reply = self._deferred.read()
+            except redis.exceptions.NoScriptError:
+                # Redis lost its script cache (a restart): the call did not run; run it
+                # through redis-py's Script, which loads the script first.
+                reply = self._scripts.finish_batch(keys=script_keys, args=argv)
+            except redis.ResponseError as exc:
+                refused = refused or exc
+                continue
+            existed += self._told(sending.keys, items, reply)
+        if refused is not None:
+            raise refused
         return existed
 
-    def _finish_lane(
-        self, keys: QueueKeys, priority: str, items: list[Finished], common: dict[str, str | int]
-    ) -> int:
-        script_keys, argv = finish_batch_args(
-            keys, items, ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen,
-            priority=priority, common=common,
-        )  # fmt: skip
-        existed, *guarded = self._scripts.finish_batch(keys=script_keys, args=argv)
+    def close(self) -> None:
+        self._deferred.close()
+
+    def _told(self, keys: QueueKeys, items: list[Finished], reply: Any) -> int:
+        """Tell the producers a finish_batch reply names (guard followers); its ``existed``."""
+        existed, *guarded = reply
         if guarded:
             own = {i.outcome.id: i.reply for i in items if i.outcome is not None}
             followers = followers_of(guarded, own)
