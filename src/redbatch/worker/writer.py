@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from redbatch.protocol.deferred import Deferred
 from redbatch.protocol.fields import (
@@ -57,6 +58,8 @@ class Sending:
     calls: list[tuple[list[Finished], list[str], list[bytes | str | int]]] = field(
         default_factory=list
     )
+    # Replies already read (a cluster client's calls wait for theirs), in call order.
+    replies: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,9 @@ class Writer:
     ) -> None:
         self._client = client
         self._scripts = Scripts(client)
-        self._deferred = Deferred(client)
+        # A cluster's slots decide where each call goes: only redis-py's cluster client knows
+        # them, so there every call waits for its reply (no raw connection of our own).
+        self._deferred = None if isinstance(client, RedisCluster) else Deferred(client)
         self._keyspace = keyspace
         self._worker = worker_name
         self._ttl_ms = result_ttl_s * 1000
@@ -136,7 +141,10 @@ class Writer:
                 keys, items, ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen,
                 priority=priority, common=common,
             )  # fmt: skip
-            self._deferred.send("EVALSHA", script.sha, len(script_keys), *script_keys, *argv)
+            if self._deferred is None:
+                sending.replies.append(script(keys=script_keys, args=argv))
+            else:
+                self._deferred.send("EVALSHA", script.sha, len(script_keys), *script_keys, *argv)
             sending.calls.append((items, script_keys, argv))
         return sending
 
@@ -147,7 +155,7 @@ class Writer:
         refused: redis.ResponseError | None = None
         for items, script_keys, argv in sending.calls:
             try:
-                reply = self._deferred.read()
+                reply = sending.replies.pop(0) if sending.replies else self._read()
             except redis.exceptions.NoScriptError:
                 # Redis lost its script cache (a restart): the call did not run; run it
                 # through redis-py's Script, which loads the script first.
@@ -161,7 +169,12 @@ class Writer:
         return existed
 
     def close(self) -> None:
-        self._deferred.close()
+        if self._deferred is not None:
+            self._deferred.close()
+
+    def _read(self) -> Any:
+        assert self._deferred is not None
+        return self._deferred.read()
 
     def _told(self, keys: QueueKeys, items: list[Finished], reply: Any) -> int:
         """Tell the producers a finish_batch reply names (guard followers); its ``existed``."""
