@@ -27,7 +27,7 @@ from redbatch.protocol.scripts import (
 )
 from redbatch.protocol.streams import ensure_queue
 
-HEADER = 3
+HEADER = 4  # group, ttl, dead-letter max length, items with an outcome
 KEYS = KeySpace().queue("echo")
 
 
@@ -76,6 +76,7 @@ def parsed_items(keys: list[str], argv: list[object]) -> list[dict[str, object]]
             key_at += 2
         items.append(item)
     assert i == len(argv)
+    assert argv[HEADER - 1] == (key_at - 3) // 2  # the count of result/guard key pairs
     return items
 
 
@@ -105,7 +106,7 @@ def test_header_and_first_keys() -> None:
         KEYS, [ok_item("1-0", "r1")], ttl_ms=60_000, dead_maxlen=1000, common=COMMON
     )
     assert keys[:3] == ["rb:{echo}:stream", "rb:{echo}:dead", "rb:{echo}:delayed"]
-    assert argv[:HEADER] == [GROUP, 60_000, 1000]
+    assert argv[:HEADER] == [GROUP, 60_000, 1000, 1]
     assert argv[HEADER : HEADER + 9] == [8, "worker", "w1", "start", 10, "end", 12, "batch", 3]
     assert len(parsed_items(keys, argv)) == 1
 
@@ -113,7 +114,7 @@ def test_header_and_first_keys() -> None:
 def test_empty_batch() -> None:
     keys, argv = finish_batch_args(KEYS, [], ttl_ms=1, dead_maxlen=1)
     assert keys == [KEYS.stream, KEYS.dead, KEYS.delayed]
-    assert argv == [GROUP, 1, 1, 0]
+    assert argv == [GROUP, 1, 1, 0, 0]
 
 
 @pytest.mark.parametrize("make", [ok_item, ran_item])

@@ -89,8 +89,9 @@ def finish_batch_args(
     ``common`` holds the result fields shared by the items given with ``facts``."""
     script_keys = [keys.stream_for(priority), keys.dead, keys.delayed]
     reply_keys: dict[str, int] = {}
-    argv: list[bytes | str | int] = [GROUP, ttl_ms, dead_maxlen, *_values(common or {})]
     with_outcome = [i.outcome.id for i in items if i.outcome is not None and not i.due_ms]
+    argv: list[bytes | str | int] = [GROUP, ttl_ms, dead_maxlen, len(with_outcome)]
+    argv += _values(common or {})
     first_reply = len(script_keys) + 2 * len(with_outcome) + 1  # Lua's KEYS is 1-based
     for request_id in with_outcome:
         script_keys += [keys.result(request_id), keys.guard(request_id)]

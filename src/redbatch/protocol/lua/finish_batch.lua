@@ -11,7 +11,8 @@
 -- ARGV[1]   consumer group name
 -- ARGV[2]   result and reply TTL, ms
 -- ARGV[3]   dead-letter stream max length (approximate trim)
--- ARGV[4]   c, then c values: result hash fields common to the batch's "r" items (field,
+-- ARGV[4]   m, the number of items with an outcome (the result/guard key pairs in KEYS)
+-- ARGV[5]   c, then c values: result hash fields common to the batch's "r" items (field,
 --           value, ...: worker, start, end, batch)
 -- then per item a kind and its values:
 --   "r" a request that ran and ends (ok, error, cancelled, expired): entry id, request id,
@@ -26,7 +27,9 @@
 --   "d" a retry for later (not finished: no result, no reply): entry id, due time (ms),
 --       the delayed-set member (the entry's fields with the next attempt, msgpack).
 --
--- Replies are pushed once per reply key, in item order, with one PEXPIRE per key.
+-- Replies are pushed once per reply key, in item order, with one PEXPIRE per key. One EXISTS
+-- over all result keys, and one over all guard keys, spares the per-item checks in the
+-- common case where no result exists yet and no request was submitted with its own id.
 --
 -- Reply: {existed, {request id, producer id, ...}, ...}: the number of items whose result
 -- already existed (the first outcome wins: the stored one is re-sent to the reply key, so a
@@ -34,11 +37,23 @@
 -- guard set its members, who must be told the stored outcome too (push_outcome.lua).
 local ttl = ARGV[2]
 local dead_maxlen = ARGV[3]
-local n_common = tonumber(ARGV[4])
+local n_outcomes = tonumber(ARGV[4])
+local n_common = tonumber(ARGV[5])
 local common = {}
-for j = 5, 4 + n_common do
+for j = 6, 5 + n_common do
   common[#common + 1] = ARGV[j]
 end
+local any_result, any_guard = false, false
+if n_outcomes > 0 then
+  local result_keys, guard_keys = {}, {}
+  for k = 4, 3 + 2 * n_outcomes, 2 do
+    result_keys[#result_keys + 1] = KEYS[k]
+    guard_keys[#guard_keys + 1] = KEYS[k + 1]
+  end
+  any_result = redis.call('EXISTS', unpack(result_keys)) > 0
+  any_guard = redis.call('EXISTS', unpack(guard_keys)) > 0
+end
+local written = {}
 local existed = 0
 local ids = {}
 local followers = {}
@@ -52,7 +67,7 @@ local function record(request_id, reply_idx, reply, fields)
   local result_key, guard_key = KEYS[key_at], KEYS[key_at + 1]
   key_at = key_at + 2
   local first = true
-  if redis.call('EXISTS', result_key) == 1 then
+  if (any_result or written[result_key]) and redis.call('EXISTS', result_key) == 1 then
     first = false
     existed = existed + 1
     local stored = redis.call('HMGET', result_key, 'status', 'payload', 'error')
@@ -62,6 +77,7 @@ local function record(request_id, reply_idx, reply, fields)
   elseif #fields > 0 then
     redis.call('HSET', result_key, unpack(fields))
     redis.call('PEXPIRE', result_key, ttl)
+    written[result_key] = true
   end
   if reply_idx > 0 then
     local list = replies[reply_idx]
@@ -72,16 +88,18 @@ local function record(request_id, reply_idx, reply, fields)
     end
     list[#list + 1] = reply
   end
-  local members = redis.call('SMEMBERS', guard_key)
-  if #members > 0 then
-    table.insert(members, 1, request_id)
-    followers[#followers + 1] = members
-    redis.call('DEL', guard_key)
+  if any_guard then
+    local members = redis.call('SMEMBERS', guard_key)
+    if #members > 0 then
+      table.insert(members, 1, request_id)
+      followers[#followers + 1] = members
+      redis.call('DEL', guard_key)
+    end
   end
   return first
 end
 
-local i = 5 + n_common
+local i = 6 + n_common
 while i <= #ARGV do
   local kind = ARGV[i]
   ids[#ids + 1] = ARGV[i + 1]
