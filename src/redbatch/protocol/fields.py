@@ -221,7 +221,7 @@ def decode_reply(data: bytes) -> Outcome:
     if not (isinstance(item, list) and len(item) == 3):
         raise ValueError(f"reply is not [id, status, body]: {item!r:.80}")
     raw_id, raw_status, body = item
-    if not all(isinstance(part, bytes) for part in item):
+    if not (type(raw_id) is bytes and type(raw_status) is bytes and type(body) is bytes):
         raise ValueError(f"reply parts are not strings: {item!r:.80}")
     request_id = raw_id.decode("ascii", "replace")
     status = raw_status.decode("ascii", "replace")

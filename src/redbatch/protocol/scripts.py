@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import msgpack
 
 from redbatch.protocol.codec import MSGPACK
+from redbatch.protocol.deferred import packed_script
 from redbatch.protocol.fields import ATTEMPT, OK, PRIORITY, PRODUCER_ID, Outcome
 from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, QueueKeys, check_priority
 
@@ -300,7 +301,7 @@ class Scripts:
     def __init__(self, client: Any) -> None:
         self.finish_batch = client.register_script(load_lua("finish_batch"))
         self.requeue = client.register_script(load_lua("requeue"))
-        self.admit = client.register_script(load_lua("admit"))
+        self.admit = packed_script(client, client.register_script(load_lua("admit")))
         self.move_due = client.register_script(load_lua("move_due"))
         self.remove_consumer = client.register_script(load_lua("remove_consumer"))
         self.admit_once = client.register_script(load_lua("admit_once"))
