@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from redbatch.errors import ConfigError
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request on the hot path, and a frozen dataclass's __init__
+# sets each field through object.__setattr__ (4x the cost). Treat it as immutable.
+@dataclass(slots=True)
 class Held:
     """A request a worker holds: what the policy needs to know of it."""
 

@@ -46,7 +46,9 @@ class RunFacts:
     ct: str = MSGPACK
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request on the hot path, and a frozen dataclass's __init__
+# sets each field through object.__setattr__ (4x the cost). Treat it as immutable.
+@dataclass(slots=True)
 class Finished:
     """One processed stream entry and what to record for it.
 
