@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import click
+import redis
 
 from redbatch import demo as demo_module
 from redbatch.config import (
@@ -24,7 +25,7 @@ from redbatch.config import (
     parse_handler_options,
     parse_sizes,
 )
-from redbatch.connection import DEFAULT_URL
+from redbatch.connection import DEFAULT_URL, acl_refusal
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.logconfig import setup as setup_logging
 
@@ -42,11 +43,27 @@ def fail(exc: RedbatchError) -> NoReturn:
     sys.exit(1)
 
 
+_CLUSTER = "Redis Cluster client or not; default: ask the server (HELLO mode)"
+
+
 def _env(setting: str) -> str:
     return f"[env: {ENV_NAMES[setting]}]"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """Every command: a Redis user lacking a permission (ACL) gets one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except redis.ResponseError as exc:
+            reason = acl_refusal(exc)
+            if reason is None:
+                raise
+            fail(ConnectionFailed(reason))
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="redbatch")
 def main() -> None:
     """redbatch: ML inference requests over Redis Streams, run in micro-batches.
@@ -148,6 +165,7 @@ def main() -> None:
     type=int,
     help=f"serve Prometheus metrics on this port, 0 = off (default) {_env('metrics_port')}",
 )
+@click.option("--cluster/--no-cluster", default=None, help=f"{_CLUSTER} {_env('cluster')}")
 def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options: Any) -> None:
     """Serve QUEUES with a batch handler until SIGTERM or Ctrl-C (then drain and exit 0)."""
     from redbatch.worker import Worker  # noqa: PLC0415 - keep `redbatch --help` light
@@ -201,6 +219,7 @@ def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options:
     type=int,
     help=f"serve Prometheus metrics on this port, 0 = off (default) {_env('metrics_port')}",
 )
+@click.option("--cluster/--no-cluster", default=None, help=f"{_CLUSTER} {_env('cluster')}")
 def scheduler(**options: Any) -> None:
     """Re-queue work of dead or hung workers, dead-letter what ran out of attempts, move due
     retries and remove stale consumers, on every queue, until SIGTERM or Ctrl-C (exit 0).
@@ -338,9 +357,10 @@ def demo(count: int | None, workers: int, max_batch_size: int, model: str, in_fl
 
 
 def _add_operator_commands() -> None:
-    from redbatch.ops import dlq, inspect, status  # noqa: PLC0415
+    from redbatch import bench  # noqa: PLC0415
+    from redbatch.ops import dlq, inspect, queue_cli, status  # noqa: PLC0415
 
-    for module in (status, inspect, dlq):
+    for module in (status, inspect, dlq, queue_cli, bench):
         main.add_command(module.command)
 
 

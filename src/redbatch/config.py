@@ -49,6 +49,7 @@ ENV_NAMES: dict[str, str] = {
     "hung_margin_s": "REDBATCH_HUNG_MARGIN",
     "metrics_port": "REDBATCH_METRICS_PORT",
     "log_format": "REDBATCH_LOG_FORMAT",
+    "cluster": "REDBATCH_CLUSTER",
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("text", "json")
@@ -190,6 +191,8 @@ class WorkerConfig:
     metrics_port: int = 0
     # "text" (one readable line per event) or "json" (one object per line, for collectors).
     log_format: str = "text"
+    # Redis Cluster client (True), single node (False), or ask the server (None: its HELLO reply).
+    cluster: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -225,6 +228,7 @@ class WorkerConfig:
                 raise ConfigError(f"retry_on entries must look like module.ExceptionName: {name!r}")
         _float_in("retry_delay_s", self.retry_delay_s, 0.0, 86_400.0)
         _check_telemetry(self.metrics_port, self.log_format)
+        _check_cluster(self.cluster)
 
     def _check_handlers(self) -> None:
         if isinstance(self.handler, str):
@@ -290,6 +294,7 @@ class SchedulerConfig:
     log_level: str = "INFO"
     metrics_port: int = 0
     log_format: str = "text"
+    cluster: bool | None = None
 
     def __post_init__(self) -> None:
         check_url(self.redis_url)
@@ -301,6 +306,7 @@ class SchedulerConfig:
         _int_in("dead_maxlen", self.dead_maxlen, 1, 10**9)
         _check_log_level(self.log_level)
         _check_telemetry(self.metrics_port, self.log_format)
+        _check_cluster(self.cluster)
 
     @classmethod
     def from_env(
@@ -340,6 +346,11 @@ def _check_telemetry(metrics_port: int, log_format: str) -> None:
         )
 
 
+def _check_cluster(cluster: object) -> None:
+    if cluster not in (None, True, False):
+        raise ConfigError(f"cluster must be True, False or None (ask the server), got {cluster!r}")
+
+
 def _float_in(setting: str, value: Any, low: float, high: float) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or not low <= value <= high:
@@ -376,7 +387,25 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+_CLUSTER_WORDS: dict[str, bool | None] = {
+    "auto": None, "yes": True, "true": True, "1": True, "no": False, "false": False, "0": False,
+}  # fmt: skip
+
+
+def parse_cluster(raw: str) -> bool | None:
+    """``REDBATCH_CLUSTER``: auto (ask the server), yes or no."""
+    try:
+        return _CLUSTER_WORDS[raw.strip().lower()]
+    except KeyError:
+        raise ConfigError(
+            f"cluster must be auto, yes or no, got {raw!r} (--cluster/--no-cluster / "
+            f"{ENV_NAMES['cluster']})"
+        ) from None
+
+
 def _from_text(setting: str, raw: str) -> Any:
+    if setting == "cluster":
+        return parse_cluster(raw)  # None (auto) is a value here, not "unset"
     parser = _PARSERS.get(setting)
     if parser is not None:
         return parser(raw)

@@ -23,7 +23,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import redis
 import redis.asyncio
 import redis.asyncio.retry
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from redbatch.errors import ConfigError, ConnectionFailed
@@ -144,7 +146,9 @@ def backoff_retry_async(retries: int) -> redis.asyncio.retry.Retry:
     return redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries)
 
 
-def _options(retry: Retry | redis.asyncio.retry.Retry, socket_timeout: float) -> dict[str, Any]:
+def client_options(
+    retry: Retry | redis.asyncio.retry.Retry, socket_timeout: float
+) -> dict[str, Any]:
     return {
         "socket_timeout": socket_timeout,
         "retry": retry,
@@ -170,9 +174,18 @@ def connect(
         check_url(url),
         max_connections=MAX_CONNECTIONS,
         timeout=POOL_WAIT_S,
-        **_options(backoff_retry(retries), socket_timeout),
+        **client_options(backoff_retry(retries), socket_timeout),
     )
     return redis.Redis.from_pool(pool)  # the client owns the pool: close() closes it
+
+
+# A sync client: one node, or a Redis Cluster (same command API; pipelines and scripts
+# route by slot there, so every multi-key call stays within one queue's {Q} slot).
+Client = redis.Redis | RedisCluster
+
+
+# An asyncio client: one node, or a Redis Cluster.
+AsyncClient = redis.asyncio.Redis | AsyncRedisCluster
 
 
 def connect_async(
@@ -183,7 +196,7 @@ def connect_async(
         check_url(url),
         max_connections=MAX_CONNECTIONS,
         timeout=POOL_WAIT_S,
-        **_options(backoff_retry_async(retries), socket_timeout),
+        **client_options(backoff_retry_async(retries), socket_timeout),
     )
     return redis.asyncio.Redis.from_pool(pool)
 
@@ -212,7 +225,7 @@ def acl_refusal(exc: BaseException) -> str | None:
     )
 
 
-def ping(client: redis.Redis, url: str) -> None:
+def ping(client: Client, url: str) -> None:
     """Fail fast with ConnectionFailed (one line) when Redis is unreachable or refuses us."""
     try:
         client.ping()
@@ -222,7 +235,7 @@ def ping(client: redis.Redis, url: str) -> None:
         raise ConnectionFailed(describe_error(url, exc)) from None
 
 
-async def ping_async(client: redis.asyncio.Redis, url: str) -> None:
+async def ping_async(client: AsyncClient, url: str) -> None:
     try:
         await client.ping()
     except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
@@ -246,15 +259,21 @@ def clone_kwargs(
     return kwargs
 
 
-def address(client: redis.Redis | redis.asyncio.Redis) -> str:
+def address(client: Client | AsyncClient) -> str:
     """Where ``client`` connects, for error lines (never includes a password)."""
+    if isinstance(client, AsyncRedisCluster):
+        seed = next(iter(client.nodes_manager.startup_nodes.values()), None)
+        return f"cluster via {seed.name}" if seed is not None else "cluster"
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()  # type: ignore[no-untyped-call]
+        return f"cluster via {node.host}:{node.port}" if node is not None else "cluster"
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-def check_reachable(url: str, client: redis.Redis | None = None) -> None:
+def check_reachable(url: str, client: Client | None = None) -> None:
     """Fail fast at start-up (ConnectionFailed, one line) when Redis cannot be used.
 
     Long-running parts retry commands for a long while once serving; at start-up an

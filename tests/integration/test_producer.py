@@ -455,12 +455,13 @@ def test_listener_read_timeout_outlasts_its_blocking_pop(redis_url: str) -> None
     """redis-py 8 reads with a 5 s socket timeout by default: the listener's 5 s pop would end
     in TimeoutError (retries, a warning and a 1 s pause) instead of an empty answer."""
     with Producer.from_url(redis_url) as producer:
-        timeout = producer._listen_client.connection_pool.connection_kwargs["socket_timeout"]
+        listen_client = producer._listener._listen_client
+        timeout = listen_client.connection_pool.connection_kwargs["socket_timeout"]  # type: ignore[union-attr]
         assert timeout > LISTEN_TIMEOUT_S
 
     async def main() -> float:
         async with AsyncProducer.from_url(redis_url) as producer:
-            kwargs = producer._listen_client.connection_pool.connection_kwargs
+            kwargs = producer._listener._listen_client.connection_pool.connection_kwargs  # type: ignore[union-attr]
             return float(kwargs["socket_timeout"])
 
     assert asyncio.run(main()) > LISTEN_TIMEOUT_S

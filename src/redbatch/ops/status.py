@@ -58,9 +58,9 @@ from redbatch.connection import DEFAULT_URL
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 
 if TYPE_CHECKING:
-    import redis
     from rich.console import RenderableType
 
+    from redbatch.connection import Client
     from redbatch.ops.status_model import Snapshot
     from redbatch.protocol.keys import KeySpace
 
@@ -68,7 +68,7 @@ MIN_INTERVAL_S = 0.1
 MAX_INTERVAL_S = 3600.0
 
 
-def collect(client: redis.Redis, keyspace: KeySpace, now: float) -> Snapshot:
+def collect(client: Client, keyspace: KeySpace, now: float) -> Snapshot:
     """Every queue of ``keyspace`` and its workers; ``now`` in unix seconds."""
     from redbatch.ops import status_collect  # noqa: PLC0415 - keep `redbatch --help` light
 
@@ -89,7 +89,7 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
     return status_model.to_json(snapshot)
 
 
-def _snapshot(client: redis.Redis, keyspace: KeySpace, url: str) -> Snapshot:
+def _snapshot(client: Client, keyspace: KeySpace, url: str) -> Snapshot:
     """``collect`` now, with Redis errors turned into one-line RedbatchErrors."""
     import redis  # noqa: PLC0415
 
@@ -108,7 +108,7 @@ def _snapshot(client: redis.Redis, keyspace: KeySpace, url: str) -> Snapshot:
         raise RedbatchError(describe_error(url, exc)) from None
 
 
-def _watch(client: redis.Redis, keyspace: KeySpace, url: str, interval: float) -> None:
+def _watch(client: Client, keyspace: KeySpace, url: str, interval: float) -> None:
     """Redraw in place every ``interval`` s until Ctrl-C; a Redis outage is shown, not fatal."""
     from rich.console import Console, Group  # noqa: PLC0415
     from rich.live import Live  # noqa: PLC0415
@@ -138,7 +138,8 @@ def _watch(client: redis.Redis, keyspace: KeySpace, url: str, interval: float) -
 
 
 def _run(redis_url: str, namespace: str, watch: bool, interval: float, as_json: bool) -> None:
-    from redbatch.connection import check_reachable, connect  # noqa: PLC0415
+    from redbatch.cluster_client import connect_any  # noqa: PLC0415
+    from redbatch.connection import check_reachable  # noqa: PLC0415
     from redbatch.protocol.keys import KeySpace  # noqa: PLC0415
 
     check_environment(os.environ)
@@ -149,7 +150,7 @@ def _run(redis_url: str, namespace: str, watch: bool, interval: float, as_json: 
             f"invalid --interval {interval:g}: use {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g} s"
         )
     keyspace = KeySpace(namespace)
-    client = connect(redis_url)
+    client = connect_any(redis_url)  # a cluster when the server is one
     try:
         check_reachable(redis_url, client)
         if watch:

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from redbatch.connection import address
+from redbatch.connection import Client, address
 from redbatch.errors import ConfigError
 from redbatch.ops.status_model import (
     Lane,
@@ -94,7 +94,7 @@ class _QueueFacts:
         return held
 
 
-def _queue_names(client: redis.Redis, keyspace: KeySpace) -> list[QueueKeys]:
+def _queue_names(client: Client, keyspace: KeySpace) -> list[QueueKeys]:
     found = []
     for raw in client.smembers(keyspace.queues):
         try:
@@ -111,7 +111,7 @@ def _group_row(groups: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-def _read_queues(client: redis.Redis, queues: list[QueueKeys], now: float) -> list[_QueueFacts]:
+def _read_queues(client: Client, queues: list[QueueKeys], now: float) -> list[_QueueFacts]:
     slots = stats.window_slots(now)
     pipe = client.pipeline(transaction=False)
     for keys in queues:
@@ -139,7 +139,7 @@ def _read_queues(client: redis.Redis, queues: list[QueueKeys], now: float) -> li
     return facts
 
 
-def _heartbeat_keys(client: redis.Redis, keyspace: KeySpace) -> list[tuple[str, str, str]]:
+def _heartbeat_keys(client: Client, keyspace: KeySpace) -> list[tuple[str, str, str]]:
     """(queue, worker, key) of every heartbeat in the namespace, found with one SCAN.
 
     Braces are literal in SCAN's glob, and neither the namespace nor queue names can hold a
@@ -156,7 +156,7 @@ def _heartbeat_keys(client: redis.Redis, keyspace: KeySpace) -> list[tuple[str, 
 
 
 def _read_details(
-    client: redis.Redis, facts: list[_QueueFacts], heartbeat_keys: list[tuple[str, str, str]]
+    client: Client, facts: list[_QueueFacts], heartbeat_keys: list[tuple[str, str, str]]
 ) -> dict[tuple[str, str], dict[bytes, bytes]]:
     """Fill each lane's oldest waiting entry time into ``facts``; return the heartbeats."""
     pipe = client.pipeline(transaction=False)
@@ -260,7 +260,7 @@ def _workers(
     return tuple(workers)
 
 
-def collect(client: redis.Redis, keyspace: KeySpace, now: float) -> Snapshot:
+def collect(client: Client, keyspace: KeySpace, now: float) -> Snapshot:
     """Read the status of every queue of ``keyspace`` and of its workers; ``now`` is unix
     seconds (ages and the statistics window are taken against it). Redis errors propagate."""
     now_ms = int(now * 1000)

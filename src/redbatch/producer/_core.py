@@ -11,9 +11,9 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Container
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from redbatch.errors import (
     ConfigError,
@@ -326,11 +326,37 @@ def describe(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def on_shards(subs: list[Submission], shards: list[str], chunk: int) -> list[Submission]:
+    """``subs`` with chunk i (of ``chunk`` each) addressed to physical queue ``shards[i]``;
+    as given (no copies) when that is where they already go, an unsharded queue."""
+    if all(name == subs[0].queue for name in shards):
+        return subs
+    return [replace(s, queue=shards[i // chunk]) for i, s in enumerate(subs)]
+
+
+class _Queued(Protocol):
+    id: str
+    queue: str
+
+
+def by_queue(handles: Sequence[_Queued]) -> dict[str, list[str]]:
+    """Request ids of ``handles`` by the physical queue (shard) each went to."""
+    ids: dict[str, list[str]] = {}
+    for handle in handles:
+        ids.setdefault(handle.queue, []).append(handle.id)
+    return ids
+
+
+def check_chunk(chunk: int) -> int:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"chunk must be a positive integer, got {chunk!r}")
+    return chunk
+
+
 def batches(subs: list[Submission], chunk: int) -> list[tuple[int, list[Submission]]]:
     """(offset, submissions) per pipelined round trip of ``map``; checked before anything
     is registered or sent."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ConfigError(f"chunk must be a positive integer, got {chunk!r}")
+    check_chunk(chunk)
     return [(start, subs[start : start + chunk]) for start in range(0, len(subs), chunk)]
 
 

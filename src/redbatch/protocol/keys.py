@@ -6,6 +6,12 @@ Cluster slot and a single MULTI or Lua call may touch any of them.
 A queue has one stream per priority ("lane"): ``normal`` is the contract's ``rb:{Q}:stream``
 (so entries added by hand there keep working); ``high`` and ``low`` are ``rb:{Q}:stream:high``
 and ``rb:{Q}:stream:low``. Each lane has its own consumer group ``workers``.
+
+A sharded queue (``shards=N`` in ``rb:{Q}:config``, N > 1) is N physical queues named
+``Q#0`` .. ``Q#{N-1}``, each with exactly a plain queue's keys under ``rb:{Q#k}``: every
+script, MULTI and worker/scheduler routine works on one shard as on a queue, in one slot.
+'#' never appears in a name users give (``check_queue_name``); ``KeySpace.queue`` also takes
+the internal shard names, since workers and the scheduler read them from ``rb:queues``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from redbatch.errors import ConfigError
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # The namespace is a key prefix; braces or colons in it would break hash tags and parsing.
+# A physical queue: a queue, or one shard ``Q#k`` of it (internal names only).
+PHYSICAL_NAME = re.compile(r"([A-Za-z0-9_.-]{1,64})(?:#(0|[1-9][0-9]{0,2}))?")
+# Shard counts 1..MAX_SHARDS: beyond a few per cluster node more shards only add idle reads.
+MAX_SHARDS = 256
 NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 GROUP = "workers"
 # Request priorities, highest first; each is one stream ("lane") of the queue.
@@ -35,6 +45,25 @@ def check_queue_name(queue: str) -> str:
     if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
         raise ConfigError(f"invalid queue name {queue!r}: use 1-64 characters of [A-Za-z0-9_.-]")
     return queue
+
+
+def check_shard_count(shards: object) -> int:
+    if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+        raise ConfigError(f"invalid shard count {shards!r}: use an integer from 1 to {MAX_SHARDS}")
+    return shards
+
+
+def logical_name(name: str) -> str:
+    """The queue a physical queue name belongs to: ``Q`` for ``Q`` and for its shard ``Q#k``."""
+    return name.split("#", 1)[0]
+
+
+def shard_names(queue: str, shards: int) -> tuple[str, ...]:
+    """The physical queues of ``queue`` with ``shards`` shards: ``(Q,)`` when not sharded."""
+    check_queue_name(queue)
+    if check_shard_count(shards) == 1:
+        return (queue,)
+    return tuple(f"{queue}#{k}" for k in range(shards))
 
 
 def check_request_id(request_id: str) -> str:
@@ -62,7 +91,23 @@ class KeySpace:
         return f"{self.namespace}:queues"
 
     def queue(self, queue: str) -> QueueKeys:
-        return QueueKeys(self.namespace, check_queue_name(queue))
+        """The keys of a queue, or of one shard ``Q#k`` of one (a physical queue)."""
+        if not isinstance(queue, str) or not PHYSICAL_NAME.fullmatch(queue):
+            check_queue_name(queue)  # the user-facing message
+            raise ConfigError(f"invalid shard name {queue!r}")
+        return QueueKeys(self.namespace, queue)
+
+    def shard(self, queue: str, index: int, shards: int) -> QueueKeys:
+        """The keys of shard ``index`` of ``queue`` split in ``shards``; with one shard, the
+        queue's own keys (``rb:{Q}:...``, as before sharding existed)."""
+        names = shard_names(queue, shards)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < shards:
+            raise ConfigError(f"invalid shard index {index!r} of {shards} shards")
+        return QueueKeys(self.namespace, names[index])
+
+    def config(self, queue: str) -> str:
+        """Hash of a queue's settings shared by every party (field ``shards``)."""
+        return f"{self.namespace}:{{{check_queue_name(queue)}}}:config"
 
 
 @dataclass(frozen=True)

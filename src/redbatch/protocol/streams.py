@@ -2,7 +2,9 @@
 
 Whichever side comes first (producer or worker) creates them; doing it twice is harmless.
 Every lane (priority stream, ``QueueKeys.streams``) gets the group ``workers`` at id 0, so
-requests added before any worker existed are served. One round trip for all of it.
+requests added before any worker existed are served. One round trip for all of it (on a
+cluster, redis-py splits the pipeline by node: the lanes share the queue's slot, the registry
+``rb:queues`` is elsewhere; nothing here needs to be atomic).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
 
@@ -26,7 +30,7 @@ def _check(replies: list[Any]) -> None:
             raise reply
 
 
-def ensure_queue(client: redis.Redis, keyspace: KeySpace, keys: QueueKeys) -> None:
+def ensure_queue(client: redis.Redis | RedisCluster, keyspace: KeySpace, keys: QueueKeys) -> None:
     pipe = client.pipeline(transaction=False)
     for stream in keys.streams:
         pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)
@@ -35,7 +39,7 @@ def ensure_queue(client: redis.Redis, keyspace: KeySpace, keys: QueueKeys) -> No
 
 
 async def ensure_queue_async(
-    client: redis.asyncio.Redis, keyspace: KeySpace, keys: QueueKeys
+    client: redis.asyncio.Redis | AsyncRedisCluster, keyspace: KeySpace, keys: QueueKeys
 ) -> None:
     pipe = client.pipeline(transaction=False)
     for stream in keys.streams:

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from redbatch.connection import Client
 from redbatch.protocol.keys import GROUP, PRIORITIES, QueueKeys
 from redbatch.scheduler.upkeep import DEAD_WORKER, DUE_RETRY, HUNG_WORKER
 
@@ -40,7 +41,7 @@ def _or_empty(reply: Any, empty: Any) -> Any:
 class SchedulerMetrics:
     """Metrics of one scheduler, in a registry of their own; also the upkeep's ``Tally``."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
         self._seen: set[str] = set()
         self.registry = CollectorRegistry()

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import redis
 
 from redbatch import exporter
+from redbatch.cluster_client import connect_any
 from redbatch.config import SchedulerConfig
-from redbatch.connection import check_reachable, connect, redacted
+from redbatch.connection import Client, check_reachable, redacted
 from redbatch.errors import ConfigError
 from redbatch.logconfig import describe
 from redbatch.protocol.keys import KeySpace, QueueKeys
@@ -59,13 +60,15 @@ class Scheduler:
     def __init__(
         self,
         config: SchedulerConfig,
-        client: redis.Redis | None = None,
+        client: Client | None = None,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._owns_client = client is None
-        self._client = client or connect(config.redis_url, retries=_RETRIES)
+        self._client = client or connect_any(
+            config.redis_url, cluster=config.cluster, retries=_RETRIES
+        )
         self._stop = stop or threading.Event()
         self._clock = clock
         self._keyspace = KeySpace(config.namespace)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import redis
 
 from redbatch.config import SchedulerConfig
+from redbatch.connection import Client
 from redbatch.protocol.keys import GROUP, PRIORITIES, QueueKeys
 from redbatch.protocol.scripts import (
     RETRY,
@@ -88,7 +89,7 @@ class Upkeep:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         config: SchedulerConfig,
         *,
         now_ms: Callable[[], int] = wall_ms,

@@ -19,7 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError
 
+from redbatch.connection import Client
 from redbatch.protocol.keys import QueueKeys
 from redbatch.worker import stats_buffer
 from redbatch.worker.stats_buffer import StatsBuffer
@@ -61,7 +64,7 @@ def overdue(progress: Progress, now: float, batch_timeout_s: float, drain_timeou
 class Heartbeat:
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         keys: list[QueueKeys],
         name: str,
         progress: Progress,
@@ -75,6 +78,7 @@ class Heartbeat:
     ) -> None:
         self._stop_requested = stop
         self._client = client
+        self._cluster = isinstance(client, RedisCluster)
         self._keys = keys
         self._name = name
         self._progress = progress
@@ -87,6 +91,12 @@ class Heartbeat:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="redbatch-heartbeat", daemon=True)
         self._warned = False
+
+    def add_queues(self, keys: list[QueueKeys]) -> None:
+        """Beat for these queues (new shards) too. New objects, not updates in place: the
+        heartbeat thread may be iterating over the old ones."""
+        self._keys = [*self._keys, *keys]
+        self._stats_keys = {**self._stats_keys, **{k.name: k for k in keys}}
 
     def start(self) -> None:
         self.beat()
@@ -101,7 +111,8 @@ class Heartbeat:
         taken = self._stats.take() if self._stats is not None else {}
         pipe = self._client.pipeline(transaction=False)
         stats_buffer.write(pipe, self._stats_keys, taken)
-        pipe.delete(*(k.worker(self._name) for k in self._keys))
+        for keys in self._keys:  # one DEL each: a cluster pipeline takes one key per DEL
+            pipe.delete(keys.worker(self._name))
         try:
             pipe.execute()
         except redis.RedisError as exc:
@@ -123,10 +134,12 @@ class Heartbeat:
             "state": p.state,
             "busy": "1" if p.batch_started is not None else "0",
         }
+        lost = self._renew_each(fields) if self._cluster else None
         pipe = self._client.pipeline(transaction=False)
-        for keys in self._keys:
-            pipe.hset(keys.worker(self._name), mapping=fields)  # type: ignore[arg-type]
-            pipe.expire(keys.worker(self._name), self._ttl_s)
+        if not self._cluster:
+            for keys in self._keys:
+                pipe.hset(keys.worker(self._name), mapping=fields)  # type: ignore[arg-type]
+                pipe.expire(keys.worker(self._name), self._ttl_s)
         taken = self._stats.take() if self._stats is not None else {}
         stats_buffer.write(pipe, self._stats_keys, taken)
         try:
@@ -137,6 +150,24 @@ class Heartbeat:
             if self._stats is not None:
                 self._stats.put_back(taken)
             raise
+        if lost is not None:
+            raise lost
+
+    def _renew_each(self, fields: dict[str, str | int]) -> redis.RedisError | None:
+        """On a cluster: each queue's heartbeat on its own, so a primary that is down (for
+        its failover, up to cluster-node-timeout and more) lapses only the heartbeats of its
+        own slots; one pipeline for all would renew none, and the scheduler would re-queue
+        this worker's running batches everywhere. Returns the last failure, if any."""
+        lost: redis.RedisError | None = None
+        for keys in self._keys:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hset(keys.worker(self._name), mapping=fields)  # type: ignore[arg-type]
+            pipe.expire(keys.worker(self._name), self._ttl_s)
+            try:
+                pipe.execute()
+            except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
+                lost = exc
+        return lost
 
     def _run(self) -> None:
         # Renew several times per TTL so one slow round trip never lets it lapse.

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError
 
 from redbatch.batching import BatchPolicy, Held, decide
+from redbatch.connection import Client
 from redbatch.protocol.fields import entry_key
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
@@ -30,6 +33,9 @@ _FILL_POLL_S = 0.0005
 # While a batch runs, empty non-blocking reads back off from the first to the second.
 _AHEAD_POLL_MIN_S = 0.0005
 _AHEAD_POLL_MAX_S = 0.004
+# On a cluster an idle worker polls (see Reader): empty rounds back off up to this long, the
+# most an arrival waits there beyond a single node's blocking read.
+_IDLE_POLL_MAX_S = 0.01
 
 
 # Priority name -> the batch former's level (higher runs first).
@@ -77,14 +83,19 @@ class Reader:
     """Owns the worker's reads; holds entries already delivered to it until they are batched.
 
     Every lane (priority stream) of every queue is read in one ``XREADGROUP``; the batch
-    former orders what is held by (aged) priority. What is held is bounded: a worker that
-    runs nothing reads up to one batch, and while a batch runs it reads at most one more
-    (``read_ahead``), per stream, so it never hoards work other workers could run.
+    former orders what is held by (aged) priority. On a Redis Cluster one XREADGROUP may only
+    name keys of one slot: reads go one per queue (or shard) in a pipeline redis-py splits by
+    node, and the idle read cannot block on all of them at once, so it polls without
+    blocking, backing off from 0.5 ms to ``_IDLE_POLL_MAX_S`` between empty rounds.
+
+    What is held is bounded: a worker that runs nothing reads up to one batch, and while a
+    batch runs it reads at most one more (``read_ahead``), per stream, so it never hoards
+    work other workers could run.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         keyspace: KeySpace,
         queues: tuple[str, ...],
         consumer: str,
@@ -94,24 +105,39 @@ class Reader:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
+        self._cluster = isinstance(client, RedisCluster)
         self._keyspace = keyspace
-        self._keys: dict[str, QueueKeys] = {q: keyspace.queue(q) for q in queues}
-        self._lane_of_stream: dict[bytes, tuple[str, str, int]] = {
-            stream.encode(): (queue, priority, LEVELS[priority])
-            for queue, keys in self._keys.items()
-            for stream, priority in lanes(keys)
-        }
-        self._streams: dict[Any, Any] = {s.decode(): ">" for s in self._lane_of_stream}
+        self._keys: dict[str, QueueKeys] = {}
+        self._lane_of_stream: dict[bytes, tuple[str, str, int]] = {}
+        self._streams: dict[Any, Any] = {}
+        self._held: dict[str, dict[str, tuple[Held, RawEntry]]] = {}
+        self.add_queues(queues)
         self._consumer = consumer
         self.policy = policy
         self._block_ms = block_ms
         # Wall clock, like the requests' deadlines (ms since epoch) the former compares with.
         self._clock = clock
-        self._held: dict[str, dict[str, tuple[Held, RawEntry]]] = {q: {} for q in queues}
 
-    def ensure_groups(self) -> None:
-        for keys in self._keys.values():
-            ensure_queue(self._client, self._keyspace, keys)
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The physical queues (queues and shards) read, in the order they were added."""
+        return tuple(self._keys)
+
+    def add_queues(self, queues: Iterable[str]) -> list[str]:
+        """Read these physical queues too (a queue's new shards); returns those that were
+        new. Their groups are not created here: see ``ensure_groups``."""
+        added = [q for q in dict.fromkeys(queues) if q not in self._keys]
+        for queue in added:
+            keys = self._keys[queue] = self._keyspace.queue(queue)
+            self._held[queue] = {}
+            for stream, priority in lanes(keys):
+                self._lane_of_stream[stream.encode()] = (queue, priority, LEVELS[priority])
+                self._streams[stream] = ">"
+        return added
+
+    def ensure_groups(self, queues: Iterable[str] | None = None) -> None:
+        for queue in self._keys if queues is None else queues:
+            ensure_queue(self._client, self._keyspace, self._keys[queue])
 
     @property
     def holding(self) -> int:
@@ -152,6 +178,10 @@ class Reader:
         if read:
             self._read()
         return self._take_due()[0]
+
+    def top_up(self) -> int:
+        """One non-blocking read of what fits beside what is held; how many arrived."""
+        return self._read()
 
     def read_ahead(self, finished: Callable[[float], bool]) -> None:
         """While a batch runs: read until one batch is held ahead, or until ``finished(t)``
@@ -200,7 +230,9 @@ class Reader:
         in a batch beside what is held at that priority or higher, so held low-priority
         entries never keep a worker from reading the high ones."""
         try:
-            if block_ms is not None:
+            if block_ms is not None and self._cluster:
+                replies = self._poll_idle(count, block_ms)
+            elif block_ms is not None:
                 replies = [
                     self._client.xreadgroup(
                         GROUP, self._consumer, self._streams, count=count, block=block_ms
@@ -228,13 +260,64 @@ class Reader:
         return by_count
 
     def _read_lanes(self, by_count: dict[int, dict[Any, Any]]) -> list[Any]:
-        if not by_count:
+        reads = [(n, part) for n, streams in by_count.items() for part in self._by_slot(streams)]
+        if not reads:
             return []
+        if self._cluster:
+            return self._read_per_node(reads)
         pipe = self._client.pipeline(transaction=False)
-        for n, streams in by_count.items():
+        for n, streams in reads:
             pipe.xreadgroup(GROUP, self._consumer, streams, count=n)
         replies: list[Any] = pipe.execute()
         return replies
+
+    def _read_per_node(self, reads: list[tuple[int, dict[Any, Any]]]) -> list[Any]:
+        """A cluster's reads, one pipeline per node. A read that ran is never thrown away:
+        its entries are now pending to this worker, and unheld they would wait for the
+        scheduler's hung-batch limit. redis-py's cluster pipeline raises for all of its
+        nodes when one fails (a primary dying): here only that node's reads are lost
+        (and tried again next round); the error is raised only when every node failed."""
+        assert isinstance(self._client, RedisCluster)
+        by_node: dict[str, list[tuple[int, dict[Any, Any]]]] = {}
+        for n, streams in reads:
+            node = self._client.get_node_from_key(next(iter(streams)))  # type: ignore[no-untyped-call]
+            by_node.setdefault(node.name, []).append((n, streams))
+        replies: list[Any] = []
+        failure: redis.RedisError | None = None
+        for group in by_node.values():
+            pipe = self._client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+            for n, streams in group:
+                pipe.xreadgroup(GROUP, self._consumer, streams, count=n)
+            try:
+                replies += pipe.execute()
+            except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
+                log.debug("a cluster node did not answer a read: %s", exc)
+                failure = exc
+        if failure is not None and not replies:
+            raise failure
+        return replies
+
+    def _by_slot(self, streams: dict[Any, Any]) -> list[dict[Any, Any]]:
+        """``streams`` as one read, or on a cluster one per queue (a queue is one slot)."""
+        if not self._cluster:
+            return [streams]
+        parts: dict[str, dict[Any, Any]] = {}
+        for stream, position in streams.items():
+            raw = stream if isinstance(stream, bytes) else stream.encode()
+            parts.setdefault(self._lane_of_stream[raw][0], {})[stream] = position
+        return list(parts.values())
+
+    def _poll_idle(self, count: int, block_ms: int) -> list[Any]:
+        """A cluster's idle read: non-blocking rounds over every queue until one brings
+        entries or ``block_ms`` passes."""
+        deadline = time.monotonic() + block_ms / 1000
+        pause = _AHEAD_POLL_MIN_S
+        while True:
+            replies = self._read_lanes({count: self._streams})
+            if any(replies) or time.monotonic() >= deadline:
+                return replies
+            time.sleep(pause)  # a poll period: a cluster has no multi-slot blocking read
+            pause = min(2 * pause, _IDLE_POLL_MAX_S)
 
     def _hold(self, reply: Any) -> int:
         now = self._clock()

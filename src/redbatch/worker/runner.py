@@ -27,19 +27,21 @@ import redis
 
 from redbatch.batching import BatchPolicy
 from redbatch.batching.adaptive import AdaptiveWindow
+from redbatch.cluster_client import connect_any
 from redbatch.config import WorkerConfig
-from redbatch.connection import check_reachable, connect, redacted
-from redbatch.errors import MalformedEntry
+from redbatch.connection import Client, check_reachable, redacted
+from redbatch.errors import ConfigError, MalformedEntry
 from redbatch.logconfig import describe
 from redbatch.protocol import codec
 from redbatch.protocol.fields import Request, parse_entry
-from redbatch.protocol.keys import KeySpace
+from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.worker.batch import Batch, Turn, attempt_of
 from redbatch.worker.executor import Executor, Handler, Ran, now_ms
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_exception_types, load_handler, warm_up
 from redbatch.worker.reader import RawEntry, Reader
 from redbatch.worker.recorder import Recorder
+from redbatch.worker.shards import ShardWatch
 from redbatch.worker.telemetry import Telemetry
 from redbatch.worker.writer import Malformed, Writer
 
@@ -67,7 +69,7 @@ class Worker:
         self,
         config: WorkerConfig,
         handler: Handler | None = None,
-        client: redis.Redis | None = None,
+        client: Client | None = None,
         stop: threading.Event | None = None,
         *,
         overlap: bool = True,
@@ -79,8 +81,9 @@ class Worker:
         self.state = State.STARTING
         self._owns_client = client is None
         # The read timeout must outlast the blocking read, or an idle read ends in an error.
-        self._client = client or connect(
+        self._client = client or connect_any(
             config.redis_url,
+            cluster=config.cluster,
             retries=_WORKER_RETRIES,
             socket_timeout=config.block_ms / 1000 + _SOCKET_TIMEOUT_MARGIN_S,
         )
@@ -106,6 +109,7 @@ class Worker:
             policy=policy,
             block_ms=config.block_ms,
         )
+        self._shards = ShardWatch(self._keyspace, config.queues)
         self._executors = self._load_executors(config, handler)
         # One thread runs every handler call, so the loop can do Redis work meanwhile.
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redbatch-handler")
@@ -140,7 +144,8 @@ class Worker:
 
     @staticmethod
     def _load_executors(config: WorkerConfig, handler: Handler | None) -> dict[str, Executor]:
-        """An executor per queue; a handler serving several queues is loaded once."""
+        """An executor per queue (its shards share it: ``logical_name``); a handler serving
+        several queues is loaded once."""
         limits = codec.Limits(config.max_payload_bytes)
         retry_on = load_exception_types(config.retry_on)
         loaded: dict[tuple[str, tuple[tuple[str, str], ...]], Handler] = {}
@@ -169,23 +174,43 @@ class Worker:
         self.telemetry.serve()  # before a warm-up that may take minutes: a taken port fails now
         for executor in {id(e.handler): e for e in self._executors.values()}.values():
             warm_up(executor.handler)
+        self._serve_shards()
         self._reader.ensure_groups()
         self._set_state(State.SERVING)
         self._heartbeat.start()
         c = self.config
         log.info(
-            "worker %s serving %s on %s (%s)", c.name, " ".join(c.queues), redacted(c.redis_url),
-            describe(c, skip=("name", "queues", "redis_url")),
+            "worker %s serving %s on %s (%s)", c.name, " ".join(self._reader.queues),
+            redacted(c.redis_url), describe(c, skip=("name", "queues", "redis_url")),
         )  # fmt: skip
         running: Batch | None = None
         try:
             while not self._stop.is_set():
+                if self._shards.due():
+                    self._serve_shards(quiet=True)
                 running = self._turn(running)
             self._recorder.last(running)
         finally:
             self._compute.shutdown(wait=False)
         self._drain()
         self.telemetry.close()
+
+    def _serve_shards(self, *, quiet: bool = False) -> None:
+        """Serve every shard of the configured queues: at start, and when re-read shows new
+        ones (``quiet``: a Redis error then waits for the next read, the turn reports it)."""
+        try:
+            added = self._reader.add_queues(self._shards.read(self._client))
+            if added:
+                self._reader.ensure_groups(added)
+                self._heartbeat.add_queues([self._keyspace.queue(q) for q in added])
+        except redis.RedisError:
+            if not quiet:
+                raise
+            log.debug("could not re-read the queues' shard counts", exc_info=True)
+        except ConfigError as exc:
+            if not quiet:
+                raise
+            log.warning("%s; serving the shards known before", exc)  # a hand-edited count
 
     def _drain(self) -> None:
         self._set_state(State.DRAINING)
@@ -200,7 +225,7 @@ class Worker:
             log.warning("could not hand back %d entries (%s); the scheduler will", len(held), exc)
         self._heartbeat.stop()
         try:
-            for queue in self.config.queues:
+            for queue in self._reader.queues:
                 self._writer.leave_group(queue)
         except redis.RedisError as exc:
             log.warning("could not leave the consumer group (%s); the scheduler will", exc)
@@ -265,6 +290,10 @@ class Worker:
             self._unstarted += turn.following.entries
             turn.following = None
         turn.launched, turn.following = self._launch(turn.following), None
+        if turn.launched is not None and not turn.launched.alone and not self._stop.is_set():
+            # Read ahead before N's results go out: Redis runs their script for a while, and
+            # a read sent after it would wait for it instead of feeding the next decode.
+            self._reader.top_up()
         self._recorder.record(running)
         return turn.launched
 
@@ -287,7 +316,7 @@ class Worker:
             log.warning(
                 "dead-lettering malformed entry %s on %s: %s", bad.entry.entry_id, queue, bad.reason
             )
-        prepared = self._executors[queue].prepare(requests)
+        prepared = self._executors[logical_name(queue)].prepare(requests)
         return Batch(queue, entries, malformed, prepared, alone=alone or not self._overlap)
 
     def _isolate(self, batch: list[RawEntry]) -> tuple[list[RawEntry], bool]:
@@ -309,7 +338,7 @@ class Worker:
         requests = batch.prepared.requests
         if requests:
             cancelled = self._writer.start(batch.queue, requests)
-            executor = self._executors[batch.queue]
+            executor = self._executors[logical_name(batch.queue)]
             batch.future = self._compute.submit(self._execute, executor, batch, cancelled)
             # Let the handler thread take the GIL now: otherwise it waits until this thread,
             # busy building the previous batch's writes, next blocks on I/O.

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from redbatch.connection import Client
 from redbatch.protocol.deferred import Deferred
 from redbatch.protocol.fields import (
     DEAD,
@@ -73,7 +74,7 @@ class Malformed:
 class Writer:
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         keyspace: KeySpace,
         worker_name: str,
         *,
