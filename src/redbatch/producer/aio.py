@@ -1,27 +1,24 @@
 """The asyncio producer: the same methods as ``Producer``, as coroutines.
 
-One listener task per producer pops the producer's reply lists (blocking, on a connection of
-its own) and completes futures. No thread and no thread lock: everything runs on the loop.
-Redis outages are ridden out as by ``Producer`` (see redbatch.producer.sync).
+An ``AsyncReplyListener`` (``producer.async_listener``) pops the producer's reply lists and
+completes futures. No thread and no thread lock: everything runs on the loop. Redis outages
+are ridden out as by ``Producer`` (see redbatch.producer.listener).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import redis
 import redis.asyncio
 
+from redbatch.cluster_client import connect_async_any
 from redbatch.connection import (
+    AsyncClient,
     address,
-    backoff_retry_async,
-    clone_kwargs,
-    connect_async,
     ping_async,
 )
 from redbatch.errors import (
@@ -36,27 +33,26 @@ from redbatch.producer._core import (
     CANCEL_MARK,
     CANCEL_TTL_MS,
     DEFAULT_MAX_QUEUE_LEN,
-    LISTEN_RETRIES,
-    LISTEN_SOCKET_TIMEOUT_S,
-    LISTEN_TIMEOUT_S,
-    RECOVER_BATCH,
-    REPLY_BATCH,
-    WAKE,
-    WAKE_TTL_MS,
     Gathered,
-    Outage,
     ProducerCore,
     Submission,
     batches,
+    by_queue,
     check_new_ids,
-    read_replies,
-    stored_outcome,
+    on_shards,
 )
 from redbatch.producer.async_handle import AsyncHandle, cancel_quietly
+from redbatch.producer.async_listener import AsyncReplyListener
 from redbatch.protocol import codec
 from redbatch.protocol.fields import outcome_from_result
-from redbatch.protocol.keys import DEFAULT_PRIORITY, check_priority, check_queue_name
+from redbatch.protocol.keys import (
+    DEFAULT_PRIORITY,
+    check_priority,
+    check_queue_name,
+    check_request_id,
+)
 from redbatch.protocol.scripts import Scripts
+from redbatch.protocol.shards import ShardRouter, read_shards_async, served_names
 from redbatch.protocol.streams import ensure_queue_async
 
 log = logging.getLogger(__name__)
@@ -67,7 +63,7 @@ class AsyncProducer:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncClient,
         *,
         namespace: str = "rb",
         content_type: str = codec.MSGPACK,
@@ -85,25 +81,18 @@ class AsyncProducer:
             cancel_on_timeout=cancel_on_timeout,
         )
         self._scripts = Scripts(client)
-        pool = client.connection_pool
-        self._listen_client = redis.asyncio.Redis(
-            connection_pool=redis.asyncio.ConnectionPool(
-                connection_class=pool.connection_class,
-                max_connections=1,
-                retry=backoff_retry_async(LISTEN_RETRIES),
-                **clone_kwargs(client, socket_timeout=LISTEN_SOCKET_TIMEOUT_S),
-            )
-        )
-        self._outage = Outage()  # the listener's; read by the timeout path
         self._pending: dict[str, AsyncHandle] = {}
-        self._reply_keys: dict[str, str] = {}
-        self._keys_changed = asyncio.Event()
+        self._listener = AsyncReplyListener(client, self._core, self._pending)
+        self._router = ShardRouter()
         self._closed = False
-        self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str = "rb", **options: Any) -> AsyncProducer:
-        producer = cls(connect_async(url), namespace=namespace, **options)
+    def from_url(
+        cls, url: str, *, namespace: str = "rb", cluster: bool | None = None, **options: Any
+    ) -> AsyncProducer:
+        """Like ``Producer.from_url``."""
+        client = connect_async_any(url, cluster=cluster)
+        producer = cls(client, namespace=namespace, **options)
         producer._owns_client = True
         return producer
 
@@ -135,11 +124,13 @@ class AsyncProducer:
         timeout: float | None = None,
         cost: int = 1,
         priority: str = DEFAULT_PRIORITY,
+        shard_key: str | bytes | None = None,
     ) -> AsyncHandle:
+        """Like ``Producer.submit``."""
         sub = self._core.submission(
             queue, payload, request_id=id, timeout=timeout, cost=cost, priority=priority
         )
-        await self._use_queue(sub.queue)
+        [sub] = on_shards([sub], await self._route(queue, 1, shard_key), 1)
         [handle] = self._register([sub])
         try:
             await self._admit([sub], once=id is not None)
@@ -170,6 +161,24 @@ class AsyncProducer:
         return_exceptions: bool = False,
         priority: str = DEFAULT_PRIORITY,
     ) -> list[Any]:
+        """Like ``Producer.map``."""
+        handles = await self.submit_many(
+            queue, payloads, timeout=timeout, chunk=chunk, priority=priority
+        )
+        if not handles:
+            return []
+        return await self._gather(handles, Gathered(timeout, return_exceptions))
+
+    async def submit_many(
+        self,
+        queue: str,
+        payloads: Iterable[Any],
+        *,
+        timeout: float | None = None,
+        chunk: int = 500,
+        priority: str = DEFAULT_PRIORITY,
+    ) -> list[AsyncHandle]:
+        """Like ``Producer.submit_many``."""
         check_priority(priority)
         subs = [
             self._core.submission(queue, p, timeout=timeout, priority=priority) for p in payloads
@@ -177,7 +186,8 @@ class AsyncProducer:
         rounds = batches(subs, chunk)
         if not subs:
             return []
-        await self._use_queue(subs[0].queue)
+        subs = on_shards(subs, await self._route(queue, len(rounds)), chunk)
+        rounds = batches(subs, chunk)
         handles = self._register(subs)
         for start, batch in rounds:
             try:
@@ -188,18 +198,25 @@ class AsyncProducer:
             except QueueFull as full:
                 self._unregister(handles[start:])
                 raise MapQueueFull(full, handles[:start]) from None
-        return await self._gather(handles, Gathered(timeout, return_exceptions))
+        return handles
 
     async def cancel(self, queue: str, id: str) -> None:
         """Like ``Producer.cancel``."""
-        await self._cancel_ids(queue, [id])
+        for name in await self._served(queue):
+            await self._cancel_ids(name, [id])
 
     async def get_result(self, queue: str, id: str) -> Any:
-        key = self._core.keyspace.queue(queue).result(id)
+        """Like ``Producer.get_result``."""
+        names = await self._served(queue)
+        keyspace = self._core.keyspace
         try:
-            fields: dict[bytes, bytes] = await self._client.hgetall(key)  # type: ignore[assignment]
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(keyspace.queue(name).result(check_request_id(id)))
+            found: list[dict[bytes, bytes]] = await pipe.execute()
         except redis.RedisError as exc:
             raise ConnectionFailed(f"cannot read result {id} of queue {queue}: {exc}") from None
+        fields = next((f for f in found if f), None)
         if not fields:
             raise ResultNotFound(queue, id)
         outcome, ct = outcome_from_result(id, fields)
@@ -209,22 +226,11 @@ class AsyncProducer:
         if self._closed:
             return
         self._closed = True
-        pending, self._pending = self._pending, {}
-        if self._task is not None:
-            self._task.cancel()
-            first_key = next(iter(self._reply_keys.values()), None)
-            if first_key is not None:
-                # On Python 3.11 the cancellation can be lost (asyncio.wait_for inside
-                # redis-py swallows it when it lands as its inner await ends); the listener
-                # then blocks in its pop for up to LISTEN_TIMEOUT_S. The marker ends that pop.
-                await self._wake(first_key)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for handle in pending.values():
+        pending = list(self._pending.values())
+        self._pending.clear()  # the listener's dict too: it resolves nothing more
+        await self._listener.stop()
+        for handle in pending:
             handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
-        # aclose() leaves a pool it was given alone: close the listener's connection here.
-        await self._listen_client.connection_pool.disconnect()
-        await self._listen_client.aclose()
         if self._owns_client:
             await self._client.aclose()
 
@@ -269,7 +275,7 @@ class AsyncProducer:
 
     async def _cancel_timed_out(self, queue: str, ids: list[str]) -> None:
         """Like ``Producer._cancel_timed_out``: skipped while Redis is known to be down."""
-        if self._outage.active:
+        if self._listener.outage.active:
             log.debug("Redis unavailable: not cancelling %d timed-out request(s)", len(ids))
             return
         await self._cancel_ids(queue, ids)
@@ -280,8 +286,9 @@ class AsyncProducer:
                 outcome = await handle._wait(gathered.remaining())
             except ResultTimeout:
                 if self._core.cancel_on_timeout:
-                    waiting = [h.id for h in handles if not h.done()]
-                    await cancel_quietly(self._cancel_timed_out, handle.queue, waiting)
+                    waiting = by_queue([h for h in handles if not h.done()])
+                    for queue, ids in waiting.items():  # one per shard
+                        await cancel_quietly(self._cancel_timed_out, queue, ids)
                 raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
             try:
                 gathered.results.append(self._core.value(outcome, handle._ct))
@@ -293,82 +300,37 @@ class AsyncProducer:
         for handle in handles:
             self._pending.pop(handle.id, None)
 
-    async def _use_queue(self, queue: str) -> None:
+    async def _route(
+        self, queue: str, count: int, shard_key: str | bytes | None = None
+    ) -> list[str]:
+        """Like ``Producer._route``."""
         check_queue_name(queue)
-        if queue in self._reply_keys:
+        await self._refresh_shards(queue)
+        names = self._router.pick(queue, count, shard_key)
+        for name in dict.fromkeys(names):
+            await self._use_queue(name)
+        return names
+
+    async def _served(self, queue: str) -> tuple[str, ...]:
+        check_queue_name(queue)
+        await self._refresh_shards(queue)
+        return served_names(queue, self._router.shards(queue))
+
+    async def _refresh_shards(self, queue: str) -> None:
+        if self._router.stale(queue):
+            try:
+                shards = await read_shards_async(self._client, self._core.keyspace, queue)
+            except redis.RedisError as exc:
+                raise ConnectionFailed(f"cannot read the config of queue {queue}: {exc}") from None
+            self._router.update(queue, shards)
+
+    async def _use_queue(self, queue: str) -> None:
+        """Create physical queue ``queue`` (a queue or a shard) and listen on its replies."""
+        if self._listener.knows(queue):
             return
         keys = self._core.keyspace.queue(queue)
         try:
             await ensure_queue_async(self._client, self._core.keyspace, keys)
         except redis.RedisError as exc:
             raise ConnectionFailed(f"cannot create queue {queue}: {exc}") from None
-        if queue in self._reply_keys:
-            return
-        first_key = next(iter(self._reply_keys.values()), None)
-        self._reply_keys[queue] = self._core.reply_key(queue)
-        self._keys_changed.set()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._listen())
-        if first_key is not None:
-            await self._wake(first_key)
-
-    async def _wake(self, key: str) -> None:
-        try:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.rpush(key, WAKE)
-            pipe.pexpire(key, WAKE_TTL_MS, nx=True)
-            await pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("could not wake the reply listener: %s", exc)
-
-    async def _listen(self) -> None:
-        """Like ``Producer._listen``: redis-py reconnects with backoff, this loop carries on."""
-        while not self._closed:
-            if not self._reply_keys:
-                self._keys_changed.clear()
-                await self._keys_changed.wait()
-                continue
-            keys = list(self._reply_keys.values())
-            try:
-                if self._outage.active:
-                    self._outage.back(await self._recover())
-                popped = await self._listen_client.blmpop(
-                    LISTEN_TIMEOUT_S, len(keys), *keys, direction="LEFT", count=REPLY_BATCH
-                )
-            except redis.RedisError as exc:
-                if self._closed:
-                    return
-                self._outage.lost(exc)
-                if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-                    # A refusal (ACL, OOM...): redis-py does not retry these, so pause here.
-                    await asyncio.sleep(1.0)
-                continue
-            if popped:
-                self._dispatch(cast(list[bytes], popped[1]))
-
-    async def _recover(self) -> int:
-        """Like ``Producer._recover``: queues again, then stored results of waiting handles."""
-        keyspace = self._core.keyspace
-        for queue in list(self._reply_keys):
-            await ensure_queue_async(self._listen_client, keyspace, keyspace.queue(queue))
-        waiting = list(self._pending.values())
-        resolved = 0
-        for start in range(0, len(waiting), RECOVER_BATCH):
-            part = waiting[start : start + RECOVER_BATCH]
-            pipe = self._listen_client.pipeline(transaction=False)
-            for handle in part:
-                pipe.hgetall(keyspace.queue(handle.queue).result(handle.id))
-            rows = await pipe.execute()
-            for handle, fields in zip(part, rows, strict=True):
-                outcome = stored_outcome(handle.id, fields)
-                if outcome is not None and self._pending.get(handle.id) is handle:
-                    del self._pending[handle.id]
-                    handle._resolve(outcome)
-                    resolved += 1
-        return resolved
-
-    def _dispatch(self, items: list[bytes]) -> None:
-        for outcome in read_replies(items):
-            handle = self._pending.pop(outcome.id, None)
-            if handle is not None:
-                handle._resolve(outcome)
+        await self._listener.add(queue)

@@ -1,10 +1,8 @@
 """The synchronous producer: submit requests, wait on handles, fetch results by id.
 
-One background thread per producer listens on the producer's reply lists with a blocking
-multi-key pop and resolves handles; waiting requests cost no connection and no polling.
-The listener rides out a Redis outage (redis-py reconnects with backoff; one warning when it
-starts, one info line when it ends) and then reads the stored results of the requests still
-waiting: a reply push can be lost with a restart, the result hash is the source of truth.
+A ``ReplyListener`` (``producer.listener``) resolves the handles from the producer's reply
+lists: one blocking pop on one node, one per queue or shard on a cluster; waiting requests
+cost no connection and no polling.
 """
 
 from __future__ import annotations
@@ -13,11 +11,12 @@ import logging
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import redis
 
-from redbatch.connection import address, backoff_retry, clone_kwargs, connect, ping
+from redbatch.cluster_client import connect_any
+from redbatch.connection import Client, address, ping
 from redbatch.errors import (
     ConnectionFailed,
     MapQueueFull,
@@ -30,27 +29,26 @@ from redbatch.producer._core import (
     CANCEL_MARK,
     CANCEL_TTL_MS,
     DEFAULT_MAX_QUEUE_LEN,
-    LISTEN_RETRIES,
-    LISTEN_SOCKET_TIMEOUT_S,
-    LISTEN_TIMEOUT_S,
-    RECOVER_BATCH,
-    REPLY_BATCH,
-    WAKE,
-    WAKE_TTL_MS,
     Gathered,
-    Outage,
     ProducerCore,
     Submission,
     batches,
+    by_queue,
     check_new_ids,
-    read_replies,
-    stored_outcome,
+    on_shards,
 )
 from redbatch.producer.handle import Handle, Latch, cancel_quietly
+from redbatch.producer.listener import ReplyListener
 from redbatch.protocol import codec
 from redbatch.protocol.fields import outcome_from_result
-from redbatch.protocol.keys import DEFAULT_PRIORITY, check_priority, check_queue_name
+from redbatch.protocol.keys import (
+    DEFAULT_PRIORITY,
+    check_priority,
+    check_queue_name,
+    check_request_id,
+)
 from redbatch.protocol.scripts import Scripts
+from redbatch.protocol.shards import ShardRouter, read_shards, served_names
 from redbatch.protocol.streams import ensure_queue
 
 log = logging.getLogger(__name__)
@@ -61,7 +59,7 @@ class Producer:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         *,
         namespace: str = "rb",
         content_type: str = codec.MSGPACK,
@@ -84,27 +82,19 @@ class Producer:
             cancel_on_timeout=cancel_on_timeout,
         )
         self._scripts = Scripts(client)
-        # The listener's blocking pop holds its own connection, never one of the pool's.
-        pool = client.connection_pool
-        self._listen_client = redis.Redis(
-            connection_pool=redis.ConnectionPool(
-                connection_class=pool.connection_class,
-                max_connections=1,
-                retry=backoff_retry(LISTEN_RETRIES),
-                **clone_kwargs(client, socket_timeout=LISTEN_SOCKET_TIMEOUT_S),
-            )
-        )
-        self._outage = Outage()  # the listener's; read by the timeout path
         self._cond = threading.Condition()
         self._pending: dict[str, Handle] = {}
-        self._reply_keys: dict[str, str] = {}  # queue -> reply key, oldest first
+        self._listener = ReplyListener(client, self._core, self._cond, self._pending)
+        self._router = ShardRouter()
         self._closed = False
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str = "rb", **options: Any) -> Producer:
-        producer = cls(connect(url), namespace=namespace, **options)
+    def from_url(
+        cls, url: str, *, namespace: str = "rb", cluster: bool | None = None, **options: Any
+    ) -> Producer:
+        """A producer on its own client; ``cluster`` None: a Redis Cluster when the server
+        says it is one (its HELLO reply, as INFO cluster)."""
+        producer = cls(connect_any(url, cluster=cluster), namespace=namespace, **options)
         producer._owns_client = True
         return producer
 
@@ -138,17 +128,20 @@ class Producer:
         timeout: float | None = None,
         cost: int = 1,
         priority: str = DEFAULT_PRIORITY,
+        shard_key: str | bytes | None = None,
     ) -> Handle:
         """Add one request; ``timeout`` (s) is its deadline: workers skip it after that.
         ``priority`` (``high``, ``normal``, ``low``) picks the queue's lane (stream): workers
         serve higher lanes first; ConfigError before anything is sent for another value.
+        On a sharded queue, requests go to its shards in turn, or all requests with the same
+        ``shard_key`` to the same shard (``handle.queue`` names the shard).
 
         Raises QueueFull (nothing added) when the request's lane holds ``max_queue_len``
         requests, PayloadTooLarge (nothing written) for a payload over ``max_payload_bytes``."""
         sub = self._core.submission(
             queue, payload, request_id=id, timeout=timeout, cost=cost, priority=priority
         )
-        self._use_queue(sub.queue)
+        [sub] = on_shards([sub], self._route(queue, 1, shard_key), 1)
         [handle] = self._register([sub])
         try:
             self._admit([sub], once=id is not None)
@@ -180,15 +173,33 @@ class Producer:
         return_exceptions: bool = False,
         priority: str = DEFAULT_PRIORITY,
     ) -> list[Any]:
-        """Submit many (one atomic admission of ``chunk`` requests per round trip); results
-        in input order.
+        """Submit many (``submit_many``) and wait for them all; results in input order.
 
         With ``return_exceptions`` a failed request's exception takes its place in the list;
         otherwise the first failure (in input order) is raised once every request has ended
         or ``timeout`` passed (then, with ``cancel_on_timeout``, the requests of this call
-        still waiting are cancelled). Every payload is encoded before anything is sent. A
-        full queue raises MapQueueFull (a QueueFull): the chunks admitted before it still
-        run, and its ``admitted`` lists their handles.
+        still waiting are cancelled).
+        """
+        handles = self.submit_many(queue, payloads, timeout=timeout, chunk=chunk, priority=priority)
+        if not handles:
+            return []
+        return self._gather(handles, Gathered(timeout, return_exceptions))
+
+    def submit_many(
+        self,
+        queue: str,
+        payloads: Iterable[Any],
+        *,
+        timeout: float | None = None,
+        chunk: int = 500,
+        priority: str = DEFAULT_PRIORITY,
+    ) -> list[Handle]:
+        """Submit many without waiting: one atomic admission of ``chunk`` requests per round
+        trip, a handle per request (input order), for callers that want each request's own
+        outcome as it comes (``map`` waits for all). Every payload is encoded before anything
+        is sent. A full queue raises MapQueueFull (a QueueFull): the chunks admitted before it
+        still run, and its ``admitted`` lists their handles. On a sharded queue the chunks go
+        to its shards in turn.
         """
         check_priority(priority)
         subs = [
@@ -197,7 +208,8 @@ class Producer:
         rounds = batches(subs, chunk)
         if not subs:
             return []
-        self._use_queue(subs[0].queue)
+        subs = on_shards(subs, self._route(queue, len(rounds)), chunk)
+        rounds = batches(subs, chunk)
         handles = self._register(subs)
         for start, batch in rounds:
             try:
@@ -208,23 +220,32 @@ class Producer:
             except QueueFull as full:
                 self._unregister(handles[start:])
                 raise MapQueueFull(full, handles[:start]) from None
-        return self._gather(handles, Gathered(timeout, return_exceptions))
+        return handles
 
     def cancel(self, queue: str, id: str) -> None:
         """Cancel request ``id`` of ``queue`` (any producer's, from any process): a worker that
         has not started it gives it to no handler, it ends ``cancelled`` and its ``result()``
-        raises RequestCancelled. A request already running or finished keeps its outcome."""
-        self._cancel_ids(queue, [id])
+        raises RequestCancelled. A request already running or finished keeps its outcome.
+        On a sharded queue the id is marked cancelled in every shard (the id alone does
+        not say which shard holds it)."""
+        for name in self._served(queue):
+            self._cancel_ids(name, [id])
 
     # -- results by id ----------------------------------------------------------------
 
     def get_result(self, queue: str, id: str) -> Any:
-        """The stored outcome of request ``id`` from any process, until its TTL ends."""
-        key = self._core.keyspace.queue(queue).result(id)
+        """The stored outcome of request ``id`` from any process, until its TTL ends (on a
+        sharded queue, looked up in every shard)."""
+        names = self._served(queue)
+        keyspace = self._core.keyspace
         try:
-            fields: dict[bytes, bytes] = self._client.hgetall(key)  # type: ignore[assignment]
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(keyspace.queue(name).result(check_request_id(id)))
+            found: list[dict[bytes, bytes]] = pipe.execute()
         except redis.RedisError as exc:
             raise ConnectionFailed(f"cannot read result {id} of queue {queue}: {exc}") from None
+        fields = next((f for f in found if f), None)
         if not fields:
             raise ResultNotFound(queue, id)
         outcome, ct = outcome_from_result(id, fields)
@@ -238,23 +259,11 @@ class Producer:
             if self._closed:
                 return
             self._closed = True
-            pending, self._pending = self._pending, {}
-            first_key = next(iter(self._reply_keys.values()), None)
-            self._cond.notify_all()
-        self._stopping.set()
-        if self._thread is not None:
-            if first_key is not None:
-                self._wake(first_key)
-            self._thread.join(timeout=1.0)
-            if self._thread.is_alive():
-                # Redis did not take the wake (down?): break the blocking read by force.
-                self._listen_client.connection_pool.disconnect()
-                self._thread.join(timeout=1.0)
-        for handle in pending.values():
+            pending = list(self._pending.values())
+            self._pending.clear()  # the listener's dict too: it resolves nothing more
+        self._listener.stop()
+        for handle in pending:
             handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
-        # close() leaves a pool it was given alone: close the listener's connection here.
-        self._listen_client.connection_pool.disconnect()
-        self._listen_client.close()
         if self._owns_client:
             self._client.close()
 
@@ -300,7 +309,7 @@ class Producer:
     def _cancel_timed_out(self, queue: str, ids: list[str]) -> None:
         """cancel_on_timeout, best effort: skipped while the listener knows Redis is down, so
         a timed-out wait raises ResultTimeout at its timeout, not after redis-py's retries."""
-        if self._outage.active:
+        if self._listener.outage.active:
             log.debug("Redis unavailable: not cancelling %d timed-out request(s)", len(ids))
             return
         self._cancel_ids(queue, ids)
@@ -311,8 +320,8 @@ class Producer:
             waiting = [h for h in handles if not h.done()]
             if waiting:
                 if self._core.cancel_on_timeout:
-                    ids = [h.id for h in waiting]
-                    cancel_quietly(self._cancel_timed_out, waiting[0].queue, ids)
+                    for queue, ids in by_queue(waiting).items():  # one per shard
+                        cancel_quietly(self._cancel_timed_out, queue, ids)
                 raise ResultTimeout(waiting[0].id, gathered.timeout or 0.0)
         for handle in handles:
             try:
@@ -326,104 +335,36 @@ class Producer:
             for handle in handles:
                 self._pending.pop(handle.id, None)
 
-    def _use_queue(self, queue: str) -> None:
+    def _route(self, queue: str, count: int, shard_key: str | bytes | None = None) -> list[str]:
+        """The physical queues (shards) of ``count`` admissions to ``queue``, each created
+        and listened to; re-reads the shard count when it is older than shards.REFRESH_S."""
         check_queue_name(queue)
+        self._refresh_shards(queue)
+        names = self._router.pick(queue, count, shard_key)
+        for name in dict.fromkeys(names):
+            self._use_queue(name)
+        return names
+
+    def _served(self, queue: str) -> tuple[str, ...]:
+        check_queue_name(queue)
+        self._refresh_shards(queue)
+        return served_names(queue, self._router.shards(queue))
+
+    def _refresh_shards(self, queue: str) -> None:
+        if self._router.stale(queue):
+            try:
+                self._router.update(queue, read_shards(self._client, self._core.keyspace, queue))
+            except redis.RedisError as exc:
+                raise ConnectionFailed(f"cannot read the config of queue {queue}: {exc}") from None
+
+    def _use_queue(self, queue: str) -> None:
+        """Create physical queue ``queue`` (a queue or a shard) and listen on its replies."""
         with self._cond:
-            if queue in self._reply_keys:
+            if self._listener.knows(queue):
                 return
         keys = self._core.keyspace.queue(queue)
         try:
             ensure_queue(self._client, self._core.keyspace, keys)
         except redis.RedisError as exc:
             raise ConnectionFailed(f"cannot create queue {queue}: {exc}") from None
-        with self._cond:
-            if queue in self._reply_keys:
-                return
-            first_key = next(iter(self._reply_keys.values()), None)
-            self._reply_keys[queue] = self._core.reply_key(queue)
-            self._cond.notify_all()
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._listen, name=f"redbatch-replies-{self.id[:9]}", daemon=True
-                )
-                self._thread.start()
-        if first_key is not None:
-            # The listener may be blocked on the old keys: a marker on the oldest (which every
-            # snapshot holds) makes it return and pick up the new key. Lock not held: I/O.
-            self._wake(first_key)
-
-    def _wake(self, key: str) -> None:
-        try:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.rpush(key, WAKE)
-            pipe.pexpire(key, WAKE_TTL_MS, nx=True)
-            pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("could not wake the reply listener: %s", exc)
-
-    def _listen(self) -> None:
-        """Pop replies until closed. A lost connection is redis-py's to retry (backoff with
-        jitter, LISTEN_RETRIES attempts per command); between its rounds this loop only checks
-        for a stop. Once Redis answers again, stored results settle what replies may have lost.
-        """
-        while True:
-            with self._cond:
-                while not self._reply_keys and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                keys = list(self._reply_keys.values())
-            try:
-                if self._outage.active:
-                    self._outage.back(self._recover())
-                popped = self._listen_client.blmpop(
-                    LISTEN_TIMEOUT_S, len(keys), *keys, direction="LEFT", count=REPLY_BATCH
-                )
-            except redis.RedisError as exc:
-                if self._stopping.is_set():
-                    return
-                self._outage.lost(exc)
-                if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-                    # A refusal (ACL, OOM...): redis-py does not retry these, so pause here.
-                    self._stopping.wait(1.0)
-                continue
-            if popped:
-                self._dispatch(cast(list[bytes], popped[1]))
-
-    def _recover(self) -> int:
-        """After an outage: recreate the queues (Redis may have restarted empty) and resolve
-        every waiting handle whose result is stored; returns how many were resolved."""
-        with self._cond:
-            queues = list(self._reply_keys)
-            waiting = list(self._pending.values())
-        for queue in queues:
-            ensure_queue(self._listen_client, self._core.keyspace, self._core.keyspace.queue(queue))
-        resolved = 0
-        for start in range(0, len(waiting), RECOVER_BATCH):
-            part = waiting[start : start + RECOVER_BATCH]
-            pipe = self._listen_client.pipeline(transaction=False)
-            for handle in part:
-                pipe.hgetall(self._core.keyspace.queue(handle.queue).result(handle.id))
-            rows = pipe.execute()
-            found = [(h, stored_outcome(h.id, f)) for h, f in zip(part, rows, strict=True)]
-            with self._cond:
-                ready = [(h, o) for h, o in found if o is not None and self._claim(h)]
-            for handle, outcome in ready:
-                handle._resolve(outcome)
-            resolved += len(ready)
-        return resolved
-
-    def _claim(self, handle: Handle) -> bool:
-        """Take ``handle`` off the waiting list if it is still there (lock held)."""
-        if self._pending.get(handle.id) is not handle:
-            return False
-        del self._pending[handle.id]
-        return True
-
-    def _dispatch(self, items: list[bytes]) -> None:
-        outcomes = read_replies(items)
-        with self._cond:
-            resolved = [(self._pending.pop(o.id, None), o) for o in outcomes]
-        for handle, outcome in resolved:
-            if handle is not None:
-                handle._resolve(outcome)
+        self._listener.add(queue)
