@@ -5,7 +5,7 @@
 Starts a private redis-server, adds the requests (echo handler payloads) through a Producer,
 runs a Worker in this process under cProfile until the last request is answered, and prints
 the drain time and the functions by cumulative time. cProfile slows Python down, so read the
-shares, not the absolute rate (echo_throughput.py measures that).
+shares, not the absolute rate (benchmarks/suite.py measures that).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class Report:
             "ok": ok,
             "failed": sum(outcomes.values()) - ok - lost,
             "lost": lost,
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.seconds, 6),  # short runs: ms would be too coarse
             "throughput_rps": round(ok / self.seconds, 1) if self.seconds > 0 else None,
             "latency_ms": {name: _rounded(percentile(ordered, q), 3) for name, q in PERCENTILES},
             "outcomes": dict(sorted(outcomes.items())),

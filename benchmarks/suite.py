@@ -1,0 +1,285 @@
+"""Issue 8's performance suite: redbatch against its baselines, interleaved, medians of rounds.
+
+    python benchmarks/suite.py                  # everything, ~6-8 min on the 2-core machine
+    python benchmarks/suite.py --only echo_b256,loop_a --rounds 3    # a quick re-check
+    python benchmarks/suite.py --memory         # the long memory run only (~2-3 min)
+    python benchmarks/suite_report.py           # re-render table and plot from the last JSON
+
+Starts one private redis-server (redbatch.embedded.EmbeddedRedis) and, per round, runs every
+measurement once, each as its own subprocess printing one JSON line: the baselines
+(benchmarks/loop_minimal.py = loop (a), benchmarks/loop_same_work.py = loop (b) with its
+COUNT-1 and sequential variants, benchmarks/rq_baseline.py = RQ SimpleWorker on DB 1) and
+redbatch through `redbatch bench --json`, the command users run (plus one diagnostic,
+benchmarks/map_echo.py: the same worker fed by Producer.map). The order is rotated each
+round so no measurement always runs first or last (the machine's noise drifts). Between
+measurements the server is flushed (FLUSHALL), so no run pays for another's result hashes,
+which live an hour.
+
+Writes benchmarks/results/suite.json (every round, the medians, the machine), then
+suite_report.py renders benchmarks/results/performance.md and benchmarks/results/batch_sweep.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NoReturn
+
+import redis
+from benchlib import cpu_seconds
+
+from redbatch.embedded import EmbeddedRedis, find_redis_server
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SWEEP = (1, 8, 32, 64, 128, 256)
+DEFAULT_BATCH = 32
+# Loop (a) keeps at most this many in flight; redbatch's closed loop gets the same.
+IN_FLIGHT = 2_000
+SLEEP_BATCH, SLEEP_S = 64, 0.02
+# One measurement may not take longer than this (the slowest takes ~15 s; bench itself
+# counts a request lost 65 s after its send).
+RUN_TIMEOUT_S = 90
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Requests per measurement; --requests scales the throughput runs, --sequential the rest."""
+
+    requests: int
+    sequential: int
+    rq_jobs: int
+
+    def sweep(self, batch: int) -> int:
+        # Small batches run slower: fewer requests keep every point at a few seconds.
+        return self.requests // 10 if batch == 1 else self.requests // (3 if batch < 32 else 1)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    argv: Callable[[str, str], list[str]]  # (redis url, namespace) -> command line
+
+
+def script(name: str, *args: object) -> Callable[[str, str], list[str]]:
+    return lambda url, _ns: [sys.executable, str(HERE / name), "--redis-url", url,
+                             *map(str, args)]  # fmt: skip
+
+
+def plan(bench: list[str], sizes: Sizes) -> list[Measurement]:
+    """Every measurement of one round, in their first round's order."""
+
+    def redbatch(*args: object) -> Callable[[str, str], list[str]]:
+        return lambda url, ns: [*bench, "--redis-url", url, "--namespace", ns, "--workers", "1",
+                                "--payload-bytes", "100", "--json", *map(str, args)]  # fmt: skip
+
+    def rq_url(url: str, ns: str) -> list[str]:
+        return script("rq_baseline.py", "--jobs", sizes.rq_jobs)(url[: -len("/0")] + "/1", ns)
+
+    echo = ["--handler", "redbatch.handlers:echo"]
+    sequential = [*echo, "--requests", sizes.sequential, "--concurrency", 1]
+    measurements = [
+        # Loop (a) is fast: three times the requests keep its CPU reading (10 ms ticks) exact.
+        Measurement("loop_a", script("loop_minimal.py", "--requests", sizes.requests * 3)),
+        Measurement("loop_b", script("loop_same_work.py", "--requests", sizes.requests)),
+        Measurement("rq", rq_url),
+        # Diagnostic: the same worker fed by Producer.map instead of bench's per-request submit.
+        Measurement("echo_map_b256", script("map_echo.py", "--requests", sizes.requests)),
+        Measurement("loop_b_count1",
+                    script("loop_same_work.py", "--count", 1, "--requests", sizes.requests // 10)),
+        Measurement("loop_b_seq",
+                    script("loop_same_work.py", "--sequential", "--requests", sizes.sequential)),
+        Measurement("seq_default", redbatch(*sequential)),
+        Measurement("seq_wait0", redbatch(*sequential, "--max-wait-ms", 0)),
+        Measurement("sleep_b64", redbatch(
+            "--handler", "redbatch.handlers:sleep", "--handler-option", f"seconds={SLEEP_S}",
+            "--max-batch-size", SLEEP_BATCH, "--requests", SLEEP_BATCH * 100,
+            "--concurrency", SLEEP_BATCH * 8)),
+    ]  # fmt: skip
+    # The sweep goes between the baselines, not in one block, so drift hits both sides.
+    for position, batch in enumerate(SWEEP):
+        measurements.insert(
+            1 + position * 2,
+            Measurement(f"echo_b{batch}", redbatch(*echo, "--max-batch-size", batch,
+                        "--requests", sizes.sweep(batch), "--concurrency", IN_FLIGHT)),
+        )  # fmt: skip
+    return measurements
+
+
+class MeasurementFailed(Exception):
+    """A measurement exited non-zero, timed out, or lost or failed requests."""
+
+
+def run_one(measurement: Measurement, url: str, tag: str) -> dict[str, Any]:
+    argv = measurement.argv(url, tag)
+    # A session of its own: on a timeout the measurement's workers go too, not only itself.
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise MeasurementFailed(f"timed out after {RUN_TIMEOUT_S} s\n{_tail(stderr)}") from None
+    except BaseException:  # Ctrl-C: the measurement's own session does not get the SIGINT
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if proc.returncode != 0 or not stdout.strip():
+        raise MeasurementFailed(f"exit {proc.returncode}: {shlex.join(argv)}\n{_tail(stderr)}")
+    # One JSON object: one line from the baselines, indented from `redbatch bench --json`.
+    result: dict[str, Any] = json.loads(stdout)
+    if result.get("failed") or result.get("lost"):
+        raise MeasurementFailed(f"{result['failed']} failed, {result['lost']} lost")
+    return result
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.strip().splitlines()[-15:])
+
+
+class Rounds:
+    """Runs the rounds on one server; keeps what was measured and what failed."""
+
+    def __init__(self, server: EmbeddedRedis, measurements: list[Measurement]) -> None:
+        self.server, self.measurements = server, measurements
+        self.results: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+
+    def run(self, number: int, rounds: int) -> None:
+        """Round `number`: every measurement once, the order rotated by the round."""
+        shift = number * len(self.measurements) // rounds
+        order = self.measurements[shift:] + self.measurements[:shift]
+        url, pid = self.server.url, self.server.pid
+        assert pid is not None
+        client, this_round = redis.Redis.from_url(url), {}
+        for index, measurement in enumerate(order):
+            redis_cpu = cpu_seconds(pid)
+            try:
+                summary = run_one(measurement, url, f"s{number}m{index}")
+            except MeasurementFailed as failed:
+                # One failure (e.g. a worker dying under a half-edited hot path) costs its
+                # measurement in this round, not the whole run.
+                self.failures.append({"round": number, "name": measurement.name,
+                                      "error": str(failed)})  # fmt: skip
+                print(f"  round {number + 1} {measurement.name}: FAILED {failed}", file=sys.stderr)
+                client.flushall()
+                continue
+            # The same reading for every path, baselines included (setup and warm-up are
+            # in it too: a few requests' worth).
+            redis_cpu = cpu_seconds(pid) - redis_cpu
+            summary["suite_redis_cpu_us_per_request"] = (
+                redis_cpu / summary.get("all_requests", summary["requests"]) * 1e6
+            )
+            this_round[measurement.name] = summary
+            client.flushall()
+            print(f"  round {number + 1} {measurement.name:14} "
+                  f"{summary['throughput_rps']:10,.0f}/s", file=sys.stderr, flush=True)  # fmt: skip
+        client.close()
+        self.results.append(this_round)
+
+
+def machine(url: str) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    )  # fmt: skip
+    info = redis.Redis.from_url(url).info("server")
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "absent"
+
+    return {
+        "cpu": cpu,
+        "cores": len(Path("/proc/cpuinfo").read_text().split("processor\t")) - 1,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis_server": info["redis_version"],
+        **{name: version(name) for name in ("redbatch", "redis", "hiredis", "msgpack", "rq")},
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=30_000, help="per throughput run")
+    parser.add_argument("--sequential", type=int, default=1_000, help="per one-at-a-time run")
+    parser.add_argument("--rq-jobs", type=int, default=1_000)
+    parser.add_argument("--only", help="comma-separated measurement names (default: all)")
+    parser.add_argument("--bench", default=f"{sys.executable} -m redbatch bench",
+                        help="the command that runs redbatch (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--memory", action="store_true", help="run the memory check instead")
+    parser.add_argument("--output", type=Path, default=RESULTS / "suite.json")
+    return parser.parse_args()
+
+
+def fail(message: str) -> NoReturn:
+    """A setting the suite cannot run with: one line, exit 2, no traceback."""
+    print(f"suite: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def chosen(measurements: list[Measurement], only: str | None) -> list[Measurement]:
+    if not only:
+        return measurements
+    wanted, known = set(only.split(",")), [m.name for m in measurements]
+    if wanted - set(known):
+        fail(f"unknown --only {','.join(sorted(wanted - set(known)))}; one of {','.join(known)}")
+    return [m for m in measurements if m.name in wanted]
+
+
+def main() -> None:
+    args = parse_args()
+    for module in ("rq", "matplotlib"):
+        if importlib.util.find_spec(module) is None:
+            fail(f"{module} is missing: python3 -m pip install -e '.[bench]'")
+    if find_redis_server() is None:
+        fail("redis-server is not on PATH (apt-get install redis-server)")
+    RESULTS.mkdir(exist_ok=True)
+    if args.memory:
+        from memory_check import main as memory_main  # noqa: PLC0415 (imports redbatch)
+
+        memory_main(RESULTS / "memory.json")
+        return
+    sizes = Sizes(args.requests, args.sequential, args.rq_jobs)
+    measurements = chosen(plan(shlex.split(args.bench), sizes), args.only)
+    began = time.monotonic()
+    settings = {**vars(args), "output": str(args.output), "bench": args.bench}
+    with EmbeddedRedis() as server:
+        described, runner = machine(server.url), Rounds(server, measurements)
+        for number in range(args.rounds):
+            runner.run(number, args.rounds)
+            document = {
+                "machine": described, "settings": settings,
+                "seconds": time.monotonic() - began,
+                "rounds": runner.results, "failures": runner.failures,
+            }  # fmt: skip
+            # Written after every round: an interrupted run keeps what it measured.
+            args.output.write_text(json.dumps(document, indent=1))
+            print(f"round {number + 1}/{args.rounds}: {document['seconds']:.0f} s, "
+                  f"{len(runner.failures)} failed so far", file=sys.stderr)  # fmt: skip
+    print(f"wrote {args.output}", file=sys.stderr)
+    from suite_report import render  # noqa: PLC0415 (matplotlib is slow to import)
+
+    print(render(args.output))
+
+
+if __name__ == "__main__":
+    main()
