@@ -9,117 +9,43 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from redbatch.config_env import (
+    ENV_NAMES,
+    ENV_PREFIX,
+    check_environment,
+    from_text,
+    parse_cluster,
+    parse_handler_options,
+    parse_sizes,
+    where,
+    words,
+)
 from redbatch.connection import DEFAULT_URL, check_url
 from redbatch.errors import ConfigError
 from redbatch.protocol.keys import QUEUE_NAME, KeySpace, check_queue_name
 
-ENV_PREFIX = "REDBATCH_"
 MAX_BATCH_SIZE_LIMIT = 4096
 
-# setting name -> environment variable, for every setting of every part.
-ENV_NAMES: dict[str, str] = {
-    "redis_url": "REDBATCH_REDIS_URL",
-    "namespace": "REDBATCH_NAMESPACE",
-    "queues": "REDBATCH_QUEUES",
-    "handler": "REDBATCH_HANDLER",
-    "handler_options": "REDBATCH_HANDLER_OPTIONS",
-    "name": "REDBATCH_WORKER_NAME",
-    "max_batch_size": "REDBATCH_MAX_BATCH_SIZE",
-    "max_wait_ms": "REDBATCH_MAX_WAIT_MS",
-    "max_batch_cost": "REDBATCH_MAX_BATCH_COST",
-    "preferred_batch_sizes": "REDBATCH_PREFERRED_BATCH_SIZES",
-    "priority_aging_ms": "REDBATCH_PRIORITY_AGING_MS",
-    "target_latency_ms": "REDBATCH_TARGET_LATENCY_MS",
-    "block_ms": "REDBATCH_BLOCK_MS",
-    "result_ttl_s": "REDBATCH_RESULT_TTL",
-    "dead_maxlen": "REDBATCH_DEAD_MAXLEN",
-    "max_payload_bytes": "REDBATCH_MAX_PAYLOAD_BYTES",
-    "log_level": "REDBATCH_LOG_LEVEL",
-    "batch_timeout_s": "REDBATCH_BATCH_TIMEOUT",
-    "heartbeat_ttl_s": "REDBATCH_HEARTBEAT_TTL",
-    "drain_timeout_s": "REDBATCH_DRAIN_TIMEOUT",
-    "max_attempts": "REDBATCH_MAX_ATTEMPTS",
-    "retry_on": "REDBATCH_RETRY_ON",
-    "retry_delay_s": "REDBATCH_RETRY_DELAY",
-    "interval_s": "REDBATCH_SCHEDULER_INTERVAL",
-    "hung_margin_s": "REDBATCH_HUNG_MARGIN",
-    "metrics_port": "REDBATCH_METRICS_PORT",
-    "log_format": "REDBATCH_LOG_FORMAT",
-    "cluster": "REDBATCH_CLUSTER",
-}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("text", "json")
 # TCP port of the Prometheus endpoint; 0 = no endpoint.
 MAX_PORT = 65535
 
 
-def check_environment(environ: Mapping[str, str]) -> None:
-    """Refuse ``REDBATCH_*`` variables nobody reads: they are typos or stale settings."""
-    known = set(ENV_NAMES.values())
-    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
-    if unknown:
-        raise ConfigError(
-            f"unknown environment variable {unknown[0]} (known: {', '.join(sorted(known))})"
-        )
-
-
 def default_worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-# Settings whose command-line flag is not the setting's name with dashes.
-_FLAGS = {
-    "result_ttl_s": "--result-ttl",
-    "batch_timeout_s": "--batch-timeout",
-    "heartbeat_ttl_s": "--heartbeat-ttl",
-    "drain_timeout_s": "--drain-timeout",
-    "retry_delay_s": "--retry-delay",
-    "interval_s": "--interval",
-    "hung_margin_s": "--hung-margin",
-    "queues": "QUEUE...",
-}
-
-
-def _where(setting: str) -> str:
-    flag = _FLAGS.get(setting, f"--{setting.replace('_', '-')}")
-    return f"{flag} / {ENV_NAMES[setting]}"
 
 
 def _int_in(setting: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(
-            f"{setting} must be an integer from {low} to {high}, got {value!r} ({_where(setting)})"
+            f"{setting} must be an integer from {low} to {high}, got {value!r} ({where(setting)})"
         )
     return value
-
-
-def parse_sizes(text: str) -> tuple[int, ...]:
-    """``"8,16 32"`` -> (8, 16, 32)."""
-    try:
-        return tuple(sorted({int(part) for part in text.replace(",", " ").split()}))
-    except ValueError:
-        raise ConfigError(
-            f"preferred_batch_sizes must be whole numbers like 8,16,32, got {text!r}"
-        ) from None
-
-
-def parse_handler_options(text: str) -> tuple[tuple[str, str], ...]:
-    """``"a=1 embed:b=x"`` (spaces or commas) -> (("a", "1"), ("embed:b", "x")); a
-    ``QUEUE:`` prefix binds the option to that queue's handler only."""
-    options = []
-    for item in text.replace(",", " ").split():
-        key, sep, value = item.partition("=")
-        queue, _, name = key.rpartition(":")
-        if not sep or not name.isidentifier() or (queue and not QUEUE_NAME.fullmatch(queue)):
-            raise ConfigError(
-                f"handler option {item!r} must look like name=value or QUEUE:name=value"
-            )
-        options.append((key, value))
-    return tuple(options)
 
 
 def split_handlers(specs: tuple[str, ...]) -> tuple[str, dict[str, str]]:
@@ -132,18 +58,18 @@ def split_handlers(specs: tuple[str, ...]) -> tuple[str, dict[str, str]]:
             if default:
                 raise ConfigError(
                     f"two default handlers ({default!r} and {spec!r}): give one, and "
-                    f"QUEUE=module:function for the others ({_where('handler')})"
+                    f"QUEUE=module:function for the others ({where('handler')})"
                 )
             default, target = spec, spec
         elif not QUEUE_NAME.fullmatch(queue) or queue in per_queue:
-            raise ConfigError(f"handler {spec!r}: bad or repeated queue name ({_where('handler')})")
+            raise ConfigError(f"handler {spec!r}: bad or repeated queue name ({where('handler')})")
         else:
             per_queue[queue] = target
         module, colon, attr = target.partition(":")
         if not (module and colon and attr):
             raise ConfigError(
                 f"handler must look like module:function or QUEUE=module:function, got {spec!r} "
-                f"({_where('handler')})"
+                f"({where('handler')})"
             )
     return default, per_queue
 
@@ -205,7 +131,7 @@ class WorkerConfig:
         check_url(self.redis_url)
         KeySpace(self.namespace)
         if not self.name or any(c.isspace() for c in self.name):
-            raise ConfigError(f"worker name must be non-empty without spaces ({_where('name')})")
+            raise ConfigError(f"worker name must be non-empty without spaces ({where('name')})")
         _int_in("max_batch_size", self.max_batch_size, 1, MAX_BATCH_SIZE_LIMIT)
         _int_in("max_wait_ms", self.max_wait_ms, 0, 60_000)
         _int_in("max_batch_cost", self.max_batch_cost, 0, 10**12)
@@ -232,7 +158,7 @@ class WorkerConfig:
 
     def _check_handlers(self) -> None:
         if isinstance(self.handler, str):
-            object.__setattr__(self, "handler", tuple(_words(self.handler)))
+            object.__setattr__(self, "handler", tuple(words(self.handler)))
         default, per_queue = split_handlers(self.handlers_given)
         strangers = sorted(set(per_queue) - set(self.queues))
         if strangers:
@@ -244,7 +170,7 @@ class WorkerConfig:
         if missing:
             raise ConfigError(
                 f"no handler for queue {missing[0]}: give --handler module:function, or "
-                f"{missing[0]}=module:function ({_where('handler')})"
+                f"{missing[0]}=module:function ({where('handler')})"
             )
         for key, _ in self.handler_options:
             queue = key.rpartition(":")[0]
@@ -274,7 +200,7 @@ class WorkerConfig:
         if "queues" not in values:
             raise ConfigError("give at least one queue to serve (QUEUE... / REDBATCH_QUEUES)")
         if "handler" not in values:
-            raise ConfigError(f"missing setting handler ({_where('handler')})")
+            raise ConfigError(f"missing setting handler ({where('handler')})")
         return cls(**values)
 
 
@@ -327,7 +253,7 @@ def _settings(
     for f in fields(cls):
         raw = environ.get(ENV_NAMES[f.name])
         if raw is not None and raw != "":
-            values[f.name] = _from_text(f.name, raw)
+            values[f.name] = from_text(f.name, raw)
     values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
     return values
 
@@ -342,7 +268,7 @@ def _check_telemetry(metrics_port: int, log_format: str) -> None:
     if log_format not in _LOG_FORMATS:
         raise ConfigError(
             f"log_format must be one of {', '.join(_LOG_FORMATS)}, got {log_format!r} "
-            f"({_where('log_format')})"
+            f"({where('log_format')})"
         )
 
 
@@ -355,69 +281,19 @@ def _float_in(setting: str, value: Any, low: float, high: float) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or not low <= value <= high:
         raise ConfigError(
-            f"{setting} must be a number from {low:g} to {high:g}, got {value!r} "
-            f"({_where(setting)})"
+            f"{setting} must be a number from {low:g} to {high:g}, got {value!r} ({where(setting)})"
         )
     return float(value)
 
 
-_INT_SETTINGS = frozenset(
-    {
-        "max_batch_size", "max_wait_ms", "max_batch_cost", "block_ms", "result_ttl_s",
-        "priority_aging_ms", "target_latency_ms",
-        "dead_maxlen", "max_payload_bytes", "batch_timeout_s", "heartbeat_ttl_s", "drain_timeout_s",
-        "max_attempts", "hung_margin_s", "metrics_port",
-    }
-)  # fmt: skip
-_FLOAT_SETTINGS = frozenset({"retry_delay_s", "interval_s"})
-
-
-def _words(raw: str) -> tuple[str, ...]:
-    return tuple(raw.replace(",", " ").split())
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "queues": _words,
-    "handler": _words,
-    "retry_on": _words,
-    "preferred_batch_sizes": parse_sizes,
-    "handler_options": parse_handler_options,
-    "log_level": str.upper,
-    "log_format": str.lower,
-}
-
-
-_CLUSTER_WORDS: dict[str, bool | None] = {
-    "auto": None, "yes": True, "true": True, "1": True, "no": False, "false": False, "0": False,
-}  # fmt: skip
-
-
-def parse_cluster(raw: str) -> bool | None:
-    """``REDBATCH_CLUSTER``: auto (ask the server), yes or no."""
-    try:
-        return _CLUSTER_WORDS[raw.strip().lower()]
-    except KeyError:
-        raise ConfigError(
-            f"cluster must be auto, yes or no, got {raw!r} (--cluster/--no-cluster / "
-            f"{ENV_NAMES['cluster']})"
-        ) from None
-
-
-def _from_text(setting: str, raw: str) -> Any:
-    if setting == "cluster":
-        return parse_cluster(raw)  # None (auto) is a value here, not "unset"
-    parser = _PARSERS.get(setting)
-    if parser is not None:
-        return parser(raw)
-    if setting in _INT_SETTINGS:
-        return _number(setting, raw, int, "an integer")
-    if setting in _FLOAT_SETTINGS:
-        return _number(setting, raw, float, "a number")
-    return raw
-
-
-def _number(setting: str, raw: str, kind: Callable[[str], Any], what: str) -> Any:
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"{setting} must be {what}, got {raw!r} ({_where(setting)})") from None
+__all__ = [
+    "ENV_NAMES",
+    "ENV_PREFIX",
+    "MAX_BATCH_SIZE_LIMIT",
+    "SchedulerConfig",
+    "WorkerConfig",
+    "check_environment",
+    "parse_cluster",
+    "parse_handler_options",
+    "parse_sizes",
+]
