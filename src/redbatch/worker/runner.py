@@ -275,7 +275,7 @@ class Worker:
             turn.following = self._prepare(batch) if batch else None
             turn.launched, turn.following = self._launch(turn.following), None
             return turn.launched
-        if not running.alone:
+        if not running.alone and self._reads_ahead(running):
             self._reader.read_ahead(lambda t: running.finished(t) or self._stop.is_set())
             if not running.finished(0) and not self._stop.is_set():
                 # A full batch is held while N still runs: decode it now.
@@ -296,6 +296,12 @@ class Worker:
             self._reader.top_up()
         self._recorder.record(running)
         return turn.launched
+
+    def _reads_ahead(self, running: Batch) -> bool:
+        """Read ahead only behind a batch at least a quarter full: at low load a read while
+        a lone request runs only delays its result by a round trip, and what arrives
+        meanwhile is read as soon as the result is out."""
+        return 4 * len(running.entries) >= self._reader.policy.max_batch_size
 
     def _prepare(self, entries: list[RawEntry]) -> Batch | None:
         """Parse and decode a batch (isolating a redelivered suspect first)."""
