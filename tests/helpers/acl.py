@@ -63,7 +63,7 @@ ROLE_COMMANDS: dict[str, str] = {
         _COMMON,
         _QUEUE,
         _REPLAY,
-        "+scan +zscan +smembers +exists +pttl +hgetall +xlen +xrange +xrevrange +xtrim +zcard "
+        "+scan +zscan +smembers +exists +pttl +hgetall +hmget +xlen +xrange +xrevrange +xtrim +zcard "
         "+xpending +xinfo|groups +xinfo|consumers",
     ),
 }

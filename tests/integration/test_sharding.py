@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgpack
 import redis
 
 from helpers.cli import one_error_line, run, run_json
@@ -144,3 +145,32 @@ def test_scheduler_requeues_a_dead_workers_entries_in_shard_2(
     status = run_json("status", "--redis-url", redis_url, "--namespace", namespace)
     names = {q["name"] for q in status["queues"]}
     assert {queue, f"{queue}#0", f"{queue}#1", f"{queue}#2"} <= names
+
+
+def test_dlq_lists_shows_replays_and_purges_every_shard(
+    redis_client: redis.Redis, redis_url: str, namespace: str, queue: str
+) -> None:
+    where = ("--redis-url", redis_url, "--namespace", namespace)
+    run_json("queue", queue, "--shards", "3", *where)
+    keyspace = KeySpace(namespace)
+    for k in range(3):
+        dead = keyspace.queue(f"{queue}#{k}").dead
+        redis_client.xadd(dead, {"id": f"d{k}", "reason": "test", "payload": msgpack.packb(k)})
+
+    listed = run_json("dlq", queue, "list", *where)
+    assert listed["total"] == 3
+    assert {e["request_id"] for e in listed["entries"]} == {"d0", "d1", "d2"}
+    shown = run_json("dlq", queue, "show", "d2", *where)
+    assert [letter["payload"]["value"] for letter in shown["dead_letters"]] == [2]
+
+    replayed = run_json("dlq", queue, "replay", "d1", *where)
+    assert replayed["replayed"] == 1
+    assert [r["outcome"] for r in replayed["results"]] == ["replayed"]
+    # Back in the stream of the shard it died in, not anywhere else.
+    assert redis_client.xlen(keyspace.queue(f"{queue}#1").stream) == 1
+    assert redis_client.xlen(keyspace.queue(f"{queue}#0").stream) == 0
+
+    missing = run_json("dlq", queue, "replay", "nobody", *where)
+    assert [r["outcome"] for r in missing["results"]] == ["not_found"]
+    assert run_json("dlq", queue, "purge", "--yes", *where) == {"queue": queue, "purged": 2}
+    assert sum(redis_client.xlen(keyspace.queue(f"{queue}#{k}").dead) for k in range(3)) == 0
