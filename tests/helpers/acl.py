@@ -63,8 +63,8 @@ ROLE_COMMANDS: dict[str, str] = {
         _COMMON,
         _QUEUE,
         _REPLAY,
-        "+scan +zscan +smembers +exists +pttl +hgetall +hmget +xlen +xrange +xrevrange +xtrim +zcard "
-        "+xpending +xinfo|groups +xinfo|consumers",
+        "+scan +zscan +smembers +exists +pttl +hgetall +hmget +xlen +xrange +xrevrange +xtrim "
+        "+zcard +xpending +xinfo|groups +xinfo|consumers",
     ),
 }
 
