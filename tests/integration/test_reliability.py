@@ -1,6 +1,6 @@
 """End-to-end reliability: real workers and a real scheduler, killed, hung, stopped and fed
-bad input, on a private redis-server. Each test checks the guarantees of DESIGN.md: every
-request ends exactly once, nothing is lost or left pending, bad input is contained.
+bad input, on a private redis-server. Each test checks the guarantees of docs/wire-contract.md:
+every request ends exactly once, nothing is lost or left pending, bad input is contained.
 
 Recovery is kept fast with ``--heartbeat-ttl 2`` and a scheduler pass every 0.2 s. Waits are
 bounded polls of Redis (or of a process's state); the only timed sleeps are the chaos loop's

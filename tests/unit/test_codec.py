@@ -1,4 +1,4 @@
-"""Payload codecs: msgpack with a numpy extension type, and JSON (shared/DESIGN.md)."""
+"""Payload codecs: msgpack with a numpy extension type, and JSON (docs/wire-contract.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Entry, result and reply records of wire contract v1 (shared/DESIGN.md)."""
+"""Entry, result and reply records of wire contract v1 (docs/wire-contract.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Key names of wire contract v1 (shared/DESIGN.md, 'Wire contract')."""
+"""Key names of wire contract v1 (docs/wire-contract.md, 'Keys')."""
 
 from __future__ import annotations
 

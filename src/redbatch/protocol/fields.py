@@ -1,4 +1,4 @@
-"""Entry, result and reply records of wire contract v1 (shared/DESIGN.md).
+"""Entry, result and reply records of wire contract v1 (docs/wire-contract.md).
 
 Request entries are flat stream fields; a field at its default is left out. Results are
 hashes; replies are msgpack arrays ``[id, status, body]`` where body is the encoded payload

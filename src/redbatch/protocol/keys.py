@@ -1,4 +1,4 @@
-"""The one place that spells Redis key names (wire contract v1, shared/DESIGN.md).
+"""The one place that spells Redis key names (wire contract v1, docs/wire-contract.md).
 
 Every key of a queue carries the hash tag ``{Q}`` so that all of a queue lives on one Redis
 Cluster slot and a single MULTI or Lua call may touch any of them.
