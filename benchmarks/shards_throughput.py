@@ -1,5 +1,5 @@
 """Throughput of one queue with 1 vs 3 shards, on one Redis node and on a local 6-node Redis
-Cluster (3 primaries, 3 replicas), all on this machine: the numbers README "Scaling out"
+Cluster (3 primaries, 3 replicas), all on this machine: the numbers docs/scaling.md
 quotes.
 
     python benchmarks/shards_throughput.py [--requests 20000] [--workers 3]

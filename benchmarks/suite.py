@@ -16,7 +16,8 @@ measurements the server is flushed (FLUSHALL), so no run pays for another's resu
 which live an hour.
 
 Writes benchmarks/results/suite.json (every round, the medians, the machine), then
-suite_report.py renders benchmarks/results/performance.md and benchmarks/results/batch_sweep.png.
+suite_report.py renders its tables into docs/performance.md and the plot
+docs/assets/batch_sweep.png.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
-"""Render benchmarks/suite.py's JSON: the README's performance table, the goals, the plot.
+"""Render benchmarks/suite.py's JSON: the performance table, the goals, the plot.
 
     python benchmarks/suite_report.py [benchmarks/results/suite.json]
 
 Every number is a median over the rounds; every ratio is the median of the per-round ratios
 (both sides measured minutes apart in the same round, which is what interleaving is for).
-Writes performance.md and batch_sweep.png next to the JSON and prints the markdown.
+For the repository's own results (benchmarks/results/suite.json) it rewrites the part of
+docs/performance.md between the suite-report markers and docs/assets/batch_sweep.png; for a
+JSON elsewhere it writes performance.md and batch_sweep.png next to it. It prints the
+markdown either way.
 """
 
 from __future__ import annotations
@@ -17,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+DOCS = HERE.parent / "docs"
+PAGE = DOCS / "performance.md"
+PLOT = DOCS / "assets" / "batch_sweep.png"
+START, END = "<!-- suite-report:start -->", "<!-- suite-report:end -->"
 SWEEP = (1, 8, 32, 64, 128, 256)
-DEFAULT_WAIT_MS = 2.0  # the worker's default --max-wait-ms (README, configuration table)
+DEFAULT_WAIT_MS = 2.0  # the worker's default --max-wait-ms (docs/configuration.md)
 SLEEP_CEILING = 64 / 0.02
 # The multiplication sign, spelled out: ruff flags the literal as confusable with "x".
 X = "\N{MULTIPLICATION SIGN}"
@@ -247,9 +255,24 @@ def render(source: Path) -> str:
         f"redis-py {m['redis']} with hiredis {m['hiredis']}, rq {m['rq']}.",
         "", *table(rounds), "", *goals(rounds, memory), "", *failures(document), "",
     ])  # fmt: skip
-    (source.parent / "performance.md").write_text(text)
-    plot(rounds, source.parent / "batch_sweep.png")
+    if source.resolve().parent == RESULTS:
+        write_section(PAGE, text)
+        plot(rounds, PLOT)
+    else:
+        (source.parent / "performance.md").write_text(text)
+        plot(rounds, source.parent / "batch_sweep.png")
     return text
+
+
+def write_section(page: Path, text: str) -> None:
+    """Replace what lies between the markers of ``page`` with ``text``: the rest of the page
+    is written by hand and stays."""
+    markdown = page.read_text(encoding="utf-8")
+    if markdown.count(START) != 1 or markdown.count(END) != 1:
+        raise SystemExit(f"{page}: expected one {START} and one {END}")
+    head, rest = markdown.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    page.write_text(f"{head}{START}\n{text.strip()}\n{END}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def acl_refusal(exc: BaseException) -> str | None:
     reason = text.splitlines()[0].split(" script: ", 1)[0]
     return (
         f"Redis refused a command to this user (ACL): {reason}; grant the commands of this "
-        f"part (README, Security)"
+        f"part (docs/security.md)"
     )
 
 

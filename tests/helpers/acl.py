@@ -2,7 +2,7 @@
 
 ``ROLE_COMMANDS`` is the minimal command list of each role, found by reading the code and
 proved by tests/integration/test_acl.py (a full round trip with ``ACL LOG`` empty after it);
-README's "Security" section quotes these lines. Commands a Lua script runs are checked
+docs/security.md quotes these lines. Commands a Lua script runs are checked
 against the user who called the script, so they are in the caller's list.
 """
 

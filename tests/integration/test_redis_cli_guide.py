@@ -1,12 +1,13 @@
-"""The README's redis-cli guide, run command by command through the real ``redis-cli``.
+"""The redis-cli guide of docs/operations.md, run command by command through ``redis-cli``.
 
-README.md ("Operating with redis-cli") holds, between ``<!-- redis-cli-guide:start -->`` and
-``<!-- redis-cli-guide:end -->``, ``sh`` blocks of questions (a ``# question`` line) each
-followed by the ``redis-cli`` commands that answer it, for the queue ``echo`` in the namespace
-``rb``. This test parses them out of README.md, so the guide and the test cannot drift; points
-them at its own namespace, queue and worker; runs each through the ``redis-cli`` binary (no
-shell) against a live system where every question has a non-trivial answer; and checks what
-each prints. Every question of the guide has a check here and every check a question.
+docs/operations.md ("Operating with redis-cli") holds, between
+``<!-- redis-cli-guide:start -->`` and ``<!-- redis-cli-guide:end -->``, ``sh`` blocks of
+questions (a ``# question`` line) each followed by the ``redis-cli`` commands that answer it,
+for the queue ``echo`` in the namespace ``rb``. This test parses them out of that page, so the
+guide and the test cannot drift; points them at its own namespace, queue and worker; runs each
+through the ``redis-cli`` binary (no shell) against a live system where every question has a
+non-trivial answer; and checks what each prints. Every question of the guide has a check here
+and every check a question.
 
 The live system is built step by step, so that which worker holds what is decided by the test
 rather than by a race:
@@ -46,7 +47,7 @@ from redbatch.protocol.keys import GROUP, QueueKeys
 
 Factory = Callable[..., WorkerProcess]
 
-README = REPO_ROOT / "README.md"
+PAGE = REPO_ROOT / "docs" / "operations.md"
 START = "<!-- redis-cli-guide:start -->"
 END = "<!-- redis-cli-guide:end -->"
 # What the guide's commands name, and what the test replaces it with.
@@ -58,7 +59,7 @@ ERROR_REPLY = re.compile(r"^(ERR|WRONGTYPE|NOGROUP|BUSYGROUP|NOPERM|NOAUTH|WRONG
 ENTRY_ID = re.compile(r"\d+-\d+")
 HOUR_MS = 3_600_000
 
-Guide = dict[str, list[str]]  # question -> its redis-cli command lines, in README order
+Guide = dict[str, list[str]]  # question -> its redis-cli command lines, in page order
 
 
 # -- the guide ----------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def parse_guide(markdown: str) -> Guide:
     question: str | None = None
     in_block = False
     for number, line in enumerate(section.splitlines(), 1):
-        where = f"README guide line {number}: {line!r}"
+        where = f"guide line {number}: {line!r}"
         if line.startswith("```"):
             assert line == ("```" if in_block else "```sh"), where
             in_block = not in_block
@@ -96,7 +97,7 @@ def parse_guide(markdown: str) -> Guide:
 
 
 def read_guide() -> Guide:
-    return parse_guide(README.read_text(encoding="utf-8"))
+    return parse_guide(PAGE.read_text(encoding="utf-8"))
 
 
 def localize(command: str, namespace: str, queue: str, worker: str) -> list[str]:

@@ -17,7 +17,7 @@ def make(**overrides: object) -> WorkerConfig:
 def test_defaults() -> None:
     config = make()
     assert (config.max_batch_size, config.max_wait_ms, config.block_ms) == (32, 2, 1000)
-    assert config.redis_url == DEFAULT_URL  # the one default, documented in the README
+    assert config.redis_url == DEFAULT_URL  # the one default, documented in docs/configuration.md
     assert config.namespace == "rb"
 
 

@@ -1,4 +1,4 @@
-"""The README's configuration reference lists every REDBATCH_* variable with its true default.
+"""docs/configuration.md lists every REDBATCH_* variable with its true default.
 
 The table sits between ``<!-- env-table:start -->`` and ``<!-- env-table:end -->``; one row
 per variable: ``| `VARIABLE` | `setting` | default | read by |``. A default is shown as the
@@ -16,14 +16,14 @@ import pytest
 
 from redbatch.config import ENV_NAMES, SchedulerConfig, WorkerConfig
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 START, END = "<!-- env-table:start -->", "<!-- env-table:end -->"
 PARTS: dict[str, Any] = {"worker": WorkerConfig, "scheduler": SchedulerConfig}
 
 
 def table_rows() -> dict[str, list[str]]:
     """Variable -> its row's other cells (setting, default, read by), as written."""
-    text = README.read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     assert text.count(START) == 1 and text.count(END) == 1, "env-table markers missing"
     body = text.split(START, 1)[1].split(END, 1)[0]
     rows: dict[str, list[str]] = {}
@@ -76,4 +76,4 @@ def test_each_row_shows_the_dataclass_default(setting: str) -> None:
     assert [p.strip() for p in read_by.split(",")] == list(found), variable
     for part, field in found.items():
         expected = shown(field)
-        assert default == expected, f"{variable}: README says {default}, {part} has {expected}"
+        assert default == expected, f"{variable}: the docs say {default}, {part} has {expected}"

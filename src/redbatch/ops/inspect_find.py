@@ -37,7 +37,8 @@ from redbatch.protocol.fields import ATTEMPT, ENQ, ID, PAYLOAD, PRIORITY, STARTE
 from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, QueueKeys
 
 SCAN_CHUNK = 500
-# A worker marks an entry started by setting its delivery count to 2 (README, Reliability).
+# A worker marks an entry started by setting its delivery count to 2 (docs/wire-contract.md,
+# "What a worker does").
 
 Sighting = dict[str, Any]
 Entry = tuple[str, dict[bytes, bytes]]

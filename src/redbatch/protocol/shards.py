@@ -48,7 +48,7 @@ def served_names(queue: str, shards: int) -> tuple[str, ...]:
 
 def read_shards(client: Any, keyspace: KeySpace, queue: str) -> int:
     """The shard count of ``queue`` (a sync client; redis errors propagate). HMGET, not
-    HGET: the producer's and worker's minimal ACL users (README, Security) have HMGET."""
+    HGET: the producer's and worker's minimal ACL users (docs/security.md) have HMGET."""
     return parse_shards(queue, client.hmget(keyspace.config(queue), [SHARDS_FIELD])[0])
 
 
