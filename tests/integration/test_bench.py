@@ -222,6 +222,11 @@ def test_a_run_nothing_answers_ends_after_one_request_timeout() -> None:
         "--handler", "redbatch.handlers:sleep", "--handler-option", "seconds=9",
     )  # fmt: skip
     assert code == 1, err
-    assert "no request answered for 7 s while 64 waited (0 ok, " in err, err
+    # How many wait at that moment depends on timing, not on bench: the first requests are
+    # lost (after 1 + 5 s) before the stall is called (after 7 s), and the closed loop tops
+    # up in groups as they go; at most the 64 it keeps in flight, and some (or no stall).
+    stalled = re.search(r"no request answered for 7 s while (\d+) waited \(0 ok, \d+ lost", err)
+    assert stalled is not None, err
+    assert 0 < int(stalled[1]) <= 64, err
     assert "Traceback" not in err and out == ""
     _assert_nothing_left(_port(err))
