@@ -3,7 +3,7 @@ PYTHON ?= python3
 PATHS := src tests benchmarks
 
 .DEFAULT_GOAL := all
-.PHONY: all check lint types test-fast test format
+.PHONY: all check lint types test-fast test format settings-docs
 
 all: lint types test-fast
 
@@ -25,3 +25,7 @@ test:
 format:
 	ruff format $(PATHS)
 	ruff check --fix $(PATHS)
+
+# The configuration table and .env.example, written from the settings' fields.
+settings-docs:
+	PYTHONPATH=src $(PYTHON) -m redbatch.config_reference docs/configuration.md .env.example

@@ -11,23 +11,19 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import redis
 
 from redbatch import demo as demo_module
-from redbatch.config import (
-    ENV_NAMES,
-    SchedulerConfig,
-    WorkerConfig,
-    check_environment,
-    parse_handler_options,
-    parse_sizes,
-)
+from redbatch.config import ENV_NAMES, SchedulerConfig, WorkerConfig, check_environment
 from redbatch.connection import DEFAULT_URL, acl_refusal
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.logconfig import setup as setup_logging
+from redbatch.settings import Declared, declared, declared_as, shown_default
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
@@ -43,19 +39,60 @@ def fail(exc: RedbatchError) -> NoReturn:
     sys.exit(1)
 
 
-_CLUSTER = "Redis Cluster client or not; default: ask the server (HELLO mode)"
+def setting_options(cls: type[Any]) -> Callable[[_Command], _Command]:
+    """One option per setting of config class ``cls`` (an argument for ``QUEUE...``), each
+    read by its field's parser; a value not given is None, so the environment, then the
+    field's default, applies (``from_env``)."""
+
+    def decorate(command: _Command) -> _Command:
+        for one in reversed(declared(cls)):
+            command = _option(one)(command)
+        return command
+
+    return decorate
 
 
-def _env(setting: str) -> str:
-    return f"[env: {ENV_NAMES[setting]}]"
+def _option(one: Declared) -> Callable[[_Command], _Command]:
+    if one.setting.flag == "QUEUE...":
+        return click.argument(one.name, nargs=-1)
+    flag = one.flag
+    shown = shown_default(one)
+    repeatable = "; repeatable" if one.many else ""
+    default = f"; default: {shown}" if shown is not None else ""
+    help_text = f"{one.setting.help}{repeatable} [env var: {one.setting.env}{default}]"
+    if "/" in flag:  # --cluster/--no-cluster: a yes/no whose absence means "not given"
+        return click.option(flag, one.name, default=None, help=help_text)
+
+    def read(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if not value:
+            return None
+        return one.parse(" ".join(value) if one.many else value)
+
+    return click.option(
+        flag,
+        one.name,
+        multiple=one.many,
+        metavar=one.setting.metavar or _metavar(one),
+        callback=read,
+        help=help_text,
+    )
+
+
+def _metavar(one: Declared) -> str:
+    if one.setting.choices:
+        return "[" + "|".join(one.setting.choices) + "]"
+    return {int: "INTEGER", float: "FLOAT"}.get(one.kind, "TEXT")
 
 
 class _Main(click.Group):
-    """Every command: a Redis user lacking a permission (ACL) gets one line, not a traceback."""
+    """Every command: a bad option, or a Redis user lacking a permission (ACL), gets one
+    line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except RedbatchError as exc:  # a setting's option could not be read
+            fail(exc)
         except redis.ResponseError as exc:
             reason = acl_refusal(exc)
             if reason is None:
@@ -75,98 +112,8 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("queues", nargs=-1)
-@click.option(
-    "--handler",
-    multiple=True,
-    metavar="[QUEUE=]MODULE:FUNCTION",
-    help=f"batch function for every queue, or QUEUE=... for one; repeatable {_env('handler')}",
-)
-@click.option(
-    "--handler-option",
-    "handler_options",
-    multiple=True,
-    metavar="[QUEUE:]NAME=VALUE",
-    help=f"keyword argument for the handlers (or one queue's), repeatable "
-    f"{_env('handler_options')}",
-)
-@click.option("--redis-url", help=f"default {DEFAULT_URL} {_env('redis_url')}")
-@click.option("--namespace", help=f"key prefix, default rb {_env('namespace')}")
-@click.option("--name", help=f"consumer name, default host-pid-random {_env('name')}")
-@click.option(
-    "--max-batch-size", type=int, help=f"items per batch, default 32 {_env('max_batch_size')}"
-)
-@click.option("--max-wait-ms", type=int, help=f"batch window, default 2 {_env('max_wait_ms')}")
-@click.option(
-    "--max-batch-cost",
-    type=int,
-    help=f"sum of request costs per batch, 0 = none {_env('max_batch_cost')}",
-)
-@click.option(
-    "--preferred-batch-sizes",
-    metavar="N,N,...",
-    help=f"run at these sizes before the window closes {_env('preferred_batch_sizes')}",
-)
-@click.option(
-    "--priority-aging-ms",
-    type=int,
-    help=f"a waiting request gains a priority level per this long, default 1000, 0 = strict "
-    f"{_env('priority_aging_ms')}",
-)
-@click.option(
-    "--target-latency-ms",
-    type=int,
-    help=f"tune the window and batch size to keep queue wait + service under this, 0 = off "
-    f"{_env('target_latency_ms')}",
-)
-@click.option("--block-ms", type=int, help=f"idle read block, default 1000 {_env('block_ms')}")
-@click.option(
-    "--result-ttl", "result_ttl_s", type=int, help=f"seconds, default 3600 {_env('result_ttl_s')}"
-)
-@click.option(
-    "--batch-timeout",
-    "batch_timeout_s",
-    type=int,
-    help=f"seconds a batch may run before the process exits, default 300 {_env('batch_timeout_s')}",
-)
-@click.option(
-    "--heartbeat-ttl",
-    "heartbeat_ttl_s",
-    type=int,
-    help=f"seconds, default 5 {_env('heartbeat_ttl_s')}",
-)
-@click.option(
-    "--drain-timeout",
-    "drain_timeout_s",
-    type=int,
-    help=f"seconds to finish the running batch on stop, default 30 {_env('drain_timeout_s')}",
-)
-@click.option(
-    "--max-attempts", type=int, help=f"deliveries before dead, default 3 {_env('max_attempts')}"
-)
-@click.option(
-    "--retry-on",
-    multiple=True,
-    metavar="MODULE.EXCEPTION",
-    help=f"exception type that re-queues with backoff, repeatable {_env('retry_on')}",
-)
-@click.option(
-    "--retry-delay",
-    "retry_delay_s",
-    type=float,
-    help=f"first retry delay, s {_env('retry_delay_s')}",
-)
-@click.option("--log-level", help=f"DEBUG, INFO, WARNING, ERROR {_env('log_level')}")
-@click.option(
-    "--log-format", help=f"text (default) or json, one object per line {_env('log_format')}"
-)
-@click.option(
-    "--metrics-port",
-    type=int,
-    help=f"serve Prometheus metrics on this port, 0 = off (default) {_env('metrics_port')}",
-)
-@click.option("--cluster/--no-cluster", default=None, help=f"{_CLUSTER} {_env('cluster')}")
-def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options: Any) -> None:
+@setting_options(WorkerConfig)
+def worker(**options: Any) -> None:
     """Serve QUEUES with a batch handler until SIGTERM or Ctrl-C (then drain and exit 0)."""
     from redbatch.worker import Worker  # noqa: PLC0415 - keep `redbatch --help` light
 
@@ -175,11 +122,7 @@ def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options:
     stop = threading.Event()
     _on_stop_signals(stop.set)
     try:
-        parsed = tuple(o for text in handler_options for o in parse_handler_options(text))
-        sizes = options.pop("preferred_batch_sizes", None)
-        if sizes is not None:
-            options["preferred_batch_sizes"] = parse_sizes(sizes)
-        config = WorkerConfig.from_env(queues=queues, handler_options=parsed, **_upper(options))
+        config = WorkerConfig.from_env(**options)
         setup_logging(config.log_level, config.log_format)
         Worker(config, stop=stop).run()
     except RedbatchError as exc:
@@ -187,39 +130,7 @@ def worker(queues: tuple[str, ...], handler_options: tuple[str, ...], **options:
 
 
 @main.command()
-@click.option("--redis-url", help=f"default {DEFAULT_URL} {_env('redis_url')}")
-@click.option("--namespace", help=f"key prefix, default rb {_env('namespace')}")
-@click.option(
-    "--interval",
-    "interval_s",
-    type=float,
-    help=f"seconds between passes, default 1 {_env('interval_s')}",
-)
-@click.option(
-    "--hung-margin",
-    "hung_margin_s",
-    type=int,
-    help=f"seconds past a worker's batch_timeout before its entries are re-queued, "
-    f"default 30 {_env('hung_margin_s')}",
-)
-@click.option(
-    "--max-attempts",
-    type=int,
-    help=f"deliveries before dead-lettering, default 3 {_env('max_attempts')}",
-)
-@click.option(
-    "--result-ttl", "result_ttl_s", type=int, help=f"seconds, default 3600 {_env('result_ttl_s')}"
-)
-@click.option("--log-level", help=f"DEBUG, INFO, WARNING, ERROR {_env('log_level')}")
-@click.option(
-    "--log-format", help=f"text (default) or json, one object per line {_env('log_format')}"
-)
-@click.option(
-    "--metrics-port",
-    type=int,
-    help=f"serve Prometheus metrics on this port, 0 = off (default) {_env('metrics_port')}",
-)
-@click.option("--cluster/--no-cluster", default=None, help=f"{_CLUSTER} {_env('cluster')}")
+@setting_options(SchedulerConfig)
 def scheduler(**options: Any) -> None:
     """Re-queue work of dead or hung workers, dead-letter what ran out of attempts, move due
     retries and remove stale consumers, on every queue, until SIGTERM or Ctrl-C (exit 0).
@@ -229,18 +140,11 @@ def scheduler(**options: Any) -> None:
     stop = threading.Event()
     _on_stop_signals(stop.set)
     try:
-        config = SchedulerConfig.from_env(**_upper(options))
+        config = SchedulerConfig.from_env(**options)
         setup_logging(config.log_level, config.log_format)
         Scheduler(config, stop=stop).run()
     except RedbatchError as exc:
         fail(exc)
-
-
-def _upper(options: dict[str, Any]) -> dict[str, Any]:
-    level = options.get("log_level")
-    if level:
-        options["log_level"] = level.upper()
-    return options
 
 
 def _on_stop_signals(stop: Callable[[], None]) -> None:
@@ -321,7 +225,12 @@ def _jsonable(value: Any) -> Any:
     "--requests", "count", type=int, help="how many, default 5000 (echo) or 2000 (MiniLM)"
 )
 @click.option("--workers", type=int, default=2, show_default=True)
-@click.option("--max-batch-size", type=int, default=32, show_default=True)
+@click.option(
+    "--max-batch-size",
+    type=int,
+    default=declared_as(WorkerConfig, "max_batch_size").field.default,
+    show_default=True,
+)
 @click.option(
     "--model",
     type=click.Choice(list(demo_module.MODELS)),

@@ -1,7 +1,9 @@
 """Validated, frozen configuration, read from ``REDBATCH_*`` variables and explicit overrides.
 
-This is the one module that reads the environment. Every setting has one environment name;
-an unknown ``REDBATCH_*`` variable is an error (a typo must not be silently ignored).
+This is the one module that reads the environment. Each setting is declared once, as a
+field with its ``Setting`` (``redbatch.settings``): variable, flag, help, bounds. Every
+setting has one environment name; an unknown ``REDBATCH_*`` variable is an error (a typo
+must not be silently ignored).
 """
 
 from __future__ import annotations
@@ -10,23 +12,20 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from typing import Any
 
 from redbatch.config_env import (
-    ENV_NAMES,
     ENV_PREFIX,
-    check_environment,
-    from_text,
     parse_cluster,
     parse_handler_options,
     parse_sizes,
-    where,
+    split_handlers,
     words,
 )
 from redbatch.connection import DEFAULT_URL, check_url
 from redbatch.errors import ConfigError
-from redbatch.protocol.keys import QUEUE_NAME, KeySpace, check_queue_name
+from redbatch.protocol.keys import KeySpace, check_queue_name
+from redbatch.settings import check_all, config_class, declared, declared_as, setting
 
 MAX_BATCH_SIZE_LIMIT = 4096
 
@@ -40,89 +39,166 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def _int_in(setting: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(
-            f"{setting} must be an integer from {low} to {high}, got {value!r} ({where(setting)})"
-        )
-    return value
+# Settings both processes read: declared once here, a field of each class below.
+def _redis_url() -> Any:
+    return setting(
+        default=DEFAULT_URL, env="REDBATCH_REDIS_URL", metavar="URL",
+        help="the Redis to use (redis://, rediss:// or unix://)",
+    )  # fmt: skip
 
 
-def split_handlers(specs: tuple[str, ...]) -> tuple[str, dict[str, str]]:
-    """``("pkg:f", "rerank=pkg:g")`` -> the default spec ("" if none) and per-queue specs."""
-    default = ""
-    per_queue: dict[str, str] = {}
-    for spec in specs:
-        queue, sep, target = spec.partition("=")
-        if not sep:
-            if default:
-                raise ConfigError(
-                    f"two default handlers ({default!r} and {spec!r}): give one, and "
-                    f"QUEUE=module:function for the others ({where('handler')})"
-                )
-            default, target = spec, spec
-        elif not QUEUE_NAME.fullmatch(queue) or queue in per_queue:
-            raise ConfigError(f"handler {spec!r}: bad or repeated queue name ({where('handler')})")
-        else:
-            per_queue[queue] = target
-        module, colon, attr = target.partition(":")
-        if not (module and colon and attr):
-            raise ConfigError(
-                f"handler must look like module:function or QUEUE=module:function, got {spec!r} "
-                f"({where('handler')})"
-            )
-    return default, per_queue
+def _namespace() -> Any:
+    return setting(
+        default="rb", env="REDBATCH_NAMESPACE", help="key prefix, for several tenants on one Redis"
+    )
 
 
-@dataclass(frozen=True)
+def _result_ttl() -> Any:
+    return setting(
+        default=3600, env="REDBATCH_RESULT_TTL", flag="--result-ttl", bounds=(1, 30 * 86_400),
+        help="seconds results and reply lists live",
+    )  # fmt: skip
+
+
+def _dead_maxlen() -> Any:
+    return setting(
+        default=100_000, env="REDBATCH_DEAD_MAXLEN", bounds=(1, 10**9),
+        help="the dead-letter stream is trimmed (approximately) past this many entries",
+    )  # fmt: skip
+
+
+def _max_attempts() -> Any:
+    return setting(
+        default=3, env="REDBATCH_MAX_ATTEMPTS", bounds=(1, 1000),
+        help="deliveries before a request is dead-lettered",
+    )  # fmt: skip
+
+
+def _log_level() -> Any:
+    return setting(default="INFO", env="REDBATCH_LOG_LEVEL", choices=_LOG_LEVELS, help="log level")
+
+
+def _log_format() -> Any:
+    return setting(
+        default="text", env="REDBATCH_LOG_FORMAT", choices=_LOG_FORMATS,
+        help="text, or json (one object per line, for log collectors)",
+    )  # fmt: skip
+
+
+def _metrics_port() -> Any:
+    return setting(
+        default=0, env="REDBATCH_METRICS_PORT", bounds=(0, MAX_PORT),
+        help="serve Prometheus metrics on this port; 0 = off",
+    )  # fmt: skip
+
+
+def _cluster() -> Any:
+    return setting(
+        default=None, env="REDBATCH_CLUSTER", flag="--cluster/--no-cluster", shown="auto",
+        help="Redis Cluster client (yes), single node (no), or ask the server (auto)",
+    )  # fmt: skip
+
+
+@config_class
 class WorkerConfig:
     """Everything a worker process needs; invalid values raise ConfigError on creation."""
 
-    queues: tuple[str, ...]
-    # "module:function" for every queue, and/or "QUEUE=module:function" for one queue.
-    handler: str | tuple[str, ...]
+    queues: tuple[str, ...] = setting(
+        env="REDBATCH_QUEUES", flag="QUEUE...", help="queues to serve (space or comma separated)"
+    )
+    handler: str | tuple[str, ...] = setting(
+        env="REDBATCH_HANDLER",
+        flag="--handler",
+        metavar="[QUEUE=]MODULE:FUNCTION",
+        help="batch function for every queue, and/or QUEUE=module:function for one queue",
+    )
     # ("name", "value") for every handler, ("QUEUE:name", "value") for one queue's handler.
-    handler_options: tuple[tuple[str, str], ...] = ()
-    redis_url: str = DEFAULT_URL
-    namespace: str = "rb"
-    name: str = field(default_factory=default_worker_name)
-    max_batch_size: int = 32
-    max_wait_ms: int = 2
-    # Sum of the requests' `cost` per batch (e.g. tokens); 0 = no budget. A request costing
-    # more than the budget runs alone.
-    max_batch_cost: int = 0
-    # Run before the window closes as soon as this many are held (sizes a compiled model likes).
-    preferred_batch_sizes: tuple[int, ...] = ()
-    # Priorities age: a waiting request gains one level per this long (0 = strict order).
-    priority_aging_ms: int = 1000
-    # When set, the worker tunes its window and batch size (within the limits above) to keep
-    # queue wait + service time under this target.
-    target_latency_ms: int = 0
-    block_ms: int = 1000
-    result_ttl_s: int = 3600
-    dead_maxlen: int = 100_000
-    max_payload_bytes: int = 16 * 1024 * 1024
-    log_level: str = "INFO"
-    # A batch running longer stops the heartbeat and ends the process (a hung GPU kernel
-    # cannot be interrupted); the scheduler then re-queues what it held.
-    batch_timeout_s: int = 300
-    heartbeat_ttl_s: int = 5
-    drain_timeout_s: int = 30
-    # Deliveries before a request is dead-lettered (a Retry past this ends it dead too).
-    max_attempts: int = 3
-    # Exception types (module.Name) that re-queue an item with backoff instead of failing it.
-    retry_on: tuple[str, ...] = ()
-    retry_delay_s: float = 1.0
-    # Prometheus endpoint (http://host:PORT/metrics); 0 = none.
-    metrics_port: int = 0
-    # "text" (one readable line per event) or "json" (one object per line, for collectors).
-    log_format: str = "text"
-    # Redis Cluster client (True), single node (False), or ask the server (None: its HELLO reply).
-    cluster: bool | None = None
+    handler_options: tuple[tuple[str, str], ...] = setting(
+        default=(),
+        env="REDBATCH_HANDLER_OPTIONS",
+        flag="--handler-option",
+        metavar="[QUEUE:]NAME=VALUE",
+        parse=parse_handler_options,
+        help="keyword arguments for the handlers: name=value, or QUEUE:name=value for one",
+    )
+    redis_url: str = _redis_url()
+    namespace: str = _namespace()
+    name: str = setting(
+        default_factory=default_worker_name,
+        env="REDBATCH_WORKER_NAME",
+        help="consumer name; the default <host>-<pid>-<random> is unique per process",
+    )
+    max_batch_size: int = setting(
+        default=32, env="REDBATCH_MAX_BATCH_SIZE", help="items per batch",
+        bounds=(1, MAX_BATCH_SIZE_LIMIT),
+    )  # fmt: skip
+    max_wait_ms: int = setting(
+        default=2, env="REDBATCH_MAX_WAIT_MS", bounds=(0, 60_000),
+        help="once the first item is in, wait at most this long (ms) to fill the batch",
+    )  # fmt: skip
+    # A request costing more than the budget runs alone.
+    max_batch_cost: int = setting(
+        default=0, env="REDBATCH_MAX_BATCH_COST", bounds=(0, 10**12),
+        help="sum of the requests' cost (e.g. tokens) per batch; 0 = no budget",
+    )  # fmt: skip
+    # Sizes a compiled model likes.
+    preferred_batch_sizes: tuple[int, ...] = setting(
+        default=(), env="REDBATCH_PREFERRED_BATCH_SIZES", metavar="N,N,...", parse=parse_sizes,
+        help="run as soon as this many are held, before the window closes (e.g. 8,16,32)",
+    )  # fmt: skip
+    priority_aging_ms: int = setting(
+        default=1000, env="REDBATCH_PRIORITY_AGING_MS", bounds=(0, 3_600_000),
+        help="a waiting request gains one priority level per this long (ms); 0 = strict order",
+    )  # fmt: skip
+    # The worker tunes its window and batch size (within the limits above).
+    target_latency_ms: int = setting(
+        default=0, env="REDBATCH_TARGET_LATENCY_MS", bounds=(0, 600_000),
+        help="tune window and batch size to keep queue wait + service under this (ms); 0 = off",
+    )  # fmt: skip
+    # BLOCK 0 would block for ever and the worker could not notice a stop request.
+    block_ms: int = setting(
+        default=1000, env="REDBATCH_BLOCK_MS", bounds=(1, 60_000),
+        help="idle blocking read (ms); bounds how fast a stop request is noticed",
+    )  # fmt: skip
+    result_ttl_s: int = _result_ttl()
+    dead_maxlen: int = _dead_maxlen()
+    max_payload_bytes: int = setting(
+        default=16 * 1024 * 1024, env="REDBATCH_MAX_PAYLOAD_BYTES",
+        bounds=(1, 512 * 1024 * 1024), help="largest payload a worker accepts, bytes",
+    )  # fmt: skip
+    log_level: str = _log_level()
+    # A hung GPU kernel cannot be interrupted: the heartbeat stops and the process ends; the
+    # scheduler then re-queues what it held.
+    batch_timeout_s: int = setting(
+        default=300, env="REDBATCH_BATCH_TIMEOUT", flag="--batch-timeout",
+        bounds=(1, 7 * 86_400),
+        help="seconds a batch may run; past it the worker exits 4 (to be restarted)",
+    )  # fmt: skip
+    heartbeat_ttl_s: int = setting(
+        default=5, env="REDBATCH_HEARTBEAT_TTL", flag="--heartbeat-ttl", bounds=(2, 3600),
+        help="seconds a heartbeat lives; the scheduler re-queues a dead worker's work after this",
+    )  # fmt: skip
+    drain_timeout_s: int = setting(
+        default=30, env="REDBATCH_DRAIN_TIMEOUT", flag="--drain-timeout", bounds=(1, 86_400),
+        help="seconds the running batch may take after SIGTERM",
+    )  # fmt: skip
+    # A Retry past this ends the request dead too.
+    max_attempts: int = _max_attempts()
+    retry_on: tuple[str, ...] = setting(
+        default=(), env="REDBATCH_RETRY_ON", metavar="MODULE.EXCEPTION",
+        help="exception types that re-queue the batch with backoff instead of failing it",
+    )  # fmt: skip
+    retry_delay_s: float = setting(
+        default=1.0, env="REDBATCH_RETRY_DELAY", flag="--retry-delay", bounds=(0.0, 86_400.0),
+        help="first retry delay, seconds; doubles per attempt",
+    )  # fmt: skip
+    metrics_port: int = _metrics_port()
+    log_format: str = _log_format()
+    cluster: bool | None = _cluster()
 
     def __post_init__(self) -> None:
         if not self.queues:
-            raise ConfigError("give at least one queue to serve (QUEUE... / REDBATCH_QUEUES)")
+            raise ConfigError(f"give at least one queue to serve ({where('queues')})")
         for queue in self.queues:
             check_queue_name(queue)
         if len(set(self.queues)) != len(self.queues):
@@ -132,34 +208,27 @@ class WorkerConfig:
         KeySpace(self.namespace)
         if not self.name or any(c.isspace() for c in self.name):
             raise ConfigError(f"worker name must be non-empty without spaces ({where('name')})")
-        _int_in("max_batch_size", self.max_batch_size, 1, MAX_BATCH_SIZE_LIMIT)
-        _int_in("max_wait_ms", self.max_wait_ms, 0, 60_000)
-        _int_in("max_batch_cost", self.max_batch_cost, 0, 10**12)
-        _int_in("priority_aging_ms", self.priority_aging_ms, 0, 3_600_000)
-        _int_in("target_latency_ms", self.target_latency_ms, 0, 600_000)
+        check_all(self)
         for size in self.preferred_batch_sizes:
-            _int_in("preferred_batch_sizes", size, 1, self.max_batch_size)
-        # BLOCK 0 would block for ever and the worker could not notice a stop request.
-        _int_in("block_ms", self.block_ms, 1, 60_000)
-        _int_in("result_ttl_s", self.result_ttl_s, 1, 30 * 86_400)
-        _int_in("dead_maxlen", self.dead_maxlen, 1, 10**9)
-        _int_in("max_payload_bytes", self.max_payload_bytes, 1, 512 * 1024 * 1024)
-        _check_log_level(self.log_level)
-        _int_in("batch_timeout_s", self.batch_timeout_s, 1, 7 * 86_400)
-        _int_in("heartbeat_ttl_s", self.heartbeat_ttl_s, 2, 3600)
-        _int_in("drain_timeout_s", self.drain_timeout_s, 1, 86_400)
-        _int_in("max_attempts", self.max_attempts, 1, 1000)
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise ConfigError(f"preferred_batch_sizes must be whole numbers, got {size!r}")
+            if not 1 <= size <= self.max_batch_size:
+                raise ConfigError(
+                    f"preferred_batch_sizes must lie within 1..max_batch_size "
+                    f"({self.max_batch_size}), got {size} ({where('preferred_batch_sizes')})"
+                )
         for name in self.retry_on:
             if "." not in name:
                 raise ConfigError(f"retry_on entries must look like module.ExceptionName: {name!r}")
-        _float_in("retry_delay_s", self.retry_delay_s, 0.0, 86_400.0)
-        _check_telemetry(self.metrics_port, self.log_format)
         _check_cluster(self.cluster)
 
     def _check_handlers(self) -> None:
         if isinstance(self.handler, str):
             object.__setattr__(self, "handler", tuple(words(self.handler)))
-        default, per_queue = split_handlers(self.handlers_given)
+        try:
+            default, per_queue = split_handlers(self.handlers_given)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ({where('handler')})") from None
         strangers = sorted(set(per_queue) - set(self.queues))
         if strangers:
             raise ConfigError(
@@ -198,40 +267,39 @@ class WorkerConfig:
         """Settings from ``REDBATCH_*`` variables, then ``overrides`` (None values ignored)."""
         values = _settings(cls, environ, overrides)
         if "queues" not in values:
-            raise ConfigError("give at least one queue to serve (QUEUE... / REDBATCH_QUEUES)")
+            raise ConfigError(f"give at least one queue to serve ({where('queues')})")
         if "handler" not in values:
             raise ConfigError(f"missing setting handler ({where('handler')})")
         return cls(**values)
 
 
-@dataclass(frozen=True)
+@config_class
 class SchedulerConfig:
     """The scheduler process: reaping, delayed retries, consumer clean-up on every queue."""
 
-    redis_url: str = DEFAULT_URL
-    namespace: str = "rb"
-    interval_s: float = 1.0
-    # Held longer than the worker's batch_timeout plus this margin = hung (its heartbeat,
-    # which carries its batch_timeout, may still be alive).
-    hung_margin_s: int = 30
-    max_attempts: int = 3
-    result_ttl_s: int = 3600
-    dead_maxlen: int = 100_000
-    log_level: str = "INFO"
-    metrics_port: int = 0
-    log_format: str = "text"
-    cluster: bool | None = None
+    redis_url: str = _redis_url()
+    namespace: str = _namespace()
+    interval_s: float = setting(
+        default=1.0, env="REDBATCH_SCHEDULER_INTERVAL", flag="--interval",
+        bounds=(0.05, 3600.0), help="seconds between the scheduler's passes",
+    )  # fmt: skip
+    # Its heartbeat, which carries its batch_timeout, may still be alive.
+    hung_margin_s: int = setting(
+        default=30, env="REDBATCH_HUNG_MARGIN", flag="--hung-margin", bounds=(0, 86_400),
+        help="a request held longer than its worker's batch_timeout plus this (s) is hung",
+    )  # fmt: skip
+    max_attempts: int = _max_attempts()
+    result_ttl_s: int = _result_ttl()
+    dead_maxlen: int = _dead_maxlen()
+    log_level: str = _log_level()
+    metrics_port: int = _metrics_port()
+    log_format: str = _log_format()
+    cluster: bool | None = _cluster()
 
     def __post_init__(self) -> None:
         check_url(self.redis_url)
         KeySpace(self.namespace)
-        _float_in("interval_s", self.interval_s, 0.05, 3600.0)
-        _int_in("hung_margin_s", self.hung_margin_s, 0, 86_400)
-        _int_in("max_attempts", self.max_attempts, 1, 1000)
-        _int_in("result_ttl_s", self.result_ttl_s, 1, 30 * 86_400)
-        _int_in("dead_maxlen", self.dead_maxlen, 1, 10**9)
-        _check_log_level(self.log_level)
-        _check_telemetry(self.metrics_port, self.log_format)
+        check_all(self)
         _check_cluster(self.cluster)
 
     @classmethod
@@ -239,6 +307,42 @@ class SchedulerConfig:
         cls, environ: Mapping[str, str] | None = None, **overrides: Any
     ) -> SchedulerConfig:
         return cls(**_settings(cls, environ, overrides))
+
+
+CONFIG_CLASSES: tuple[type[WorkerConfig] | type[SchedulerConfig], ...] = (
+    WorkerConfig,
+    SchedulerConfig,
+)
+
+
+def _env_names() -> dict[str, str]:
+    """Setting name -> its variable, over every config class; a name read by two classes
+    has one variable (and one meaning)."""
+    names: dict[str, str] = {}
+    for cls in CONFIG_CLASSES:
+        for one in declared(cls):
+            if names.setdefault(one.name, one.setting.env) != one.setting.env:
+                raise AssertionError(f"{one.name}: two variables in two config classes")
+    return names
+
+
+# setting name -> environment variable, for every setting of every part.
+ENV_NAMES: dict[str, str] = _env_names()
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``REDBATCH_*`` variables nobody reads: they are typos or stale settings."""
+    known = set(ENV_NAMES.values())
+    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(
+            f"unknown environment variable {unknown[0]} (known: {', '.join(sorted(known))})"
+        )
+
+
+def where(name: str) -> str:
+    """How a user sets worker setting ``name``: ``--flag / REDBATCH_VARIABLE``."""
+    return declared_as(WorkerConfig, name).where
 
 
 def _settings(
@@ -250,26 +354,12 @@ def _settings(
     environ = os.environ if environ is None else environ
     check_environment(environ)
     values: dict[str, Any] = {}
-    for f in fields(cls):
-        raw = environ.get(ENV_NAMES[f.name])
+    for one in declared(cls):
+        raw = environ.get(one.setting.env)
         if raw is not None and raw != "":
-            values[f.name] = from_text(f.name, raw)
+            values[one.name] = one.parse(raw)
     values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
     return values
-
-
-def _check_log_level(level: str) -> None:
-    if level not in _LOG_LEVELS:
-        raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
-
-
-def _check_telemetry(metrics_port: int, log_format: str) -> None:
-    _int_in("metrics_port", metrics_port, 0, MAX_PORT)
-    if log_format not in _LOG_FORMATS:
-        raise ConfigError(
-            f"log_format must be one of {', '.join(_LOG_FORMATS)}, got {log_format!r} "
-            f"({where('log_format')})"
-        )
 
 
 def _check_cluster(cluster: object) -> None:
@@ -277,16 +367,8 @@ def _check_cluster(cluster: object) -> None:
         raise ConfigError(f"cluster must be True, False or None (ask the server), got {cluster!r}")
 
 
-def _float_in(setting: str, value: Any, low: float, high: float) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not low <= value <= high:
-        raise ConfigError(
-            f"{setting} must be a number from {low:g} to {high:g}, got {value!r} ({where(setting)})"
-        )
-    return float(value)
-
-
 __all__ = [
+    "CONFIG_CLASSES",
     "ENV_NAMES",
     "ENV_PREFIX",
     "MAX_BATCH_SIZE_LIMIT",

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from redbatch.config import WorkerConfig
 from redbatch.errors import ConfigError
+from redbatch.settings import declared_as
 
 
 # Not frozen: one is built per request on the hot path, and a frozen dataclass's __init__
@@ -41,26 +44,25 @@ class Held:
     priority: int = 0  # higher runs first
 
 
+def _knob(name: str) -> Any:
+    """A field of ``BatchPolicy`` with the default of the worker setting of that name."""
+    return field(default=declared_as(WorkerConfig, name).field.default)
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
-    max_batch_size: int = 32
-    max_batch_cost: int = 0
-    max_wait_ms: int = 2
-    preferred_batch_sizes: tuple[int, ...] = field(default=())
+    """The worker's batching knobs, with the defaults and bounds of its settings."""
+
+    max_batch_size: int = _knob("max_batch_size")
+    max_batch_cost: int = _knob("max_batch_cost")
+    max_wait_ms: int = _knob("max_wait_ms")
+    preferred_batch_sizes: tuple[int, ...] = _knob("preferred_batch_sizes")
     # One priority level gained per this much waiting (0 = strict priorities, no aging).
-    priority_aging_ms: int = 1000
+    priority_aging_ms: int = _knob("priority_aging_ms")
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_batch_size <= 4096:
-            raise ConfigError(f"max_batch_size must be from 1 to 4096, got {self.max_batch_size}")
-        if self.max_batch_cost < 0:
-            raise ConfigError(f"max_batch_cost must be >= 0 (0 = no budget): {self.max_batch_cost}")
-        if not 0 <= self.max_wait_ms <= 60_000:
-            raise ConfigError(f"max_wait_ms must be from 0 to 60000, got {self.max_wait_ms}")
-        if not 0 <= self.priority_aging_ms <= 3_600_000:
-            raise ConfigError(
-                f"priority_aging_ms must be from 0 to 3600000, got {self.priority_aging_ms}"
-            )
+        for name in ("max_batch_size", "max_batch_cost", "max_wait_ms", "priority_aging_ms"):
+            declared_as(WorkerConfig, name).check(getattr(self, name))
         bad = [n for n in self.preferred_batch_sizes if not 1 <= n <= self.max_batch_size]
         if bad:
             raise ConfigError(
