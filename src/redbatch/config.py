@@ -126,7 +126,7 @@ class WorkerConfig:
     name: str = setting(
         default_factory=default_worker_name,
         env="REDBATCH_WORKER_NAME",
-        help="consumer name; the default <host>-<pid>-<random> is unique per process",
+        help="consumer name; the default host-pid-random is unique per process",
     )
     max_batch_size: int = setting(
         default=32, env="REDBATCH_MAX_BATCH_SIZE", help="items per batch",
