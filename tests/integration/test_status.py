@@ -162,7 +162,8 @@ def test_counts_json_and_the_scheduler_cleaning_up(
     assert 50.0 <= got["last_minute"]["seconds"] <= 60.0
     assert out["workers"] == [
         {"name": doomed.name, "state": "dead", "host": None, "pid": None, "queues": [queue],
-         "in_flight": 2, "batches": None, "items": None, "last_batch_age_ms": None},
+         "in_flight": 2, "batches": None, "items": None, "last_batch_age_ms": None,
+         "busy_us": None},
     ]  # fmt: skip
 
     # The scheduler re-queues what the dead worker held and removes its consumer.
@@ -261,6 +262,7 @@ def test_workers_table_idle_busy_and_dead(
     live = wait_until(state(sleeper.name, "idle"), 10, "the sleeper idle")
     assert (live.host, live.pid, live.queues) == (socket.gethostname(), sleeper.proc.pid, (queue,))
     assert (live.batches, live.items, live.in_flight, live.last_batch_age_ms) == (0, 0, 0, None)
+    assert live.busy_us == 0
 
     redis_client.xadd(queue_keys(redis_client, namespace, queue).stream, request("slow"))
     wait_until(state(sleeper.name, "busy"), 10, "the sleeper busy")

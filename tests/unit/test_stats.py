@@ -43,3 +43,19 @@ def test_percentiles_from_buckets() -> None:
 
 def test_window_is_the_last_minute_newest_first() -> None:
     assert stats.window_slots(1005.0) == [100, 99, 98, 97, 96, 95]
+
+
+def test_batch_sizes_fall_in_power_of_two_buckets_and_merge() -> None:
+    assert [stats.size_bucket(n) for n in (1, 2, 3, 4, 5, 8, 9, 32, 33)] == [
+        0, 1, 2, 2, 3, 3, 4, 5, 6,
+    ]  # fmt: skip
+    assert [stats.size_upper(k) for k in (0, 1, 5)] == [1, 2, 32]
+    a = stats.Counts()
+    a.add_batch([1.0] * 32, 10.0, ["ok"] * 32)
+    a.add_batch([1.0] * 3, 10.0, ["ok"] * 3)
+    b = stats.Counts()
+    b.add_batch([1.0] * 30, 10.0, ["ok"] * 30)
+    assert a.fields()["b:5"] == 1 and a.fields()["b:2"] == 1
+    merged = stats.merge([a.fields(), b.fields(), {b"b:x": b"1"}])
+    assert merged.sizes == {5: 2, 2: 1}
+    assert merged.batches == 3

@@ -104,7 +104,7 @@ def _snapshot() -> Snapshot:
     w = Window(55.0, 1100, 40, {"ok": 1099, "error": 1}, 1.5, 23.0, 12.0, 40.0)
     queue = QueueStatus("embed", lanes, 3, 1, 1, 1, w)
     workers = (
-        WorkerStatus("gpu-1", "busy", ("embed",), 2, "gpu", 4242, 40, 1100, 350),
+        WorkerStatus("gpu-1", "busy", ("embed",), 2, "gpu", 4242, 40, 1100, 350, 9_000_000),
         WorkerStatus("gpu-0", "dead", ("embed",), 5),
     )
     return Snapshot("127.0.0.1:7001", "rb", 1_700_000_000_000, (queue,), workers)
@@ -164,9 +164,11 @@ def test_json_fields() -> None:
     ]
     assert out["workers"] == [
         {"name": "gpu-1", "state": "busy", "host": "gpu", "pid": 4242, "queues": ["embed"],
-         "in_flight": 2, "batches": 40, "items": 1100, "last_batch_age_ms": 350},
+         "in_flight": 2, "batches": 40, "items": 1100, "last_batch_age_ms": 350,
+         "busy_us": 9_000_000},
         {"name": "gpu-0", "state": "dead", "host": None, "pid": None, "queues": ["embed"],
-         "in_flight": 5, "batches": None, "items": None, "last_batch_age_ms": None},
+         "in_flight": 5, "batches": None, "items": None, "last_batch_age_ms": None,
+         "busy_us": None},
     ]  # fmt: skip
 
 

@@ -98,7 +98,7 @@ def test_a_beat_writes_the_heartbeat_with_busy_and_adds_the_stats_to_the_slot_ha
     client = fakeredis.FakeRedis()
     clock = Clock()
     buffer = StatsBuffer(clock)
-    progress = Progress(state="serving", batch_started=1.0)
+    progress = Progress(state="serving", batch_started=1.0, busy_us=8000)
     beat = heartbeat(client, progress, buffer)
     buffer.add("q", [10.0, 10.0], 4.0, [OK, ERROR])
     beat.beat()
@@ -107,6 +107,7 @@ def test_a_beat_writes_the_heartbeat_with_busy_and_adds_the_stats_to_the_slot_ha
     beat.beat()
     worker = client.hgetall(KEYS.worker("w1"))
     assert worker[b"busy"] == b"0"
+    assert worker[b"busy_us"] == b"8000"
     assert worker[b"state"] == b"serving"
     key = KEYS.stats(stats.slot_of(T0))
     fields = client.hgetall(key)

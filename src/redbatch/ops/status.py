@@ -41,6 +41,9 @@ Ages and times are integer milliseconds, ``null`` when there is nothing to measu
       in_flight              entries it holds, all queues and lanes
       batches, items         done since it started (heartbeat), null when dead
       last_batch_age_ms      since its last batch ended, null before the first one
+      busy_us                microseconds its handler ran since it started (heartbeat; two
+                             snapshots' difference over their time apart is its busy ratio),
+                             null when dead or for a worker too old to report it
 """
 
 from __future__ import annotations

@@ -229,6 +229,7 @@ def _live_worker(
         batches=_int(beat.get(b"batches")),
         items=_int(beat.get(b"items")),
         last_batch_age_ms=age_ms(now_ms, _int(beat.get(b"last_batch"))),
+        busy_us=_int(beat.get(b"busy_us")),
     )
 
 

@@ -151,6 +151,7 @@ class WorkerStatus:
     batches: int | None = None
     items: int | None = None
     last_batch_age_ms: int | None = None
+    busy_us: int | None = None  # handler time since it started (heartbeat); None if unknown
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ def _worker_json(w: WorkerStatus) -> dict[str, Any]:
         "batches": w.batches,
         "items": w.items,
         "last_batch_age_ms": w.last_batch_age_ms,
+        "busy_us": w.busy_us,
     }
 
 

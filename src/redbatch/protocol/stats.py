@@ -11,10 +11,14 @@ Hash fields (all integers):
 - ``busy_us``: microseconds the handler ran (divided by the window: a busy ratio);
 - ``o:<status>``: requests per outcome (``o:ok``, ``o:error``, ...);
 - ``w:<k>``: requests whose queue wait (enqueue to batch start) fell in bucket k;
-- ``s:<k>``: requests whose batch's service time (the handler's) fell in bucket k.
+- ``s:<k>``: requests whose batch's service time (the handler's) fell in bucket k;
+- ``b:<k>``: batches of ``size_upper(k)`` items or fewer, more than half that
+  (k = 0: one item; 1: two; 2: three or four; 3: five to eight; ...).
 
 Bucket k holds values up to ``upper_ms(k)`` = 0.1 ms x 1.25**k (~12 % resolution, 0.1 ms to
-hours), so percentiles merge exactly across workers and slots.
+hours), so percentiles merge exactly across workers and slots. Batch sizes use powers of two,
+as the worker's ``redbatch_batch_size`` histogram does. Readers skip fields they do not know:
+a field added here is read by new readers only, and old workers simply never write it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ _GROWTH = 1.25
 _MAX_BUCKET = 120
 
 ITEMS, BATCHES, BUSY_US = "items", "batches", "busy_us"
-OUTCOME, WAIT, SERVICE = "o:", "w:", "s:"
+OUTCOME, WAIT, SERVICE, SIZE = "o:", "w:", "s:", "b:"
 
 
 def slot_of(unix_s: float) -> int:
@@ -55,6 +59,15 @@ def upper_ms(k: int) -> float:
     return _BASE_MS * _GROWTH**k
 
 
+def size_bucket(items: int) -> int:
+    """The batch-size bucket of a batch of ``items`` (>= 1): the k with 2**k >= items."""
+    return max(0, items - 1).bit_length()
+
+
+def size_upper(k: int) -> int:
+    return int(2**k)
+
+
 @dataclass
 class Counts:
     """What one process did since its last flush (or what a window adds up to)."""
@@ -65,6 +78,7 @@ class Counts:
     outcomes: dict[str, int] = field(default_factory=dict)
     wait: dict[int, int] = field(default_factory=dict)
     service: dict[int, int] = field(default_factory=dict)
+    sizes: dict[int, int] = field(default_factory=dict)  # size bucket -> batches
 
     def add_batch(
         self, waits_ms: Iterable[float], service_ms: float, outcomes: Iterable[str]
@@ -79,6 +93,9 @@ class Counts:
             self.wait[k] = self.wait.get(k, 0) + n
         k = bucket(service_ms)
         self.service[k] = self.service.get(k, 0) + size
+        if size:
+            k = size_bucket(size)
+            self.sizes[k] = self.sizes.get(k, 0) + 1
         self.items += size
         self.batches += 1
         self.busy_us += max(0, round(service_ms * 1000))
@@ -89,6 +106,7 @@ class Counts:
         out.update({OUTCOME + s: n for s, n in self.outcomes.items()})
         out.update({f"{WAIT}{k}": n for k, n in self.wait.items()})
         out.update({f"{SERVICE}{k}": n for k, n in self.service.items()})
+        out.update({f"{SIZE}{k}": n for k, n in self.sizes.items()})
         return {k: v for k, v in out.items() if v}
 
     def __bool__(self) -> bool:
@@ -119,10 +137,16 @@ def _add_field(total: Counts, name: str, n: int) -> None:
     elif name.startswith(OUTCOME):
         status = name[len(OUTCOME) :]
         total.outcomes[status] = total.outcomes.get(status, 0) + n
-    elif name.startswith((WAIT, SERVICE)) and name[2:].isdigit():
-        hist = total.wait if name.startswith(WAIT) else total.service
+    elif name.startswith((WAIT, SERVICE, SIZE)) and name[2:].isdigit():
+        hist = _histogram(total, name[:2])
         k = int(name[2:])
         hist[k] = hist.get(k, 0) + n
+
+
+def _histogram(total: Counts, prefix: str) -> dict[int, int]:
+    if prefix == WAIT:
+        return total.wait
+    return total.service if prefix == SERVICE else total.sizes
 
 
 def percentile_ms(hist: Mapping[int, int], q: float) -> float | None:

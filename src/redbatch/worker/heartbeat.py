@@ -42,6 +42,7 @@ class Progress:
 
     batches: int = 0
     items: int = 0
+    busy_us: int = 0  # handler time of the counted batches: readers diff it for a busy ratio
     last_batch_ms: int = 0
     batch_started: float | None = None  # monotonic; None while no batch runs
     batch_items: int = 0  # items of the running (or last) batch; read with batch_started
@@ -129,6 +130,7 @@ class Heartbeat:
             "started": p.started_ms,
             "batches": p.batches,
             "items": p.items,
+            "busy_us": p.busy_us,
             "last_batch": p.last_batch_ms,
             "batch_timeout": self._batch_timeout_s,
             "state": p.state,

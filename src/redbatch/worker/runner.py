@@ -383,4 +383,5 @@ class Worker:
         self.telemetry.batch_done(batch.queue, ran, len(batch.malformed), batch.service_s)
         self.progress.batches += 1
         self.progress.items += len(batch.entries)
+        self.progress.busy_us += round(batch.service_s * 1_000_000)
         self.progress.last_batch_ms = now_ms()

@@ -31,7 +31,8 @@ def add_counts(total: stats.Counts, more: stats.Counts) -> None:
     total.busy_us += more.busy_us
     for status, n in more.outcomes.items():
         total.outcomes[status] = total.outcomes.get(status, 0) + n
-    for hist, other in ((total.wait, more.wait), (total.service, more.service)):
+    histograms = ((total.wait, more.wait), (total.service, more.service), (total.sizes, more.sizes))
+    for hist, other in histograms:
         for k, n in other.items():
             hist[k] = hist.get(k, 0) + n
 
