@@ -43,14 +43,7 @@ def list_(queue: str, limit: int, redis_url: str, namespace: str, as_json: bool)
     from redbatch.ops import dlq_ops  # noqa: PLC0415
 
     with opened(redis_url, namespace) as (client, keyspace):
-        total, rows = 0, []
-        for keys in _physical(client, keyspace, queue):
-            count, newest = dlq_ops.newest(client, keys, limit)
-            total += count
-            rows += newest
-    # Entry ids are "ms-seq": newest first across shards.
-    rows.sort(key=lambda row: tuple(int(p) for p in _text(row[0]).split("-")), reverse=True)
-    entries = [dlq_ops.summary(i, f) for i, f in rows[:limit]]
+        total, entries = dlq_ops.newest_letters(client, keyspace, queue, limit)
     if as_json:
         echo_json({"queue": queue, "total": total, "entries": entries})
         return
@@ -101,12 +94,7 @@ def show(queue: str, ident: str, redis_url: str, namespace: str, as_json: bool) 
     from redbatch.ops import dlq_ops  # noqa: PLC0415
 
     with opened(redis_url, namespace) as (client, keyspace):
-        found = [
-            letter
-            for keys in _physical(client, keyspace, queue)
-            for letter in dlq_ops.lookup(client, keys, ident)
-        ]
-    letters = [dlq_ops.detail(i, f) for i, f in found]
+        letters = dlq_ops.find_letters(client, keyspace, queue, ident)
     if as_json:
         echo_json({"queue": queue, "dead_letters": letters})
     else:
@@ -154,17 +142,10 @@ def replay(
     if bool(idents) == replay_all:
         fail(ConfigError("dlq replay: give dead letter or request ids, or --all (not both)"))
     with opened(redis_url, namespace) as (client, keyspace):
-        replayers = [
-            dlq_ops.Replayer(client, keyspace, keys) for keys in _physical(client, keyspace, queue)
-        ]
-        results = []
-        for ident in idents:
-            # An id lives in one shard: the others would each answer "not found".
-            tried = [r for replayer in replayers for r in replayer.by_ids([ident], now_ms())]
-            found = [r for r in tried if r.outcome != "not_found"]
-            results += found or tried[:1]
         if replay_all:
-            results = [r for replayer in replayers for r in replayer.everything(now_ms())]
+            results = dlq_ops.replay_every(client, keyspace, queue, now_ms)
+        else:
+            results = dlq_ops.replay_letters(client, keyspace, queue, list(idents), now_ms)
     done = sum(1 for r in results if r.outcome == dlq_ops.REPLAYED)
     if as_json:
         echo_json({"queue": queue, "replayed": done, "results": [r.as_dict() for r in results]})
@@ -199,13 +180,9 @@ def purge(queue: str, yes: bool, redis_url: str, namespace: str, as_json: bool) 
     from redbatch.ops import dlq_ops  # noqa: PLC0415
 
     with opened(redis_url, namespace) as (client, keyspace):
-        shards = [
-            (keys, *dlq_ops.last_entry(client, keys)) for keys in _physical(client, keyspace, queue)
-        ]
-        total = sum(count for _, count, _ in shards)
-        last = next((entry for _, _, entry in shards if entry is not None), None)
-        purged = 0
-        if last is not None:
+        plan = dlq_ops.purge_plan(client, keyspace, queue)
+        total, purged = plan.total, 0
+        if not plan.empty:
             if not yes:
                 if not sys.stdin.isatty():
                     fail(
@@ -217,26 +194,10 @@ def purge(queue: str, yes: bool, redis_url: str, namespace: str, as_json: bool) 
                 click.confirm(
                     f"Delete all {total} dead letters of queue {queue}?", abort=True, err=True
                 )
-            for keys, _, shard_last in shards:
-                if shard_last is not None:
-                    purged += dlq_ops.purge(client, keys, shard_last)
+            purged = dlq_ops.purge_planned(client, plan)
     if as_json:
         echo_json({"queue": queue, "purged": purged})
-    elif last is None:
+    elif plan.empty:
         click.echo(f"no dead letters in queue {queue}: nothing to purge")
     else:
         click.echo(f"purged {purged} dead letters of queue {queue}")
-
-
-def _physical(client: Any, keyspace: Any, queue: str) -> list[Any]:
-    """The keys of every physical queue holding ``queue``'s dead letters: itself, and its
-    shards when it has more than one."""
-    from redbatch.protocol.shards import read_shards, served_names  # noqa: PLC0415
-
-    return [
-        keyspace.queue(name) for name in served_names(queue, read_shards(client, keyspace, queue))
-    ]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

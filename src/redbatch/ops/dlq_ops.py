@@ -5,10 +5,15 @@ A dead letter is an entry of ``rb:{Q}:dead``: the original request entry's field
 from as attempt 1 (with ``replayed``/``replayed_at``), deletes the request's ``dead`` result
 (results are write-once: the re-run's outcome could not be written otherwise) and deletes
 the dead letter, so a replay done twice, or racing a purge, is a no-op.
+
+A sharded queue's dead letters are in each of its physical queues (``physical``); the
+functions taking a ``KeySpace`` and a queue name cover all of them, as ``redbatch dlq`` and
+``redbatch dashboard`` show them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +32,7 @@ from redbatch.ops.inspect_view import (
 from redbatch.protocol.fields import ATTEMPT, PRIORITY, entry_request_id, parse_entry
 from redbatch.protocol.keys import DEFAULT_PRIORITY, KeySpace, QueueKeys
 from redbatch.protocol.scripts import Scripts, replay_args
+from redbatch.protocol.shards import read_shards, served_names
 from redbatch.protocol.streams import ensure_queue
 
 # Outcomes of one replay request.
@@ -202,3 +208,95 @@ def purge(client: redis.Redis, keys: QueueKeys, last: str) -> int:
     operator saw (and confirmed) the count has a greater id and stays."""
     ms, _, seq = last.partition("-")
     return int(client.xtrim(keys.dead, minid=f"{ms}-{int(seq) + 1}", approximate=False))
+
+
+# -- a whole queue: itself and every shard --------------------------------------------------------
+
+
+def physical(client: redis.Redis, keyspace: KeySpace, queue: str) -> list[QueueKeys]:
+    """The keys of every physical queue holding ``queue``'s dead letters: itself, and its
+    shards when it has more than one."""
+    return [
+        keyspace.queue(name) for name in served_names(queue, read_shards(client, keyspace, queue))
+    ]
+
+
+def _order(entry_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry_id.split("-"))
+
+
+def newest_letters(
+    client: redis.Redis, keyspace: KeySpace, queue: str, limit: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many dead letters ``queue`` has, and the newest ``limit`` as ``summary`` dicts
+    (newest first across shards: entry ids are ``ms-seq``)."""
+    total, found = 0, []
+    for keys in physical(client, keyspace, queue):
+        count, rows_ = newest(client, keys, limit)
+        total += count
+        found += rows_
+    found.sort(key=lambda row: _order(row[0]), reverse=True)
+    return total, [summary(i, f) for i, f in found[:limit]]
+
+
+def find_letters(
+    client: redis.Redis, keyspace: KeySpace, queue: str, ident: str
+) -> list[dict[str, Any]]:
+    """Every dead letter of ``queue`` that ``ident`` names (``lookup``), as ``detail`` dicts."""
+    return [
+        detail(i, f)
+        for keys in physical(client, keyspace, queue)
+        for i, f in lookup(client, keys, ident)
+    ]
+
+
+def replay_letters(
+    client: redis.Redis,
+    keyspace: KeySpace,
+    queue: str,
+    idents: list[str],
+    clock: Callable[[], int],
+) -> list[Replay]:
+    """Replay what each of ``idents`` names in ``queue`` (``Replayer.by_ids``, per shard)."""
+    replayers = [Replayer(client, keyspace, keys) for keys in physical(client, keyspace, queue)]
+    results = []
+    for ident in idents:
+        # An id lives in one shard: the others would each answer "not found".
+        tried = [r for replayer in replayers for r in replayer.by_ids([ident], clock())]
+        found = [r for r in tried if r.outcome != NOT_FOUND]
+        results += found or tried[:1]
+    return results
+
+
+def replay_every(
+    client: redis.Redis, keyspace: KeySpace, queue: str, clock: Callable[[], int]
+) -> list[Replay]:
+    """Replay every dead letter of ``queue`` (``Replayer.everything``, per shard)."""
+    replayers = [Replayer(client, keyspace, keys) for keys in physical(client, keyspace, queue)]
+    return [r for replayer in replayers for r in replayer.everything(clock())]
+
+
+@dataclass
+class PurgePlan:
+    """What a purge of a queue will delete: per physical queue, the count and newest entry."""
+
+    shards: list[tuple[QueueKeys, int, str | None]]
+
+    @property
+    def total(self) -> int:
+        return sum(count for _, count, _ in self.shards)
+
+    @property
+    def empty(self) -> bool:
+        return all(last is None for _, _, last in self.shards)
+
+
+def purge_plan(client: redis.Redis, keyspace: KeySpace, queue: str) -> PurgePlan:
+    return PurgePlan(
+        [(keys, *last_entry(client, keys)) for keys in physical(client, keyspace, queue)]
+    )
+
+
+def purge_planned(client: redis.Redis, plan: PurgePlan) -> int:
+    """Delete what ``plan`` counted (``purge`` per shard: dead letters added since stay)."""
+    return sum(purge(client, keys, last) for keys, _, last in plan.shards if last is not None)

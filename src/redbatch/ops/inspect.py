@@ -36,13 +36,7 @@ def command(
     except RedbatchError as exc:
         fail(exc)
     with opened(redis_url, namespace) as (client, keyspace):
-        if queue is not None:
-            queues = [queue]
-        else:
-            queues = sorted(inspect_view.text(q) for q in client.smembers(keyspace.queues))
-        sightings: list[dict[str, Any]] = []
-        for name in queues:
-            sightings += inspect_find.find(client, keyspace.queue(name), request_id)
+        queues, sightings = inspect_find.find_everywhere(client, keyspace, request_id, queue)
     now = inspect_view.now_ms()
     if as_json:
         echo_json({"request_id": request_id, "queues": queues, "found": sightings})

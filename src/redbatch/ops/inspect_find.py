@@ -34,7 +34,7 @@ from redbatch.ops.inspect_view import (
 )
 from redbatch.protocol.codec import MSGPACK
 from redbatch.protocol.fields import ATTEMPT, ENQ, ID, PAYLOAD, PRIORITY, STARTED_DELIVERIES
-from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, QueueKeys
+from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, KeySpace, QueueKeys
 
 SCAN_CHUNK = 500
 # A worker marks an entry started by setting its delivery count to 2 (docs/wire-contract.md,
@@ -113,6 +113,21 @@ def find(client: redis.Redis, keys: QueueKeys, request_id: str) -> list[Sighting
     sightings += _result_and_cancel(client, keys, request_id)
     sightings += [dead_sighting(keys.name, i, f) for i, f in _dead(client, keys, request_id)]
     return sightings
+
+
+def find_everywhere(
+    client: redis.Redis, keyspace: KeySpace, request_id: str, queue: str | None = None
+) -> tuple[list[str], list[Sighting]]:
+    """The queues looked in (``queue``, or every queue of the namespace: shards are queues of
+    ``rb:queues`` too) and every sighting of ``request_id`` in them (``find``)."""
+    if queue is not None:
+        queues = [queue]
+    else:
+        queues = sorted(text(q) for q in client.smembers(keyspace.queues))
+    sightings: list[Sighting] = []
+    for name in queues:
+        sightings += find(client, keyspace.queue(name), request_id)
+    return queues, sightings
 
 
 def _dead(client: redis.Redis, keys: QueueKeys, request_id: str) -> list[Entry]:
