@@ -267,9 +267,10 @@ def demo(count: int | None, workers: int, max_batch_size: int, model: str, in_fl
 
 def _add_operator_commands() -> None:
     from redbatch import bench  # noqa: PLC0415
+    from redbatch.dashboard import cli as dashboard  # noqa: PLC0415
     from redbatch.ops import dlq, inspect, queue_cli, status  # noqa: PLC0415
 
-    for module in (status, inspect, dlq, queue_cli, bench):
+    for module in (status, inspect, dlq, queue_cli, bench, dashboard):
         main.add_command(module.command)
 
 
