@@ -239,7 +239,19 @@ def _jsonable(value: Any) -> Any:
     help="auto = MiniLM when its extra is installed, else echo",
 )
 @click.option("--in-flight", type=int, default=64, show_default=True, help="requests kept going")
-def demo(count: int | None, workers: int, max_batch_size: int, model: str, in_flight: int) -> None:
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="also run `redbatch dashboard` on it, and keep everything up after the run until Ctrl-C",
+)
+def demo(
+    count: int | None,
+    workers: int,
+    max_batch_size: int,
+    model: str,
+    in_flight: int,
+    dashboard: bool,
+) -> None:
     """Run the system on this machine: a private Redis (unless REDBATCH_REDIS_URL is set), a
     scheduler, worker processes (MiniLM or echo) and a producer; prints throughput, latency
     and the status table, and cleans up everything it started."""
@@ -257,6 +269,7 @@ def demo(count: int | None, workers: int, max_batch_size: int, model: str, in_fl
             max_batch_size=max_batch_size,
             model=model,
             in_flight=in_flight,
+            dashboard=dashboard,
         )
     except RedbatchError as exc:
         fail(exc)

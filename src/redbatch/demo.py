@@ -3,17 +3,22 @@
 A private redis-server (unless a URL is given), a scheduler and worker processes running the
 MiniLM embedding model when its extra is installed (else the echo handler), and one producer
 keeping a window of requests in flight; it prints throughput, latency percentiles and the
-``redbatch status`` table, and stops everything it started, also on Ctrl-C.
+``redbatch status`` table, and stops everything it started, also on Ctrl-C. With
+``dashboard=True`` it also runs ``redbatch dashboard`` on the same Redis and namespace (the
+extra ``redbatch[dashboard]``) and keeps everything up after the run until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import signal
+import socket
 import sys
 import time
 import uuid
+import webbrowser
 from typing import Any
 
 from rich.console import Console
@@ -70,6 +75,49 @@ def _commands(
     return [scheduler] + [worker] * workers
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _dashboard(url: str, namespace: str) -> tuple[list[str], str]:
+    """The dashboard's command on a free port, and its page's URL."""
+    if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
+        raise ConfigError("--dashboard needs its extra: pip install 'redbatch[dashboard]'")
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "redbatch", "dashboard", "--redis-url", url,
+        "--namespace", namespace, "--port", str(port), "--interval", "1",
+    ]  # fmt: skip
+    return command, f"http://127.0.0.1:{port}/"
+
+
+def _open(page: str, console: Console) -> None:
+    """Open the page in a browser where there is a desktop to show it on (a terminal-only
+    host would get a text browser taking over this terminal)."""
+    if sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY"):
+        webbrowser.open(page)
+    console.print(f"the dashboard: {page}")
+
+
+def _term_interrupts() -> None:
+    """SIGTERM stops the demo as Ctrl-C does (a KeyboardInterrupt, so everything started is
+    stopped on the way out). Again after asyncio.run: closing its loop resets SIGTERM to the
+    default action, which would end the process and leave the children running."""
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+
+def _stay_up(page: str, console: Console) -> None:
+    console.print(f"everything stays up for the dashboard at {page}; Ctrl-C stops it all")
+    try:
+        while True:
+            time.sleep(3600)  # until Ctrl-C or SIGTERM (a KeyboardInterrupt here)
+    except KeyboardInterrupt:
+        console.print("stopped the dashboard and everything the demo started")
+
+
 def run(
     *,
     redis_url: str | None,
@@ -78,6 +126,7 @@ def run(
     max_batch_size: int,
     model: str = "auto",
     in_flight: int = 64,
+    dashboard: bool = False,
 ) -> None:
     model = _choose(model)
     count = count if count is not None else (2000 if model == "minilm" else 5000)
@@ -86,17 +135,26 @@ def run(
     console = Console(stderr=True)
     namespace = f"demo{uuid.uuid4().hex[:6]}"
     what = "MiniLM embedding" if model == "minilm" else "echo"
-    with (
-        redis_url_or_embedded(redis_url, console) as url,
-        child_processes(_commands(url, namespace, workers, model, max_batch_size)),
-    ):
-        console.print(f"a scheduler and {workers} {what} workers are starting…")
-        try:
-            latencies, elapsed = asyncio.run(_drive(url, namespace, model, count, in_flight))
-        except asyncio.CancelledError:
-            raise KeyboardInterrupt from None  # a stop signal cancelled the run
-        _report(count, workers, what, latencies, elapsed)
-        _print_status(url, namespace, count)
+    with redis_url_or_embedded(redis_url, console) as url:
+        commands = _commands(url, namespace, workers, model, max_batch_size)
+        page = ""
+        if dashboard:
+            command, page = _dashboard(url, namespace)
+            commands.append(command)
+        with child_processes(commands):
+            console.print(f"a scheduler and {workers} {what} workers are starting…")
+            if page:
+                _open(page, console)
+            try:
+                latencies, elapsed = asyncio.run(_drive(url, namespace, model, count, in_flight))
+            except asyncio.CancelledError:
+                raise KeyboardInterrupt from None  # a stop signal cancelled the run
+            finally:
+                _term_interrupts()
+            _report(count, workers, what, latencies, elapsed)
+            _print_status(url, namespace, count)
+            if page:
+                _stay_up(page, console)
 
 
 def _payload(model: str, i: int) -> Any:

@@ -125,20 +125,7 @@ def test_the_page_lives_replays_by_click_and_refuses_writes_read_only(
         expect(row.locator('[data-col="dead"]')).to_have_text("1", timeout=SEEN_MS)
 
         # ... is replayed by a click once logged in with the token, and is seen to finish.
-        page.select_option("#dead-queue", queue)
-        letter = page.locator('#dead tr[data-request="doomed"]')
-        expect(letter).to_be_visible(timeout=SEEN_MS)
-        assert letter.locator("button.replay").count() == 0  # not logged in yet
-        page.click("#login-link")
-        page.fill("#token", TOKEN)
-        page.click("#login")
-        expect(page.locator("#mode")).to_have_text("writes allowed", timeout=SEEN_MS)
-        page.select_option("#dead-queue", queue)
-        letter.click()
-        expect(page.locator("#dead-detail")).to_contain_text('{"n": "doomed"}', timeout=SEEN_MS)
-        letter.locator("button.replay").click()
-        expect(page.locator("#write-result")).to_contain_text("replayed doomed", timeout=SEEN_MS)
-        expect(page.locator("#search-result")).to_contain_text("finished ok", timeout=SEEN_MS)
+        replay_by_click(page, queue)
         assert redis_client.hget(keys.result("doomed"), "status") == b"ok"
         expect(row.locator('[data-col="dead"]')).to_have_text("0", timeout=SEEN_MS)
 
@@ -155,24 +142,51 @@ def test_the_page_lives_replays_by_click_and_refuses_writes_read_only(
         marker.touch()
         producer.submit(queue, {"n": "doomed-2"}, id="doomed-2")
         assert wait_results(redis_client, keys, ["doomed-2"])["doomed-2"][b"status"] == b"dead"
-        read_only = dashboards(*conn)
-        page.goto(read_only.url)
-        expect(page.locator("#mode")).to_have_text("read-only", timeout=SEEN_MS)
-        page.select_option("#dead-queue", queue)
-        expect(page.locator('#dead tr[data-request="doomed-2"]')).to_be_visible(timeout=SEEN_MS)
-        expect(page.locator("#read-only-note")).to_be_visible()
-        assert page.locator("#dead button").count() == 0
-        refused = page.evaluate(
-            """async ([queue, token]) => {
-                const r = await fetch(`/api/queues/${queue}/dead/replay`, {method: "POST",
-                  headers: {"Content-Type": "application/json", "Authorization": `Bearer ${token}`},
-                  body: JSON.stringify({ids: ["doomed-2"]})});
-                return [r.status, (await r.json()).error];
-            }""",
-            [queue, TOKEN],
-        )
-        assert refused[0] == 403 and refused[1].startswith("read-only"), refused
-        purge = http(f"{read_only.url}api/queues/{queue}/dead/purge", body={})
-        assert purge.status == 403
+        read_only_refuses(page, dashboards(*conn), queue)
         assert redis_client.xlen(keys.dead) == 1  # nothing was written
         page.close()
+
+
+def replay_by_click(page: Any, queue: str) -> None:
+    """Log in with the token, open the dead letter "doomed", replay it with its button and
+    watch it finish (the page looks the request up until it has finished)."""
+    from playwright.sync_api import expect  # noqa: PLC0415
+
+    page.select_option("#dead-queue", queue)
+    letter = page.locator('#dead tr[data-request="doomed"]')
+    expect(letter).to_be_visible(timeout=SEEN_MS)
+    assert letter.locator("button.replay").count() == 0  # not logged in yet
+    page.click("#login-link")
+    page.fill("#token", TOKEN)
+    page.click("#login")
+    expect(page.locator("#mode")).to_have_text("writes allowed", timeout=SEEN_MS)
+    page.select_option("#dead-queue", queue)
+    letter.click()
+    expect(page.locator("#dead-detail")).to_contain_text('{"n": "doomed"}', timeout=SEEN_MS)
+    letter.locator("button.replay").click()
+    expect(page.locator("#write-result")).to_contain_text("replayed doomed", timeout=SEEN_MS)
+    expect(page.locator("#search-result")).to_contain_text("finished ok", timeout=SEEN_MS)
+
+
+def read_only_refuses(page: Any, read_only: DashboardProcess, queue: str) -> None:
+    """A dashboard without --allow-writes shows the dead letter "doomed-2" with no button,
+    and refuses a replay even with a token, and a purge."""
+    from playwright.sync_api import expect  # noqa: PLC0415
+
+    page.goto(read_only.url)
+    expect(page.locator("#mode")).to_have_text("read-only", timeout=SEEN_MS)
+    page.select_option("#dead-queue", queue)
+    expect(page.locator('#dead tr[data-request="doomed-2"]')).to_be_visible(timeout=SEEN_MS)
+    expect(page.locator("#read-only-note")).to_be_visible()
+    assert page.locator("#dead button").count() == 0
+    refused = page.evaluate(
+        """async ([queue, token]) => {
+            const r = await fetch(`/api/queues/${queue}/dead/replay`, {method: "POST",
+              headers: {"Content-Type": "application/json", "Authorization": `Bearer ${token}`},
+              body: JSON.stringify({ids: ["doomed-2"]})});
+            return [r.status, (await r.json()).error];
+        }""",
+        [queue, TOKEN],
+    )
+    assert refused[0] == 403 and refused[1].startswith("read-only"), refused
+    assert http(f"{read_only.url}api/queues/{queue}/dead/purge", body={}).status == 403

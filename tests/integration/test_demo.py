@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from helpers import subprocess_env
+from helpers.dashboard import http
 from helpers.workers import wait_until
 
 
@@ -100,3 +101,28 @@ def _interrupt_and_check(
     assert "Traceback" not in err
     assert _processes_mentioning(f"127.0.0.1:{port.group(1)}") == []
     assert _processes_mentioning(f"--port {port.group(1)}") == []
+
+
+def test_demo_with_the_dashboard_keeps_it_up_until_stopped() -> None:
+    demo = _demo("--model", "echo", "--requests", "300", "--workers", "1", "--dashboard")
+    assert demo.stderr is not None
+    lines: list[str] = []
+    for line in demo.stderr:  # bounded by the test's timeout
+        lines.append(line)
+        if "everything stays up for the dashboard at" in line:
+            break
+    else:
+        raise AssertionError(f"the demo ended without keeping the dashboard up: {lines}")
+    page = line.split(" at ", 1)[1].split(";", 1)[0]
+    overview = http(f"{page}api/overview")
+    assert overview.status == 200, overview.body
+    [queue] = overview.body["queues"]
+    assert queue["name"] == "demo" and queue["waiting"] == 0
+    assert overview.body["namespace"].startswith("demo")
+    demo.send_signal(signal.SIGTERM)
+    out, err = demo.communicate(timeout=60)
+    assert demo.returncode == 0, err
+    assert "300 requests, 1 echo workers" in out
+    assert "stopped the dashboard and everything the demo started" in err
+    port = page.rsplit(":", 1)[1].strip("/")
+    assert _processes_mentioning(f"--port {port}") == []

@@ -82,7 +82,7 @@ def test_stats_slot_fields_are_in_the_contract() -> None:
     section = page().split("## Stats slots", 1)[1].split("\n## ", 1)[0]
     for name in (stats.ITEMS, stats.BATCHES, stats.BUSY_US):
         assert f"`{name}`" in section, name
-    for prefix in (stats.OUTCOME, stats.WAIT, stats.SERVICE):
+    for prefix in (stats.OUTCOME, stats.WAIT, stats.SERVICE, stats.SIZE):
         assert f"`{prefix}" in section, prefix
     assert f"{stats.SLOT_S}" in section and f"{stats.TTL_S} s" in section
 
