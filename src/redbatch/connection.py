@@ -28,7 +28,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from redbatch.errors import ConfigError, ConnectionFailed
+from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError, RedisRefused
 
 DEFAULT_URL = "redis://localhost:6379/0"
 _SCHEMES = ("redis", "rediss", "unix")
@@ -223,6 +223,32 @@ def acl_refusal(exc: BaseException) -> str | None:
         f"Redis refused a command to this user (ACL): {reason}; grant the commands of this "
         f"part (docs/security.md)"
     )
+
+
+# Error codes of a server that answers but refuses for now: reconnecting does not help, a
+# retry after a pause does (redis-py keeps the code as ``status_code``).
+REFUSALS = frozenset(
+    {"OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"}
+)
+
+
+def refusal_code(exc: BaseException) -> str | None:
+    """The server's code when ``exc`` is a transient refusal (``REFUSALS``), else None. A
+    refusal raised inside a script keeps its code as the first word of its text."""
+    code = getattr(exc, "status_code", None)
+    if code is None and isinstance(exc, redis.ResponseError):
+        code = str(exc).split(" ", 1)[0]
+    return code if code in REFUSALS else None
+
+
+def redis_failure(what: str, exc: BaseException) -> RedbatchError:
+    """The error a user gets for a failed Redis command: RedisRefused (with the server's
+    reason) when Redis refused it for now, ConnectionFailed otherwise."""
+    code = refusal_code(exc)
+    if code is not None:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else code
+        return RedisRefused(what, code, message.split(" script: ", 1)[0])
+    return ConnectionFailed(f"{what}: {exc}")
 
 
 def ping(client: Client, url: str) -> None:

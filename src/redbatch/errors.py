@@ -17,6 +17,19 @@ class ConnectionFailed(RedbatchError):
     """Redis could not be reached or refused us (address, password, TLS)."""
 
 
+class RedisRefused(RedbatchError):
+    """Redis answered but refused the command for a transient reason of its own: out of
+    memory (``OOM``), a read-only replica (``READONLY``), loading its data (``LOADING``), busy
+    with a script (``BUSY``), a replica without its primary (``MASTERDOWN``), a cluster
+    resharding or down (``TRYAGAIN``, ``CLUSTERDOWN``). Reconnecting does not help: back off
+    and try again. ``reason`` is the server's error code, ``message`` its text."""
+
+    def __init__(self, what: str, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{what}: Redis refused ({reason}): {message}")
+
+
 class PayloadError(RedbatchError):
     """A payload cannot be encoded or decoded (type, size, nesting, content type)."""
 

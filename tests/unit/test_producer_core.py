@@ -15,8 +15,9 @@ from redbatch.producer._core import (
     ProducerCore,
     check_max_queue_len,
 )
+from redbatch.producer.admission import Admissions
 from redbatch.protocol.keys import KeySpace
-from redbatch.protocol.scripts import Scripts
+from redbatch.protocol.scripts import Admission, Scripts
 
 
 def test_defaults() -> None:
@@ -56,16 +57,19 @@ def test_payload_too_large_before_any_io() -> None:
 def test_admit_call_carries_the_bound_and_every_field() -> None:
     core = ProducerCore("ns", max_queue_len=7)
     subs = [core.submission("q", "a", request_id="r1"), core.submission("q", 2, cost=3)]
-    keys, argv = core.admit_call(subs)
-    assert keys == [KeySpace("ns").queue("q").stream]
-    assert argv[0] == 7
-    position = 1
+    admission = Admissions(core.producer_id).open()
+    keys, argv = core.admit_call(subs, admission)
+    queue_keys = KeySpace("ns").queue("q")
+    assert keys == [queue_keys.stream, queue_keys.admitted(core.producer_id)]
+    assert argv[:4] == [7, admission.seq, admission.low, admission.ttl_ms]
+    position = 4
     for sub in subs:
-        n = argv[position]
+        assert argv[position] == sub.timeout_ms
+        n = argv[position + 1]
         assert n == 2 * len(sub.fields)
-        pairs = argv[position + 1 : position + 1 + n]
+        pairs = argv[position + 2 : position + 2 + n]
         assert dict(zip(pairs[::2], pairs[1::2], strict=True)) == sub.fields
-        position += 1 + n
+        position += 2 + n
     assert position == len(argv)
 
 
@@ -106,6 +110,86 @@ def test_cancel_keys() -> None:
         core.cancel_keys("bad queue", ["a"])
 
 
+ADMISSION = Admission("p1", 1, 1, 60_000)
+
+
+def test_submission_carries_a_relative_timeout_and_no_clock() -> None:
+    core = ProducerCore("ns")
+    sub = core.submission("q", 1, timeout=2.5)
+    assert sub.timeout_ms == 2500
+    assert "enq" not in sub.fields
+    assert "deadline" not in sub.fields
+    assert core.submission("q", 1).timeout_ms == 0
+
+
+def test_admit_script_stamps_enq_and_deadline_with_the_server_clock() -> None:
+    client = fakeredis.FakeRedis()
+    admit = Scripts(client).admit
+    core = ProducerCore("ns")
+    seconds, micros = client.time()
+    keys, args = core.admit_call(
+        [core.submission("q", 1, timeout=3), core.submission("q", 2)],
+        Admissions(core.producer_id).open(),
+    )
+    assert admit(keys=keys, args=args)[0] == 1
+    [(_, timed), (_, untimed)] = client.xrange(KeySpace("ns").queue("q").stream)
+    enq = int(timed[b"enq"])
+    assert abs(enq - (seconds * 1000 + micros // 1000)) < 5_000
+    assert int(timed[b"deadline"]) == enq + 3000
+    assert b"deadline" not in untimed
+    assert b"enq" in untimed
+
+
+def test_a_resent_admission_adds_nothing() -> None:
+    client = fakeredis.FakeRedis()
+    admit = Scripts(client).admit
+    core = ProducerCore("ns")
+    admissions = Admissions(core.producer_id)
+    first = admissions.open()
+    keys, args = core.admit_call([core.submission("q", i) for i in range(3)], first)
+    assert admit(keys=keys, args=args)[0] == 1
+    assert admit(keys=keys, args=args) == [4]  # the same admission sent again
+    assert core.refusal("q", [4]) is None
+    assert client.xlen(KeySpace("ns").queue("q").stream) == 3
+    admissions.close(first)
+    second = admissions.open()
+    assert second.low == second.seq  # nothing older in flight: the set forgets the first
+    keys, args = core.admit_call([core.submission("q", 9)], second)
+    assert admit(keys=keys, args=args)[0] == 1
+    applied = client.zrange(keys[1], 0, -1)
+    assert applied == [str(second.seq).encode()]
+
+
+def test_admissions_low_water_mark_is_the_oldest_in_flight() -> None:
+    admissions = Admissions("p1")
+    a, b = admissions.open(), admissions.open()
+    assert (a.seq, b.seq, b.low) == (1, 2, 1)
+    admissions.close(b)
+    c = admissions.open()
+    assert c.low == 1
+    admissions.close(a)
+    admissions.close(c)
+    assert admissions.open().low == 4
+
+
+def test_leave_cancels_only_for_the_last_waiter() -> None:
+    client = fakeredis.FakeRedis()
+    scripts = Scripts(client)
+    keys_of = KeySpace("ns").queue("q")
+    one, two = ProducerCore("ns"), ProducerCore("ns")
+    client.sadd(keys_of.guard("r1"), one.producer_id, two.producer_id)
+    keys, args = one.leave_call("q", "r1")
+    assert scripts.leave(keys=keys, args=args) == 0
+    assert not client.exists(keys_of.cancel("r1"))
+    keys, args = two.leave_call("q", "r1")
+    assert scripts.leave(keys=keys, args=args) == 1
+    assert client.exists(keys_of.cancel("r1"))
+    assert client.exists(keys_of.guard("r1"))  # still guarded: a later submit joins
+    keys, args = one.leave_call("q", "r2")  # no guard: it has its outcome already
+    assert scripts.leave(keys=keys, args=args) == 0
+    assert not client.exists(keys_of.cancel("r2"))
+
+
 # -- admit.lua with what the core builds (fakeredis runs the Lua) ------------------------------
 
 
@@ -115,9 +199,11 @@ def test_admit_script_is_all_or_nothing_at_the_bound() -> None:
     core = ProducerCore("ns", max_queue_len=5)
     stream = KeySpace("ns").queue("q").stream
 
+    admissions = Admissions(core.producer_id)
+
     def send(n: int) -> QueueFull | None:
         subs = [core.submission("q", i) for i in range(n)]
-        keys, args = core.admit_call(subs)
+        keys, args = core.admit_call(subs, admissions.open())
         return core.refusal("q", admit(keys=keys, args=args))
 
     assert send(4) is None
@@ -157,8 +243,8 @@ def test_invalid_priority_is_a_config_error_before_encoding(priority: Any) -> No
 def test_admit_calls_target_the_lane(priority: str) -> None:
     core = ProducerCore("ns", max_queue_len=7)
     lane = KeySpace("ns").queue("q").stream_for(priority)
-    keys, _ = core.admit_call([core.submission("q", 1, priority=priority)])
-    assert keys == [lane]
+    keys, _ = core.admit_call([core.submission("q", 1, priority=priority)], ADMISSION)
+    assert keys[0] == lane
     keys, argv = core.admit_once_call(core.submission("q", 1, request_id="r1", priority=priority))
     assert keys[0] == lane
     assert argv[0] == 7
@@ -168,7 +254,7 @@ def test_one_admission_refuses_mixed_priorities() -> None:
     core = ProducerCore("ns")
     subs = [core.submission("q", 1), core.submission("q", 2, priority="high")]
     with pytest.raises(ValueError, match="one priority"):
-        core.admit_call(subs)
+        core.admit_call(subs, ADMISSION)
 
 
 def test_queue_full_names_the_lane() -> None:
@@ -191,9 +277,11 @@ def test_admission_bounds_each_lane_by_itself() -> None:
     core = ProducerCore("ns", max_queue_len=3)
     keys_of = KeySpace("ns").queue("q")
 
+    admissions = Admissions(core.producer_id)
+
     def send(n: int, priority: str) -> QueueFull | None:
         subs = [core.submission("q", i, priority=priority) for i in range(n)]
-        keys, args = core.admit_call(subs)
+        keys, args = core.admit_call(subs, admissions.open())
         return core.refusal("q", admit(keys=keys, args=args), priority)
 
     assert send(3, "low") is None

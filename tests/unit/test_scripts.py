@@ -12,6 +12,7 @@ from redbatch.protocol.fields import DEAD, ERROR, OK, Outcome, decode_reply, res
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace
 from redbatch.protocol.scripts import (
     RETRY,
+    Admission,
     Finished,
     Held,
     RunFacts,
@@ -322,13 +323,14 @@ def test_requeue_takes_the_lane_stream_first(priority: str) -> None:
 @pytest.mark.parametrize("priority", PRIORITIES)
 def test_admit_and_admit_once_write_to_the_lane(priority: str) -> None:
     keys, argv = admit_args(
-        KEYS, [{"id": "r1", "payload": b"x"}], max_queue_len=9, priority=priority
-    )
-    assert keys == [KEYS.stream_for(priority)]
+        KEYS, [(0, {"id": "r1", "payload": b"x"})], Admission("p1", 1, 1, 1), max_queue_len=9,
+        priority=priority,
+    )  # fmt: skip
+    assert keys == [KEYS.stream_for(priority), KEYS.admitted("p1")]
     assert argv[0] == 9
     keys, _ = admit_once_args(
-        KEYS, "r1", "p1", {"id": "r1", "payload": b"x"}, max_queue_len=9, guard_ttl_ms=1,
-        reply_ttl_ms=1, priority=priority,
+        KEYS, "r1", "p1", {"id": "r1", "payload": b"x"}, timeout_ms=0, max_queue_len=9,
+        guard_ttl_ms=1, reply_ttl_ms=1, priority=priority,
     )  # fmt: skip
     assert keys == [
         KEYS.stream_for(priority),
@@ -342,7 +344,7 @@ def test_lane_arguments_refuse_an_unknown_priority() -> None:
     with pytest.raises(ConfigError, match="priority"):
         finish_batch_args(KEYS, [], ttl_ms=1, dead_maxlen=1, priority="urgent")
     with pytest.raises(ConfigError, match="priority"):
-        admit_args(KEYS, [], max_queue_len=1, priority="HIGH")
+        admit_args(KEYS, [], Admission("p1", 1, 1, 1), max_queue_len=1, priority="HIGH")
     with pytest.raises(ConfigError, match="priority"):
         delayed_member({b"id": b"r1"}, 2, "urgent")
 

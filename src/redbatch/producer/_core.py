@@ -9,7 +9,6 @@ import itertools
 import logging
 import os
 import secrets
-import time
 import uuid
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from redbatch.errors import (
     RequestExpired,
     RequestFailed,
 )
+from redbatch.producer.admission import Deadline
 from redbatch.protocol import codec
 from redbatch.protocol.fields import (
     CANCELLED,
@@ -43,7 +43,7 @@ from redbatch.protocol.keys import (
     check_priority,
     check_request_id,
 )
-from redbatch.protocol.scripts import admit_args, admit_once_args
+from redbatch.protocol.scripts import Admission, admit_args, admit_once_args, leave_args
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,6 @@ CANCEL_TTL_MS = 3_600_000
 CANCEL_MARK = "1"
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def new_producer_id() -> str:
     return f"p{uuid.uuid4().hex}"
 
@@ -115,10 +111,14 @@ def new_request_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Submission:
+    """One request to admit. ``timeout_ms`` is relative (0 = none): Redis stamps ``enq`` and
+    ``deadline`` with its own clock when it admits the request (admit.lua)."""
+
     queue: str
     request_id: str
     fields: dict[str, str | bytes | int]
     priority: str = DEFAULT_PRIORITY
+    timeout_ms: int = 0
 
 
 class ProducerCore:
@@ -171,21 +171,20 @@ class ProducerCore:
             raise ConfigError(f"cost must be a positive integer, got {cost!r}")
         if timeout is not None and not timeout > 0:
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        enq = now_ms()
-        deadline = enq + max(1, round(timeout * 1000)) if timeout is not None else 0
+        timeout_ms = max(1, round(timeout * 1000)) if timeout is not None else 0
         fields = build_entry(
             request_id,
             codec.encode(payload, self.content_type, self.limits),
             reply=self.producer_id,
-            enq=enq,
-            deadline=deadline,
             cost=cost,
             ct=self.content_type,
             priority=priority,
         )
-        return Submission(keys.name, request_id, fields, priority)
+        return Submission(keys.name, request_id, fields, priority, timeout_ms)
 
-    def admit_call(self, subs: list[Submission]) -> tuple[list[str], list[bytes | str | int]]:
+    def admit_call(
+        self, subs: list[Submission], admission: Admission
+    ) -> tuple[list[str], list[bytes | str | int]]:
         """KEYS and ARGV of the one admit.lua call that adds ``subs`` (all of one queue and
         one priority) to that priority's lane, within the lane's ``max_queue_len``."""
         first = subs[0]
@@ -193,7 +192,8 @@ class ProducerCore:
             raise ValueError("one admission takes requests of one queue and one priority")
         return admit_args(
             self.queue_keys(first.queue),
-            [s.fields for s in subs],
+            [(s.timeout_ms, s.fields) for s in subs],
+            admission,
             max_queue_len=self.max_queue_len,
             priority=first.priority,
         )
@@ -207,6 +207,7 @@ class ProducerCore:
             sub.request_id,
             self.producer_id,
             sub.fields,
+            timeout_ms=sub.timeout_ms,
             max_queue_len=self.max_queue_len,
             guard_ttl_ms=GUARD_TTL_MS,
             reply_ttl_ms=REPLY_TTL_MS,
@@ -214,20 +215,28 @@ class ProducerCore:
         )
 
     def admission(
-        self, subs: list[Submission], *, once: bool
+        self, subs: list[Submission], *, once: bool, admission: Admission
     ) -> tuple[str, list[str], list[bytes | str | int]]:
         """The admission script to call (``admit``, or ``admit_once`` for a single request
-        with a caller-chosen id), with its keys and arguments."""
+        with a caller-chosen id, whose guard makes it idempotent), with its keys and
+        arguments."""
         if once:
             return ("admit_once", *self.admit_once_call(subs[0]))
-        return ("admit", *self.admit_call(subs))
+        return ("admit", *self.admit_call(subs, admission))
+
+    def leave_call(self, queue: str, request_id: str) -> tuple[list[str], list[bytes | str | int]]:
+        """KEYS and ARGV of leave.lua: this producer stops waiting for ``request_id``."""
+        return leave_args(
+            self.queue_keys(queue), request_id, self.producer_id, cancel_ttl_ms=CANCEL_TTL_MS
+        )
 
     def refusal(self, queue: str, reply: Any, priority: str = DEFAULT_PRIORITY) -> QueueFull | None:
         """None when admit.lua / admit_once.lua took the requests (``[1, ids...]`` added,
-        ``[2]`` answered from the stored result, ``[3]`` joined the waiting request); the
+        ``[2]`` answered from the stored result, ``[3]`` joined the waiting request, ``[4]``
+        added by an earlier send of this same admission); the
         QueueFull to raise when refused (``[0, length]``: the length of the lane
         ``priority``)."""
-        if not isinstance(reply, list) or not reply or reply[0] not in (0, 1, 2, 3):
+        if not isinstance(reply, list) or not reply or reply[0] not in (0, 1, 2, 3, 4):
             raise RedbatchError(f"unexpected reply from admission: {reply!r:.80}")
         if reply[0] != 0:
             return None
@@ -365,13 +374,13 @@ class Gathered:
 
     def __init__(self, timeout: float | None, return_exceptions: bool) -> None:
         self.timeout = timeout
-        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self.deadline = Deadline(timeout)  # admission and the waits share it
         self._return_exceptions = return_exceptions
         self._first_error: Exception | None = None
         self.results: list[Any] = []
 
     def remaining(self) -> float | None:
-        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        return self.deadline.remaining()
 
     def failed(self, error: Exception) -> None:
         if not self._return_exceptions and self._first_error is None:

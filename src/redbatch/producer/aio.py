@@ -7,6 +7,7 @@ are ridden out as by ``Producer`` (see redbatch.producer.listener).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from types import TracebackType
@@ -20,12 +21,14 @@ from redbatch.connection import (
     AsyncClient,
     address,
     ping_async,
+    redis_failure,
 )
 from redbatch.errors import (
     ConnectionFailed,
     MapQueueFull,
     ProducerClosed,
     QueueFull,
+    RedisRefused,
     ResultNotFound,
     ResultTimeout,
 )
@@ -41,19 +44,19 @@ from redbatch.producer._core import (
     check_new_ids,
     on_shards,
 )
-from redbatch.producer.async_handle import AsyncHandle, cancel_quietly
+from redbatch.producer.admission import Admissions, Deadline
+from redbatch.producer.async_handle import AsyncHandle
 from redbatch.producer.async_listener import AsyncReplyListener
+from redbatch.producer.async_routing import AsyncRoutes
+from redbatch.producer.background import AsyncBackgroundCancels
 from redbatch.protocol import codec
 from redbatch.protocol.fields import outcome_from_result
 from redbatch.protocol.keys import (
     DEFAULT_PRIORITY,
     check_priority,
-    check_queue_name,
     check_request_id,
 )
 from redbatch.protocol.scripts import Scripts
-from redbatch.protocol.shards import ShardRouter, read_shards_async, served_names
-from redbatch.protocol.streams import ensure_queue_async
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,11 @@ class AsyncProducer:
             cancel_on_timeout=cancel_on_timeout,
         )
         self._scripts = Scripts(client)
+        self._admissions = Admissions(self._core.producer_id)
+        self._background = AsyncBackgroundCancels()
         self._pending: dict[str, AsyncHandle] = {}
         self._listener = AsyncReplyListener(client, self._core, self._pending)
-        self._router = ShardRouter()
+        self._routes = AsyncRoutes(client, self._core, self._listener)
         self._closed = False
 
     @classmethod
@@ -127,16 +132,37 @@ class AsyncProducer:
         shard_key: str | bytes | None = None,
     ) -> AsyncHandle:
         """Like ``Producer.submit``."""
+        return await self._submit(
+            queue, payload, Deadline(timeout), id=id, cost=cost, priority=priority,
+            shard_key=shard_key,
+        )  # fmt: skip
+
+    async def _submit(
+        self,
+        queue: str,
+        payload: Any,
+        deadline: Deadline,
+        *,
+        id: str | None = None,
+        cost: int = 1,
+        priority: str = DEFAULT_PRIORITY,
+        shard_key: str | bytes | None = None,
+    ) -> AsyncHandle:
         sub = self._core.submission(
-            queue, payload, request_id=id, timeout=timeout, cost=cost, priority=priority
+            queue, payload, request_id=id, timeout=deadline.timeout, cost=cost, priority=priority
         )
-        [sub] = on_shards([sub], await self._route(queue, 1, shard_key), 1)
-        [handle] = self._register([sub])
+        [sub] = on_shards([sub], await self._route_by(deadline, sub, queue, 1, shard_key), 1)
+        [handle] = self._register([sub], once=id is not None)
         try:
-            await self._admit([sub], once=id is not None)
-        except (ConnectionFailed, QueueFull):
+            async with asyncio.timeout(deadline.remaining()):
+                await self._admit([sub], deadline, once=id is not None)
+        except (ConnectionFailed, RedisRefused, QueueFull):
             self._unregister([handle])
             raise
+        except (TimeoutError, ResultTimeout):
+            self._unregister([handle])
+            self._timed_out([handle])
+            raise ResultTimeout(handle.id, deadline.timeout or 0.0) from None
         return handle
 
     async def call(
@@ -148,8 +174,9 @@ class AsyncProducer:
         cost: int = 1,
         priority: str = DEFAULT_PRIORITY,
     ) -> Any:
-        handle = await self.submit(queue, payload, timeout=timeout, cost=cost, priority=priority)
-        return await handle.result(timeout)
+        deadline = Deadline(timeout)
+        handle = await self._submit(queue, payload, deadline, cost=cost, priority=priority)
+        return await handle._result(deadline.remaining(), timeout)
 
     async def map(
         self,
@@ -162,12 +189,11 @@ class AsyncProducer:
         priority: str = DEFAULT_PRIORITY,
     ) -> list[Any]:
         """Like ``Producer.map``."""
-        handles = await self.submit_many(
-            queue, payloads, timeout=timeout, chunk=chunk, priority=priority
-        )
+        gathered = Gathered(timeout, return_exceptions)
+        handles = await self._submit_many(queue, payloads, gathered.deadline, chunk, priority)
         if not handles:
             return []
-        return await self._gather(handles, Gathered(timeout, return_exceptions))
+        return await self._gather(handles, gathered)
 
     async def submit_many(
         self,
@@ -179,22 +205,33 @@ class AsyncProducer:
         priority: str = DEFAULT_PRIORITY,
     ) -> list[AsyncHandle]:
         """Like ``Producer.submit_many``."""
+        return await self._submit_many(queue, payloads, Deadline(timeout), chunk, priority)
+
+    async def _submit_many(
+        self, queue: str, payloads: Iterable[Any], deadline: Deadline, chunk: int, priority: str
+    ) -> list[AsyncHandle]:
         check_priority(priority)
+        timeout = deadline.timeout
         subs = [
             self._core.submission(queue, p, timeout=timeout, priority=priority) for p in payloads
         ]
         rounds = batches(subs, chunk)
         if not subs:
             return []
-        subs = on_shards(subs, await self._route(queue, len(rounds)), chunk)
+        subs = on_shards(subs, await self._route_by(deadline, subs[0], queue, len(rounds)), chunk)
         rounds = batches(subs, chunk)
         handles = self._register(subs)
         for start, batch in rounds:
             try:
-                await self._admit(batch)
-            except ConnectionFailed:
+                async with asyncio.timeout(deadline.remaining()):
+                    await self._admit(batch, deadline)
+            except (ConnectionFailed, RedisRefused):
                 self._unregister(handles[start:])
                 raise
+            except (TimeoutError, ResultTimeout):
+                self._unregister(handles)
+                self._timed_out(handles)
+                raise ResultTimeout(batch[0].request_id, timeout or 0.0) from None
             except QueueFull as full:
                 self._unregister(handles[start:])
                 raise MapQueueFull(full, handles[:start]) from None
@@ -202,12 +239,12 @@ class AsyncProducer:
 
     async def cancel(self, queue: str, id: str) -> None:
         """Like ``Producer.cancel``."""
-        for name in await self._served(queue):
+        for name in await self._routes.served(queue):
             await self._cancel_ids(name, [id])
 
     async def get_result(self, queue: str, id: str) -> Any:
         """Like ``Producer.get_result``."""
-        names = await self._served(queue)
+        names = await self._routes.served(queue)
         keyspace = self._core.keyspace
         try:
             pipe = self._client.pipeline(transaction=False)
@@ -215,7 +252,7 @@ class AsyncProducer:
                 pipe.hgetall(keyspace.queue(name).result(check_request_id(id)))
             found: list[dict[bytes, bytes]] = await pipe.execute()
         except redis.RedisError as exc:
-            raise ConnectionFailed(f"cannot read result {id} of queue {queue}: {exc}") from None
+            raise redis_failure(f"cannot read result {id} of queue {queue}", exc) from None
         fields = next((f for f in found if f), None)
         if not fields:
             raise ResultNotFound(queue, id)
@@ -229,36 +266,45 @@ class AsyncProducer:
         pending = list(self._pending.values())
         self._pending.clear()  # the listener's dict too: it resolves nothing more
         await self._listener.stop()
+        await self._background.stop()
         for handle in pending:
             handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
         if self._owns_client:
             await self._client.aclose()
 
-    def _register(self, subs: list[Submission]) -> list[AsyncHandle]:
+    def _register(self, subs: list[Submission], once: bool = False) -> list[AsyncHandle]:
         if self._closed:
             raise ProducerClosed("producer is closed")
-        ct = self._core.content_type
+        ct, core, cancel, timed_out = (
+            self._core.content_type,
+            self._core,
+            self._cancel_ids,
+            self._timed_out,
+        )
         handles = [
-            AsyncHandle(
-                self._core, self._cancel_ids, s.queue, s.request_id, ct, self._cancel_timed_out
-            )
-            for s in subs
+            AsyncHandle(core, cancel, s.queue, s.request_id, ct, timed_out, once) for s in subs
         ]
         check_new_ids(self._pending, [h.id for h in handles])
         for handle in handles:
             self._pending[handle.id] = handle
         return handles
 
-    async def _admit(self, subs: list[Submission], *, once: bool = False) -> None:
-        """One admission call: all of ``subs`` are added, or none (QueueFull). ``once``: a
-        single request with a caller-chosen id, admitted idempotently (admit_once.lua)."""
+    async def _admit(
+        self, subs: list[Submission], deadline: Deadline, *, once: bool = False
+    ) -> None:
+        """Like ``Producer._admit``; the caller bounds it by ``deadline`` (asyncio.timeout)."""
         queue = subs[0].queue
-        name, keys, args = self._core.admission(subs, once=once)
+        admission = self._admissions.open()
+        name, keys, args = self._core.admission(subs, once=once, admission=admission)
         script = getattr(self._scripts, name)
         try:
             reply = await script(keys=keys, args=args)
         except redis.RedisError as exc:
-            raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+            if deadline.passed():
+                raise ResultTimeout(subs[0].request_id, deadline.timeout or 0.0) from None
+            raise redis_failure(f"cannot submit to queue {queue}", exc) from None
+        finally:
+            self._admissions.close(admission)
         full = self._core.refusal(queue, reply, subs[0].priority)
         if full is not None:
             raise full
@@ -271,24 +317,34 @@ class AsyncProducer:
                 pipe.set(key, CANCEL_MARK, px=CANCEL_TTL_MS)
             await pipe.execute()
         except redis.RedisError as exc:
-            raise ConnectionFailed(f"cannot cancel requests of queue {queue}: {exc}") from None
+            raise redis_failure(f"cannot cancel requests of queue {queue}", exc) from None
 
-    async def _cancel_timed_out(self, queue: str, ids: list[str]) -> None:
+    def _timed_out(self, handles: list[AsyncHandle]) -> None:
+        """Like ``Producer._timed_out``: the cancels go in a task."""
+        if self._core.cancel_on_timeout:
+            self._background.submit(lambda: self._cancel_timed_out(handles))
+
+    async def _cancel_timed_out(self, handles: list[AsyncHandle]) -> None:
         """Like ``Producer._cancel_timed_out``: skipped while Redis is known to be down."""
         if self._listener.outage.active:
-            log.debug("Redis unavailable: not cancelling %d timed-out request(s)", len(ids))
+            log.debug("Redis unavailable: not cancelling %d timed-out request(s)", len(handles))
             return
-        await self._cancel_ids(queue, ids)
+        for queue, ids in by_queue([h for h in handles if not h.once]).items():  # per shard
+            await self._cancel_ids(queue, ids)
+        for handle in handles:
+            if handle.once:
+                keys, args = self._core.leave_call(handle.queue, handle.id)
+                try:
+                    await self._scripts.leave(keys=keys, args=args)
+                except redis.RedisError as exc:
+                    raise redis_failure(f"cannot cancel request {handle.id}", exc) from None
 
     async def _gather(self, handles: list[AsyncHandle], gathered: Gathered) -> list[Any]:
         for handle in handles:
             try:
                 outcome = await handle._wait(gathered.remaining())
             except ResultTimeout:
-                if self._core.cancel_on_timeout:
-                    waiting = by_queue([h for h in handles if not h.done()])
-                    for queue, ids in waiting.items():  # one per shard
-                        await cancel_quietly(self._cancel_timed_out, queue, ids)
+                self._timed_out([h for h in handles if not h.done()])
                 raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
             try:
                 gathered.results.append(self._core.value(outcome, handle._ct))
@@ -300,37 +356,17 @@ class AsyncProducer:
         for handle in handles:
             self._pending.pop(handle.id, None)
 
-    async def _route(
-        self, queue: str, count: int, shard_key: str | bytes | None = None
+    async def _route_by(
+        self,
+        deadline: Deadline,
+        first: Submission,
+        queue: str,
+        count: int,
+        shard_key: str | bytes | None = None,
     ) -> list[str]:
-        """Like ``Producer._route``."""
-        check_queue_name(queue)
-        await self._refresh_shards(queue)
-        names = self._router.pick(queue, count, shard_key)
-        for name in dict.fromkeys(names):
-            await self._use_queue(name)
-        return names
-
-    async def _served(self, queue: str) -> tuple[str, ...]:
-        check_queue_name(queue)
-        await self._refresh_shards(queue)
-        return served_names(queue, self._router.shards(queue))
-
-    async def _refresh_shards(self, queue: str) -> None:
-        if self._router.stale(queue):
-            try:
-                shards = await read_shards_async(self._client, self._core.keyspace, queue)
-            except redis.RedisError as exc:
-                raise ConnectionFailed(f"cannot read the config of queue {queue}: {exc}") from None
-            self._router.update(queue, shards)
-
-    async def _use_queue(self, queue: str) -> None:
-        """Create physical queue ``queue`` (a queue or a shard) and listen on its replies."""
-        if self._listener.knows(queue):
-            return
-        keys = self._core.keyspace.queue(queue)
+        """``_route`` within ``deadline`` (then ResultTimeout naming ``first``)."""
         try:
-            await ensure_queue_async(self._client, self._core.keyspace, keys)
-        except redis.RedisError as exc:
-            raise ConnectionFailed(f"cannot create queue {queue}: {exc}") from None
-        await self._listener.add(queue)
+            async with asyncio.timeout(deadline.remaining()):
+                return await self._routes.route(queue, count, shard_key)
+        except TimeoutError:
+            raise ResultTimeout(first.request_id, deadline.timeout or 0.0) from None

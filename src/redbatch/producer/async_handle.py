@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redbatch.errors import ConnectionFailed, ResultTimeout
+from redbatch.errors import ResultTimeout
 from redbatch.producer._core import ProducerCore
 from redbatch.protocol.fields import Outcome
 
-log = logging.getLogger(__name__)
-
 # Sets the cancel keys of (queue, request ids); raises ConnectionFailed.
 CancelFn = Callable[[str, list[str]], Awaitable[None]]
+# Takes note that the local waits of these handles timed out (returns at once: the cancel
+# goes to Redis in a task).
+TimedOutFn = Callable[[list["AsyncHandle"]], None]
 
 
 class AsyncHandle:
     """A submitted request; ``await result()`` waits for its outcome."""
 
-    __slots__ = ("_cancel", "_core", "_ct", "_future", "_timed_out", "id", "queue")
+    __slots__ = ("_cancel", "_core", "_ct", "_future", "_timed_out", "id", "once", "queue")
 
     def __init__(
         self,
@@ -29,14 +29,17 @@ class AsyncHandle:
         queue: str,
         request_id: str,
         ct: str,
-        timed_out: CancelFn | None = None,
+        timed_out: TimedOutFn | None = None,
+        once: bool = False,
     ) -> None:
-        """``timed_out`` cancels after a local timeout (``cancel`` when not given)."""
+        """``timed_out`` is told of a local timeout (with ``cancel_on_timeout``); ``once``:
+        submitted with a caller-chosen id."""
         self.id = request_id
         self.queue = queue
+        self.once = once
         self._core = core
         self._cancel = cancel
-        self._timed_out = timed_out or cancel
+        self._timed_out = timed_out
         self._ct = ct
         self._future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
@@ -48,12 +51,17 @@ class AsyncHandle:
 
     async def result(self, timeout: float | None = None) -> Any:
         """Like ``Handle.result`` (a timeout cancels the request with the producer's
-        ``cancel_on_timeout``); cancelling the wait itself leaves the request alone."""
+        ``cancel_on_timeout``, in a task); cancelling the wait itself leaves the request
+        alone."""
+        return await self._result(timeout, timeout)
+
+    async def _result(self, wait: float | None, timeout: float | None) -> Any:
+        """``result`` waiting ``wait`` seconds, of a caller's ``timeout`` (for its message)."""
         try:
-            outcome = await self._wait(timeout)
+            outcome = await self._wait(wait, timeout)
         except ResultTimeout:
-            if self._core.cancel_on_timeout:
-                await cancel_quietly(self._timed_out, self.queue, [self.id])
+            if self._core.cancel_on_timeout and self._timed_out is not None:
+                self._timed_out([self])
             raise
         return self._core.value(outcome, self._ct)
 
@@ -64,16 +72,16 @@ class AsyncHandle:
         await self._cancel(self.queue, [self.id])
         return True
 
-    async def _wait(self, timeout: float | None) -> Outcome:
+    async def _wait(self, wait: float | None, timeout: float | None = None) -> Outcome:
         try:
             # shield: a timeout or cancellation of this wait must not cancel the future,
             # which other waiters (and a later call) still use. asyncio.timeout, not
             # wait_for: on Python 3.11 wait_for swallows a cancellation that arrives as the
             # future completes, and a cancelled caller then carries on.
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait):
                 return await asyncio.shield(self._future)
         except TimeoutError:
-            raise ResultTimeout(self.id, timeout or 0.0) from None
+            raise ResultTimeout(self.id, (wait if timeout is None else timeout) or 0.0) from None
 
     def _resolve(self, outcome: Outcome) -> None:
         if not self._future.done():
@@ -84,13 +92,3 @@ class AsyncHandle:
             self._future.set_exception(error)
             # Mark retrieved: nobody may ever await a handle the caller dropped.
             self._future.exception()
-
-
-async def cancel_quietly(cancel: CancelFn, queue: str, ids: list[str]) -> None:
-    """cancel_on_timeout is best effort: the caller gets its ResultTimeout either way."""
-    if not ids:
-        return
-    try:
-        await cancel(queue, ids)
-    except ConnectionFailed as exc:
-        log.warning("could not cancel %d timed-out request(s): %s", len(ids), exc)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from redbatch.errors import ConnectionFailed, ResultTimeout
+from redbatch.errors import ResultTimeout
 from redbatch.producer._core import ProducerCore
 from redbatch.protocol.fields import Outcome
 
-log = logging.getLogger(__name__)
-
 # Sets the cancel keys of (queue, request ids); raises ConnectionFailed.
 CancelFn = Callable[[str, list[str]], None]
+# Takes note that the local waits of these handles timed out (returns at once: the cancel
+# goes to Redis in the background).
+TimedOutFn = Callable[[list["Handle"]], None]
 
 
 class Latch:
@@ -53,7 +53,8 @@ class Handle:
     """A submitted request; ``result()`` waits for its outcome."""
 
     __slots__ = (
-        "_cancel", "_core", "_ct", "_error", "_latch", "_outcome", "_timed_out", "id", "queue",
+        "_cancel", "_core", "_ct", "_error", "_latch", "_outcome", "_timed_out", "id", "once",
+        "queue",
     )  # fmt: skip
 
     def __init__(
@@ -63,16 +64,19 @@ class Handle:
         queue: str,
         request_id: str,
         ct: str,
-        timed_out: CancelFn | None = None,
+        timed_out: TimedOutFn | None = None,
         latch: Latch | None = None,
+        once: bool = False,
     ) -> None:
-        """``timed_out`` cancels after a local timeout (``cancel`` when not given); ``latch``
-        is shared with the other handles of one ``map`` call (a new one when not given)."""
+        """``timed_out`` is told of a local timeout (with ``cancel_on_timeout``; none: the
+        request is left alone); ``latch`` is shared with the other handles of one ``map``
+        call (a new one when not given); ``once``: submitted with a caller-chosen id."""
         self.id = request_id
         self.queue = queue
+        self.once = once
         self._core = core
         self._cancel = cancel
-        self._timed_out = timed_out or cancel
+        self._timed_out = timed_out
         self._ct = ct
         self._latch = latch if latch is not None else Latch(1)
         self._outcome: Outcome | None = None
@@ -87,10 +91,15 @@ class Handle:
     def result(self, timeout: float | None = None) -> Any:
         """The handler's result; raises RequestFailed, RequestExpired, RequestDead,
         RequestCancelled, ProducerClosed, or ResultTimeout when ``timeout`` seconds pass
-        (with the producer's ``cancel_on_timeout``, the request is cancelled first)."""
-        if not self.done() and not self._latch.wait_one(self.done, timeout):
-            if self._core.cancel_on_timeout:
-                cancel_quietly(self._timed_out, self.queue, [self.id])
+        at ``timeout`` whatever Redis does (with the producer's ``cancel_on_timeout``, the
+        request is then cancelled in the background)."""
+        return self._result(timeout, timeout)
+
+    def _result(self, wait: float | None, timeout: float | None) -> Any:
+        """``result`` waiting ``wait`` seconds, of a caller's ``timeout`` (for its message)."""
+        if not self.done() and not self._latch.wait_one(self.done, wait):
+            if self._core.cancel_on_timeout and self._timed_out is not None:
+                self._timed_out([self])
             raise ResultTimeout(self.id, timeout or 0.0)
         return self._value()
 
@@ -116,13 +125,3 @@ class Handle:
     def _fail(self, error: Exception) -> None:
         self._error = error
         self._latch.count_down()
-
-
-def cancel_quietly(cancel: CancelFn, queue: str, ids: list[str]) -> None:
-    """cancel_on_timeout is best effort: the caller gets its ResultTimeout either way."""
-    if not ids:
-        return
-    try:
-        cancel(queue, ids)
-    except ConnectionFailed as exc:
-        log.warning("could not cancel %d timed-out request(s): %s", len(ids), exc)

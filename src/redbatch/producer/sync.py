@@ -16,12 +16,13 @@ from typing import Any
 import redis
 
 from redbatch.cluster_client import connect_any
-from redbatch.connection import Client, address, ping
+from redbatch.connection import Client, address, ping, redis_failure
 from redbatch.errors import (
     ConnectionFailed,
     MapQueueFull,
     ProducerClosed,
     QueueFull,
+    RedisRefused,
     ResultNotFound,
     ResultTimeout,
 )
@@ -37,19 +38,19 @@ from redbatch.producer._core import (
     check_new_ids,
     on_shards,
 )
-from redbatch.producer.handle import Handle, Latch, cancel_quietly
+from redbatch.producer.admission import Admissions, Deadline
+from redbatch.producer.background import BackgroundCancels
+from redbatch.producer.handle import Handle, Latch
 from redbatch.producer.listener import ReplyListener
+from redbatch.producer.routing import Routes
 from redbatch.protocol import codec
 from redbatch.protocol.fields import outcome_from_result
 from redbatch.protocol.keys import (
     DEFAULT_PRIORITY,
     check_priority,
-    check_queue_name,
     check_request_id,
 )
 from redbatch.protocol.scripts import Scripts
-from redbatch.protocol.shards import ShardRouter, read_shards, served_names
-from redbatch.protocol.streams import ensure_queue
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,12 @@ class Producer:
             cancel_on_timeout=cancel_on_timeout,
         )
         self._scripts = Scripts(client)
+        self._admissions = Admissions(self._core.producer_id)
+        self._background = BackgroundCancels(f"redbatch-cancels-{self._core.producer_id[:9]}")
         self._cond = threading.Condition()
         self._pending: dict[str, Handle] = {}
         self._listener = ReplyListener(client, self._core, self._cond, self._pending)
-        self._router = ShardRouter()
+        self._routes = Routes(client, self._core, self._listener, self._cond)
         self._closed = False
 
     @classmethod
@@ -137,16 +140,37 @@ class Producer:
         ``shard_key`` to the same shard (``handle.queue`` names the shard).
 
         Raises QueueFull (nothing added) when the request's lane holds ``max_queue_len``
-        requests, PayloadTooLarge (nothing written) for a payload over ``max_payload_bytes``."""
+        requests, PayloadTooLarge (nothing written) for a payload over ``max_payload_bytes``,
+        RedisRefused when Redis refuses for now (out of memory...), ResultTimeout when Redis
+        has not confirmed the admission within ``timeout`` (the request may have been added:
+        with ``cancel_on_timeout`` it is then cancelled)."""
+        deadline = Deadline(timeout)
+        return self._submit(queue, payload, deadline, id=id, cost=cost, priority=priority, shard_key=shard_key)  # fmt: skip  # noqa: E501
+
+    def _submit(
+        self,
+        queue: str,
+        payload: Any,
+        deadline: Deadline,
+        *,
+        id: str | None = None,
+        cost: int = 1,
+        priority: str = DEFAULT_PRIORITY,
+        shard_key: str | bytes | None = None,
+    ) -> Handle:
         sub = self._core.submission(
-            queue, payload, request_id=id, timeout=timeout, cost=cost, priority=priority
+            queue, payload, request_id=id, timeout=deadline.timeout, cost=cost, priority=priority
         )
-        [sub] = on_shards([sub], self._route(queue, 1, shard_key), 1)
-        [handle] = self._register([sub])
+        [sub] = on_shards([sub], self._routes.route(queue, 1, shard_key, deadline), 1)
+        [handle] = self._register([sub], once=id is not None)
         try:
-            self._admit([sub], once=id is not None)
-        except (ConnectionFailed, QueueFull):
+            self._admit([sub], deadline, once=id is not None)
+        except (ConnectionFailed, RedisRefused, QueueFull):
             self._unregister([handle])
+            raise
+        except ResultTimeout:
+            self._unregister([handle])
+            self._timed_out([handle])
             raise
         return handle
 
@@ -159,9 +183,11 @@ class Producer:
         cost: int = 1,
         priority: str = DEFAULT_PRIORITY,
     ) -> Any:
-        """Submit and wait: ``timeout`` is both the request's deadline and the local wait."""
-        handle = self.submit(queue, payload, timeout=timeout, cost=cost, priority=priority)
-        return handle.result(timeout)
+        """Submit and wait: ``timeout`` is both the request's deadline and the bound of the
+        whole call (admission included)."""
+        deadline = Deadline(timeout)
+        handle = self._submit(queue, payload, deadline, cost=cost, priority=priority)
+        return handle._result(deadline.remaining(), timeout)
 
     def map(
         self,
@@ -180,10 +206,11 @@ class Producer:
         or ``timeout`` passed (then, with ``cancel_on_timeout``, the requests of this call
         still waiting are cancelled).
         """
-        handles = self.submit_many(queue, payloads, timeout=timeout, chunk=chunk, priority=priority)
+        gathered = Gathered(timeout, return_exceptions)
+        handles = self._submit_many(queue, payloads, gathered.deadline, chunk, priority)
         if not handles:
             return []
-        return self._gather(handles, Gathered(timeout, return_exceptions))
+        return self._gather(handles, gathered)
 
     def submit_many(
         self,
@@ -199,23 +226,34 @@ class Producer:
         outcome as it comes (``map`` waits for all). Every payload is encoded before anything
         is sent. A full queue raises MapQueueFull (a QueueFull): the chunks admitted before it
         still run, and its ``admitted`` lists their handles. On a sharded queue the chunks go
-        to its shards in turn.
+        to its shards in turn. Admission ends by ``timeout`` (ResultTimeout, and every request
+        of the call cancelled with ``cancel_on_timeout``).
         """
+        return self._submit_many(queue, payloads, Deadline(timeout), chunk, priority)
+
+    def _submit_many(
+        self, queue: str, payloads: Iterable[Any], deadline: Deadline, chunk: int, priority: str
+    ) -> list[Handle]:
         check_priority(priority)
+        timeout = deadline.timeout
         subs = [
             self._core.submission(queue, p, timeout=timeout, priority=priority) for p in payloads
         ]
         rounds = batches(subs, chunk)
         if not subs:
             return []
-        subs = on_shards(subs, self._route(queue, len(rounds)), chunk)
+        subs = on_shards(subs, self._routes.route(queue, len(rounds), None, deadline), chunk)
         rounds = batches(subs, chunk)
         handles = self._register(subs)
         for start, batch in rounds:
             try:
-                self._admit(batch)
-            except ConnectionFailed:
+                self._admit(batch, deadline)
+            except (ConnectionFailed, RedisRefused):
                 self._unregister(handles[start:])
+                raise
+            except ResultTimeout:
+                self._unregister(handles)
+                self._timed_out(handles)
                 raise
             except QueueFull as full:
                 self._unregister(handles[start:])
@@ -228,7 +266,7 @@ class Producer:
         raises RequestCancelled. A request already running or finished keeps its outcome.
         On a sharded queue the id is marked cancelled in every shard (the id alone does
         not say which shard holds it)."""
-        for name in self._served(queue):
+        for name in self._routes.served(queue):
             self._cancel_ids(name, [id])
 
     # -- results by id ----------------------------------------------------------------
@@ -236,7 +274,7 @@ class Producer:
     def get_result(self, queue: str, id: str) -> Any:
         """The stored outcome of request ``id`` from any process, until its TTL ends (on a
         sharded queue, looked up in every shard)."""
-        names = self._served(queue)
+        names = self._routes.served(queue)
         keyspace = self._core.keyspace
         try:
             pipe = self._client.pipeline(transaction=False)
@@ -244,7 +282,7 @@ class Producer:
                 pipe.hgetall(keyspace.queue(name).result(check_request_id(id)))
             found: list[dict[bytes, bytes]] = pipe.execute()
         except redis.RedisError as exc:
-            raise ConnectionFailed(f"cannot read result {id} of queue {queue}: {exc}") from None
+            raise redis_failure(f"cannot read result {id} of queue {queue}", exc) from None
         fields = next((f for f in found if f), None)
         if not fields:
             raise ResultNotFound(queue, id)
@@ -262,6 +300,7 @@ class Producer:
             pending = list(self._pending.values())
             self._pending.clear()  # the listener's dict too: it resolves nothing more
         self._listener.stop()
+        self._background.stop()
         for handle in pending:
             handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
         if self._owns_client:
@@ -269,11 +308,13 @@ class Producer:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _register(self, subs: list[Submission]) -> list[Handle]:
+    def _register(self, subs: list[Submission], once: bool = False) -> list[Handle]:
         ct = self._core.content_type
         latch = Latch(len(subs))
-        core, cancel, timed_out = self._core, self._cancel_ids, self._cancel_timed_out
-        handles = [Handle(core, cancel, s.queue, s.request_id, ct, timed_out, latch) for s in subs]
+        core, cancel, timed_out = self._core, self._cancel_ids, self._timed_out
+        handles = [
+            Handle(core, cancel, s.queue, s.request_id, ct, timed_out, latch, once) for s in subs
+        ]
         with self._cond:
             if self._closed:
                 raise ProducerClosed("producer is closed")
@@ -282,16 +323,26 @@ class Producer:
                 self._pending[handle.id] = handle
         return handles
 
-    def _admit(self, subs: list[Submission], *, once: bool = False) -> None:
+    def _admit(self, subs: list[Submission], deadline: Deadline, *, once: bool = False) -> None:
         """One admission call: all of ``subs`` are added, or none (QueueFull). ``once``: a
-        single request with a caller-chosen id, admitted idempotently (admit_once.lua)."""
+        single request with a caller-chosen id, admitted idempotently (admit_once.lua).
+        Re-sent after a lost reply at most until ``deadline`` (then ResultTimeout); Redis
+        applies it once (its sequence number, or the id's guard)."""
         queue = subs[0].queue
-        name, keys, args = self._core.admission(subs, once=once)
+        admission = self._admissions.open()
+        name, keys, args = self._core.admission(subs, once=once, admission=admission)
         script = getattr(self._scripts, name)
         try:
-            reply = script(keys=keys, args=args)
+            if deadline.at is None:
+                reply = script(keys=keys, args=args)
+            else:
+                reply = script(keys=keys, args=args, deadline=deadline.at)
         except redis.RedisError as exc:
-            raise ConnectionFailed(f"cannot submit to queue {queue}: {exc}") from None
+            if deadline.passed():
+                raise ResultTimeout(subs[0].request_id, deadline.timeout or 0.0) from None
+            raise redis_failure(f"cannot submit to queue {queue}", exc) from None
+        finally:
+            self._admissions.close(admission)
         full = self._core.refusal(queue, reply, subs[0].priority)
         if full is not None:
             raise full
@@ -304,24 +355,36 @@ class Producer:
                 pipe.set(key, CANCEL_MARK, px=CANCEL_TTL_MS)
             pipe.execute()
         except redis.RedisError as exc:
-            raise ConnectionFailed(f"cannot cancel requests of queue {queue}: {exc}") from None
+            raise redis_failure(f"cannot cancel requests of queue {queue}", exc) from None
 
-    def _cancel_timed_out(self, queue: str, ids: list[str]) -> None:
-        """cancel_on_timeout, best effort: skipped while the listener knows Redis is down, so
-        a timed-out wait raises ResultTimeout at its timeout, not after redis-py's retries."""
+    def _timed_out(self, handles: list[Handle]) -> None:
+        """cancel_on_timeout: the cancels go from a background thread, so the caller's
+        ResultTimeout is raised at its timeout whatever Redis does."""
+        if self._core.cancel_on_timeout:
+            self._background.submit(lambda: self._cancel_timed_out(handles))
+
+    def _cancel_timed_out(self, handles: list[Handle]) -> None:
+        """Best effort, skipped while the listener knows Redis is down. A request submitted
+        with its own id is cancelled only if no other producer waits for it (leave.lua)."""
         if self._listener.outage.active:
-            log.debug("Redis unavailable: not cancelling %d timed-out request(s)", len(ids))
+            log.debug("Redis unavailable: not cancelling %d timed-out request(s)", len(handles))
             return
-        self._cancel_ids(queue, ids)
+        for queue, ids in by_queue([h for h in handles if not h.once]).items():  # per shard
+            self._cancel_ids(queue, ids)
+        for handle in handles:
+            if handle.once:
+                keys, args = self._core.leave_call(handle.queue, handle.id)
+                try:
+                    self._scripts.leave(keys=keys, args=args)
+                except redis.RedisError as exc:
+                    raise redis_failure(f"cannot cancel request {handle.id}", exc) from None
 
     def _gather(self, handles: list[Handle], gathered: Gathered) -> list[Any]:
         """``handles`` share one latch (``_register``): one wait for all of them."""
         if not handles[0]._latch.wait_all(gathered.remaining()):
             waiting = [h for h in handles if not h.done()]
             if waiting:
-                if self._core.cancel_on_timeout:
-                    for queue, ids in by_queue(waiting).items():  # one per shard
-                        cancel_quietly(self._cancel_timed_out, queue, ids)
+                self._timed_out(waiting)
                 raise ResultTimeout(waiting[0].id, gathered.timeout or 0.0)
         for handle in handles:
             try:
@@ -334,37 +397,3 @@ class Producer:
         with self._cond:
             for handle in handles:
                 self._pending.pop(handle.id, None)
-
-    def _route(self, queue: str, count: int, shard_key: str | bytes | None = None) -> list[str]:
-        """The physical queues (shards) of ``count`` admissions to ``queue``, each created
-        and listened to; re-reads the shard count when it is older than shards.REFRESH_S."""
-        check_queue_name(queue)
-        self._refresh_shards(queue)
-        names = self._router.pick(queue, count, shard_key)
-        for name in dict.fromkeys(names):
-            self._use_queue(name)
-        return names
-
-    def _served(self, queue: str) -> tuple[str, ...]:
-        check_queue_name(queue)
-        self._refresh_shards(queue)
-        return served_names(queue, self._router.shards(queue))
-
-    def _refresh_shards(self, queue: str) -> None:
-        if self._router.stale(queue):
-            try:
-                self._router.update(queue, read_shards(self._client, self._core.keyspace, queue))
-            except redis.RedisError as exc:
-                raise ConnectionFailed(f"cannot read the config of queue {queue}: {exc}") from None
-
-    def _use_queue(self, queue: str) -> None:
-        """Create physical queue ``queue`` (a queue or a shard) and listen on its replies."""
-        with self._cond:
-            if self._listener.knows(queue):
-                return
-        keys = self._core.keyspace.queue(queue)
-        try:
-            ensure_queue(self._client, self._core.keyspace, keys)
-        except redis.RedisError as exc:
-            raise ConnectionFailed(f"cannot create queue {queue}: {exc}") from None
-        self._listener.add(queue)

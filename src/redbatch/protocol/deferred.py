@@ -10,11 +10,13 @@ error replies raise as they do through the client (``NoScriptError`` and so on).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import Script
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
@@ -80,33 +82,90 @@ class Deferred:
 class PackedScript:
     """A registered script called like redis-py's ``Script`` (``script(keys=, args=)``), its
     EVALSHA packed by hiredis in one call: redis-py's own packing walks every argument in
-    Python first, a sixth of a producer's CPU when it admits 500 requests per call. Lost
-    connections are retried by the client's own ``Retry``; a server that lost the script
-    (NOSCRIPT) gets it through redis-py's ``Script``, which loads it."""
+    Python first, a sixth of a producer's CPU when it admits 500 requests per call.
+
+    Lost connections are retried with the client's number of retries and
+    ``connection.backoff_retry``'s backoff, but never past ``deadline`` (``time.monotonic``):
+    every read waits at most until then, and a call that reaches it raises
+    ``redis.TimeoutError``. A server that lost the script (NOSCRIPT) gets it loaded on the
+    same connection (no second connection taken from the pool while holding this one)."""
 
     def __init__(self, client: redis.Redis, script: Script) -> None:
         self._pool = client.connection_pool
         self._script = script
         self.sha = script.sha
 
-    def __call__(self, keys: Sequence[str], args: Sequence[bytes | str | int]) -> Any:
+    def __call__(
+        self,
+        keys: Sequence[str],
+        args: Sequence[bytes | str | int],
+        deadline: float | None = None,
+    ) -> Any:
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         packed = hiredis.pack_command(command)  # type: ignore[arg-type]
         conn = self._pool.get_connection()
         try:
-            return conn.retry.call_with_retry(
-                lambda: _send_and_read(conn, packed),
-                lambda _error: conn.disconnect(),  # type: ignore[no-untyped-call]
-            )
-        except NoScriptError:
-            return self._script(keys=keys, args=args)
+            return _call(conn, packed, deadline, self._script.script)
         finally:
             self._pool.release(conn)
 
 
-def _send_and_read(conn: Connection, packed: bytes) -> Any:
+def bounded_command(client: Any, args: Sequence[bytes | str | int], deadline: float | None) -> Any:
+    """One command on a plain sync client, retried as ``PackedScript`` does and never past
+    ``deadline``; through the client's own API for any other client (no bound there)."""
+    if type(client) is not redis.Redis:
+        return client.execute_command(*args)
+    packed = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        return _call(conn, packed, deadline)
+    finally:
+        pool.release(conn)
+
+
+def _call(conn: Connection, packed: bytes, deadline: float | None, script: Any = None) -> Any:
+    failures = 0
+    while True:
+        try:
+            return _send_and_read(conn, packed, deadline)
+        except NoScriptError:
+            if not script:
+                raise
+            conn.send_command("SCRIPT", "LOAD", script)  # type: ignore[no-untyped-call]
+            _read(conn, deadline)
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            failures += 1
+            retries = conn.retry.get_retries()
+            pause = _BACKOFF.compute(failures)
+            left = _left(deadline)
+            if (0 <= retries < failures) or (left is not None and left <= pause):
+                raise
+            time.sleep(pause)
+
+
+# connection.backoff_retry's policy (not imported: protocol does not import connection).
+_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _read(conn: Connection, deadline: float | None) -> Any:
+    left = _left(deadline)
+    if left is None:
+        return conn.read_response()
+    if left <= 0:
+        conn.disconnect()  # type: ignore[no-untyped-call]
+        raise redis.TimeoutError("deadline passed before the reply")
+    return conn.read_response(timeout=left)
+
+
+def _send_and_read(conn: Connection, packed: bytes, deadline: float | None) -> Any:
     conn.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
-    return conn.read_response()
+    return _read(conn, deadline)
 
 
 def packed_script(client: Any, script: Any) -> Any:

@@ -156,6 +156,11 @@ class QueueKeys:
         first outcome is written (idempotent submit on servers without XADD IDMP)."""
         return f"{self._base}:guard:{request_id}"
 
+    def admitted(self, producer_id: str) -> str:
+        """Sorted set of one producer's admissions applied (sequence numbers, admit.lua):
+        a re-sent admission finds its number and adds nothing."""
+        return f"{self._base}:admitted:{producer_id}"
+
     def cancel(self, request_id: str) -> str:
         return f"{self._base}:cancel:{request_id}"
 

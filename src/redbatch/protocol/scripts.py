@@ -184,20 +184,35 @@ def requeue_args(
     return script_keys, argv
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What makes an admit.lua call recognisable when sent twice: the producer's id, this
+    call's sequence number and the lowest number the producer may still re-send."""
+
+    producer_id: str
+    seq: int
+    low: int
+    ttl_ms: int
+
+
 def admit_args(
     keys: QueueKeys,
-    entries: list[dict[str, str | bytes | int]],
+    entries: list[tuple[int, dict[str, str | bytes | int]]],
+    admission: Admission,
     *,
     max_queue_len: int,
     priority: str = DEFAULT_PRIORITY,
 ) -> tuple[list[str], list[bytes | str | int]]:
-    """KEYS and ARGV for admit.lua: add to the lane ``priority``, bounded by its length."""
-    argv: list[bytes | str | int] = [max_queue_len]
-    for fields in entries:
-        argv.append(2 * len(fields))
+    """KEYS and ARGV for admit.lua: add ``entries`` (timeout in ms, 0 = none; fields) to the
+    lane ``priority``, bounded by its length; Redis stamps ``enq`` and ``deadline``."""
+    argv: list[bytes | str | int] = [
+        max_queue_len, admission.seq, admission.low, admission.ttl_ms
+    ]  # fmt: skip
+    for timeout_ms, fields in entries:
+        argv += [timeout_ms, 2 * len(fields)]
         for name, value in fields.items():
             argv += [name, value]
-    return [keys.stream_for(priority)], argv
+    return [keys.stream_for(priority), keys.admitted(admission.producer_id)], argv
 
 
 def admit_once_args(
@@ -206,6 +221,7 @@ def admit_once_args(
     producer_id: str,
     fields: dict[str, str | bytes | int],
     *,
+    timeout_ms: int,
     max_queue_len: int,
     guard_ttl_ms: int,
     reply_ttl_ms: int,
@@ -220,11 +236,18 @@ def admit_once_args(
         keys.reply(producer_id),
     ]
     argv: list[bytes | str | int] = [
-        max_queue_len, producer_id, guard_ttl_ms, reply_ttl_ms, request_id
+        max_queue_len, producer_id, guard_ttl_ms, reply_ttl_ms, request_id, timeout_ms
     ]  # fmt: skip
     for name, value in fields.items():
         argv += [name, value]
     return script_keys, argv
+
+
+def leave_args(
+    keys: QueueKeys, request_id: str, producer_id: str, *, cancel_ttl_ms: int
+) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV for leave.lua: ``producer_id`` stops waiting for ``request_id``."""
+    return [keys.guard(request_id), keys.cancel(request_id)], [producer_id, cancel_ttl_ms]
 
 
 def move_due_args(
@@ -306,9 +329,10 @@ class Scripts:
         self.admit = packed_script(client, client.register_script(load_lua("admit")))
         self.move_due = client.register_script(load_lua("move_due"))
         self.remove_consumer = client.register_script(load_lua("remove_consumer"))
-        self.admit_once = client.register_script(load_lua("admit_once"))
+        self.admit_once = packed_script(client, client.register_script(load_lua("admit_once")))
         self.push_outcome = client.register_script(load_lua("push_outcome"))
         self.replay = client.register_script(load_lua("replay"))
+        self.leave = client.register_script(load_lua("leave"))
 
     def tell_followers(
         self, keys: QueueKeys, followers: dict[str, list[str]], *, ttl_ms: int

@@ -83,6 +83,10 @@ class ShardRouter:
         turn = known[2] if known is not None else itertools.count()
         self._known[queue] = (check_shard_count(shards), self._clock(), turn)
 
+    def known(self, queue: str) -> bool:
+        """Whether a shard count of ``queue`` was read before (however old)."""
+        return queue in self._known
+
     def shards(self, queue: str) -> int:
         known = self._known.get(queue)
         return 1 if known is None else known[0]

@@ -11,7 +11,11 @@
 -- KEYS[4]   the caller's reply list
 -- ARGV[1]   max_queue_len (0 = no bound)   ARGV[2] the caller's producer id
 -- ARGV[3]   guard TTL, ms   ARGV[4] reply list TTL, ms   ARGV[5] the request id
--- ARGV[6..] the entry's fields and values
+-- ARGV[6]   the request's timeout in ms (0 = none)
+-- ARGV[7..] the entry's fields and values
+--
+-- The entry gets `enq` (now, Redis's clock) and, with a timeout, `deadline` = enq + timeout.
+-- A re-sent admission (lost reply) finds the guard it created and joins itself: no repeat.
 --
 -- Reply: {1, stream id} added; {2} answered from the stored result; {3} joined a waiting
 -- request; {0, length} the queue is full
@@ -34,4 +38,17 @@ if max_len > 0 and length >= max_len then
 end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
-return {1, redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fields = {}
+for j = 7, #ARGV do
+  fields[#fields + 1] = ARGV[j]
+end
+fields[#fields + 1] = 'enq'
+fields[#fields + 1] = string.format('%.0f', now)
+local timeout = tonumber(ARGV[6])
+if timeout > 0 then
+  fields[#fields + 1] = 'deadline'
+  fields[#fields + 1] = string.format('%.0f', now + timeout)
+end
+return {1, redis.call('XADD', KEYS[1], '*', unpack(fields))}

@@ -1,0 +1,84 @@
+"""Cancels after a local timeout, sent off the caller's path.
+
+A wait that times out raises ResultTimeout at its timeout; the cancel it implies (the
+producer's ``cancel_on_timeout``) goes to Redis afterwards, from a thread of its own (sync)
+or a task (asyncio), with redis-py's usual retries, so a stalled Redis or a silent network
+never holds the caller. Best effort: a cancel that fails is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from redbatch.errors import RedbatchError
+
+log = logging.getLogger(__name__)
+
+# How long close() waits for cancels still queued before it leaves them (s).
+STOP_WAIT_S = 1.0
+
+
+class BackgroundCancels:
+    """One daemon thread per producer, started at the first timed-out wait."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+        self._jobs.put(job)
+
+    def stop(self) -> None:
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join(STOP_WAIT_S)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            quietly(job)
+
+
+def quietly(job: Callable[[], None]) -> None:
+    try:
+        job()
+    except RedbatchError as exc:
+        log.warning("could not cancel timed-out request(s): %s", exc)
+
+
+class AsyncBackgroundCancels:
+    """The asyncio twin: one task per cancel, referenced until done (asyncio keeps only
+    weak references to tasks)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=STOP_WAIT_S)
+        for task in list(self._tasks):
+            task.cancel()
+
+    @staticmethod
+    async def _run(job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await job()
+        except RedbatchError as exc:
+            log.warning("could not cancel timed-out request(s): %s", exc)
