@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from helpers import subprocess_env
+from helpers.skew import merged_env
 
 STOP_TIMEOUT_S = 15.0
 
@@ -50,7 +51,9 @@ def start_worker(
     log_dir: str,
     handler: str = "redbatch.handlers:echo",
     extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
+    """``env``: additions to the child's environment (``helpers.skew.merged_env`` rules)."""
     name = f"w-{uuid.uuid4().hex[:8]}"
     args = [
         sys.executable, "-m", "redbatch", "worker", *queues,
@@ -59,7 +62,8 @@ def start_worker(
     ]  # fmt: skip
     log_path = f"{log_dir}/{name}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
+        child_env = merged_env(subprocess_env(), env or {})
+        proc = subprocess.Popen(args, env=child_env, stdout=log, stderr=subprocess.STDOUT)
     return WorkerProcess(name, proc, log_path, args)
 
 

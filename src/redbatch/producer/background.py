@@ -13,11 +13,14 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from redbatch.errors import RedbatchError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long close() waits for cancels still queued before it leaves them (s).
 STOP_WAIT_S = 1.0
@@ -82,3 +85,51 @@ class AsyncBackgroundCancels:
             await job()
         except RedbatchError as exc:
             log.warning("could not cancel timed-out request(s): %s", exc)
+
+
+class DaemonPool:
+    """Runs a sync producer's admissions when the caller has a deadline: the caller waits on
+    the future for the time it has left and raises ResultTimeout at its deadline even while
+    redis-py is still connecting or retrying. Daemon threads, started as needed (up to
+    ``size``, idle ones reused), so a call stuck on a dead network never holds up exit."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self._name = name
+        self._size = size
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, work: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._idle == 0 and self._threads < self._size:
+                self._threads += 1
+                threading.Thread(target=self._run, name=self._name, daemon=True).start()
+        self._jobs.put((future, work))
+        return future
+
+    def stop(self) -> None:
+        with self._lock:
+            threads = self._threads
+        for _ in range(threads):
+            self._jobs.put(None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+            if job is None:
+                return
+            future, work = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work())
+            except BaseException as exc:  # the caller (or its done callback) sees it
+                future.set_exception(exc)

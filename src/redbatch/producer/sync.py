@@ -18,11 +18,9 @@ import redis
 from redbatch.cluster_client import connect_any
 from redbatch.connection import Client, address, ping, redis_failure
 from redbatch.errors import (
-    ConnectionFailed,
     MapQueueFull,
     ProducerClosed,
     QueueFull,
-    RedisRefused,
     ResultNotFound,
     ResultTimeout,
 )
@@ -34,14 +32,13 @@ from redbatch.producer._core import (
     ProducerCore,
     Submission,
     batches,
-    by_queue,
     check_new_ids,
     on_shards,
 )
 from redbatch.producer.admission import Admissions, Deadline
-from redbatch.producer.background import BackgroundCancels
 from redbatch.producer.handle import Handle, Latch
 from redbatch.producer.listener import ReplyListener
+from redbatch.producer.overdue import Overdue
 from redbatch.producer.routing import Routes
 from redbatch.protocol import codec
 from redbatch.protocol.fields import outcome_from_result
@@ -84,11 +81,14 @@ class Producer:
         )
         self._scripts = Scripts(client)
         self._admissions = Admissions(self._core.producer_id)
-        self._background = BackgroundCancels(f"redbatch-cancels-{self._core.producer_id[:9]}")
         self._cond = threading.Condition()
         self._pending: dict[str, Handle] = {}
         self._listener = ReplyListener(client, self._core, self._cond, self._pending)
         self._routes = Routes(client, self._core, self._listener, self._cond)
+        self._overdue = Overdue(
+            self._core, self._scripts, self._routes, self._cancel_ids, self._unregister,
+            self._listener.outage,
+        )  # fmt: skip
         self._closed = False
 
     @classmethod
@@ -161,18 +161,19 @@ class Producer:
         sub = self._core.submission(
             queue, payload, request_id=id, timeout=deadline.timeout, cost=cost, priority=priority
         )
-        [sub] = on_shards([sub], self._routes.route(queue, 1, shard_key, deadline), 1)
-        [handle] = self._register([sub], once=id is not None)
-        try:
-            self._admit([sub], deadline, once=id is not None)
-        except (ConnectionFailed, RedisRefused, QueueFull):
-            self._unregister([handle])
-            raise
-        except ResultTimeout:
-            self._unregister([handle])
-            self._timed_out([handle])
-            raise
-        return handle
+        once = id is not None
+
+        def admit() -> list[Handle]:
+            [routed] = on_shards([sub], self._routes.route(queue, 1, shard_key, deadline), 1)
+            handles = self._register([routed], once=once)
+            try:
+                self._admit([routed], deadline, once=once)
+            except BaseException:
+                self._unregister(handles)
+                raise
+            return handles
+
+        return self._overdue.within(deadline, admit, queue, [sub], once)[0]
 
     def call(
         self,
@@ -242,23 +243,22 @@ class Producer:
         rounds = batches(subs, chunk)
         if not subs:
             return []
-        subs = on_shards(subs, self._routes.route(queue, len(rounds), None, deadline), chunk)
-        rounds = batches(subs, chunk)
-        handles = self._register(subs)
-        for start, batch in rounds:
-            try:
-                self._admit(batch, deadline)
-            except (ConnectionFailed, RedisRefused):
-                self._unregister(handles[start:])
-                raise
-            except ResultTimeout:
-                self._unregister(handles)
-                self._timed_out(handles)
-                raise
-            except QueueFull as full:
-                self._unregister(handles[start:])
-                raise MapQueueFull(full, handles[:start]) from None
-        return handles
+
+        def admit() -> list[Handle]:
+            routed = on_shards(subs, self._routes.route(queue, len(rounds), None, deadline), chunk)
+            handles = self._register(routed)
+            for start, batch in batches(routed, chunk):
+                try:
+                    self._admit(batch, deadline)
+                except QueueFull as full:
+                    self._unregister(handles[start:])
+                    raise MapQueueFull(full, handles[:start]) from None
+                except BaseException:
+                    self._unregister(handles[start:] if not deadline.passed() else handles)
+                    raise
+            return handles
+
+        return self._overdue.within(deadline, admit, queue, subs)
 
     def cancel(self, queue: str, id: str) -> None:
         """Cancel request ``id`` of ``queue`` (any producer's, from any process): a worker that
@@ -300,7 +300,7 @@ class Producer:
             pending = list(self._pending.values())
             self._pending.clear()  # the listener's dict too: it resolves nothing more
         self._listener.stop()
-        self._background.stop()
+        self._overdue.stop()
         for handle in pending:
             handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
         if self._owns_client:
@@ -311,7 +311,7 @@ class Producer:
     def _register(self, subs: list[Submission], once: bool = False) -> list[Handle]:
         ct = self._core.content_type
         latch = Latch(len(subs))
-        core, cancel, timed_out = self._core, self._cancel_ids, self._timed_out
+        core, cancel, timed_out = self._core, self._cancel_ids, self._overdue.timed_out
         handles = [
             Handle(core, cancel, s.queue, s.request_id, ct, timed_out, latch, once) for s in subs
         ]
@@ -357,34 +357,12 @@ class Producer:
         except redis.RedisError as exc:
             raise redis_failure(f"cannot cancel requests of queue {queue}", exc) from None
 
-    def _timed_out(self, handles: list[Handle]) -> None:
-        """cancel_on_timeout: the cancels go from a background thread, so the caller's
-        ResultTimeout is raised at its timeout whatever Redis does."""
-        if self._core.cancel_on_timeout:
-            self._background.submit(lambda: self._cancel_timed_out(handles))
-
-    def _cancel_timed_out(self, handles: list[Handle]) -> None:
-        """Best effort, skipped while the listener knows Redis is down. A request submitted
-        with its own id is cancelled only if no other producer waits for it (leave.lua)."""
-        if self._listener.outage.active:
-            log.debug("Redis unavailable: not cancelling %d timed-out request(s)", len(handles))
-            return
-        for queue, ids in by_queue([h for h in handles if not h.once]).items():  # per shard
-            self._cancel_ids(queue, ids)
-        for handle in handles:
-            if handle.once:
-                keys, args = self._core.leave_call(handle.queue, handle.id)
-                try:
-                    self._scripts.leave(keys=keys, args=args)
-                except redis.RedisError as exc:
-                    raise redis_failure(f"cannot cancel request {handle.id}", exc) from None
-
     def _gather(self, handles: list[Handle], gathered: Gathered) -> list[Any]:
         """``handles`` share one latch (``_register``): one wait for all of them."""
         if not handles[0]._latch.wait_all(gathered.remaining()):
             waiting = [h for h in handles if not h.done()]
             if waiting:
-                self._timed_out(waiting)
+                self._overdue.timed_out(waiting)
                 raise ResultTimeout(waiting[0].id, gathered.timeout or 0.0)
         for handle in handles:
             try:

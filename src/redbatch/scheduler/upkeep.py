@@ -11,12 +11,12 @@ an entry another scheduler (or the worker itself) dealt with first is skipped, n
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
 
+from redbatch import clock
 from redbatch.config import SchedulerConfig
 from redbatch.connection import Client
 from redbatch.protocol.keys import GROUP, PRIORITIES, QueueKeys
@@ -56,7 +56,8 @@ class Tally(Protocol):
 
 
 def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """Redis's clock (``redbatch.clock``), as due times and deadlines are."""
+    return clock.now_ms()
 
 
 def _text(value: object) -> str:
@@ -102,6 +103,11 @@ class Upkeep:
         self._scripts = Scripts(client)
         self._now_ms = now_ms
         self._remove_after_idle_ms = remove_after_idle_ms
+
+    def _now(self) -> int:
+        """Now, on Redis's clock (read again when stale) unless a test gave its own."""
+        clock.SERVER.refresh(self._client)
+        return self._now_ms()
 
     # -- dead and hung consumers ------------------------------------------------------------
 
@@ -189,7 +195,7 @@ class Upkeep:
             max_attempts=self._config.max_attempts,
             ttl_ms=self._config.result_ttl_s * 1000,
             dead_maxlen=self._config.dead_maxlen,
-            now_ms=self._now_ms(),
+            now_ms=self._now(),
             reason=reason,
             priority=priority,
         )
@@ -223,7 +229,7 @@ class Upkeep:
         moved = 0
         for _ in range(MOVE_CALLS_PER_PASS):
             script_keys, args = move_due_args(
-                keys, now_ms=self._now_ms(), limit=MOVE_BATCH, dead_maxlen=self._config.dead_maxlen
+                keys, now_ms=self._now(), limit=MOVE_BATCH, dead_maxlen=self._config.dead_maxlen
             )
             count, dead = self._scripts.move_due(keys=script_keys, args=args)
             moved += int(count)

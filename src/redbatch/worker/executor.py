@@ -8,11 +8,11 @@ number of results breaks its contract; the whole batch fails with a message that
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import Any
 
+from redbatch import clock
 from redbatch.errors import PayloadError, Retry
 from redbatch.protocol import codec
 from redbatch.protocol.fields import CANCELLED, DEAD, ERROR, EXPIRED, OK, Outcome, Request
@@ -51,7 +51,8 @@ class Prepared:
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """Redis's clock (``redbatch.clock``): deadlines are stamped with it."""
+    return clock.now_ms()
 
 
 def error_text(exc: BaseException) -> str:

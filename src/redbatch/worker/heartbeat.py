@@ -22,6 +22,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError
 
+from redbatch import clock
 from redbatch.connection import Client
 from redbatch.protocol.keys import QueueKeys
 from redbatch.worker import stats_buffer
@@ -48,7 +49,7 @@ class Progress:
     batch_items: int = 0  # items of the running (or last) batch; read with batch_started
     stop_requested: float | None = None  # monotonic
     state: str = "starting"
-    started_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+    started_ms: int = field(default_factory=clock.now_ms)
 
 
 def overdue(progress: Progress, now: float, batch_timeout_s: float, drain_timeout_s: float) -> str:
@@ -122,6 +123,7 @@ class Heartbeat:
     def beat(self) -> None:
         """Renew the heartbeat and add the statistics gathered since the last beat, in one
         pipeline; if it fails the statistics are kept for the next beat."""
+        clock.SERVER.refresh(self._client)  # the worker's one clock: Redis's
         p = self._progress
         fields: dict[str, str | int] = {
             "pid": os.getpid(),

@@ -19,6 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError
 
+from redbatch import clock as server_clock
 from redbatch.batching import BatchPolicy, Held, decide
 from redbatch.connection import Client
 from redbatch.protocol.fields import entry_key
@@ -102,7 +103,7 @@ class Reader:
         *,
         policy: BatchPolicy,
         block_ms: int,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = server_clock.now_s,
     ) -> None:
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
@@ -115,7 +116,7 @@ class Reader:
         self._consumer = consumer
         self.policy = policy
         self._block_ms = block_ms
-        # Wall clock, like the requests' deadlines (ms since epoch) the former compares with.
+        # Redis's clock, like the requests' deadlines (ms since epoch) the former compares with.
         self._clock = clock
 
     @property
