@@ -18,6 +18,7 @@ the server's stream (RESP2 and RESP3 types). One selector thread runs every conn
 from __future__ import annotations
 
 import collections
+import contextlib
 import selectors
 import socket
 import struct
@@ -30,7 +31,7 @@ _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _AGGREGATE_TYPES = {b"*": 1, b"~": 1, b">": 1, b"%": 2, b"|": 2}  # elements per count
 
 
-def resp_length(buf: bytes | bytearray, pos: int = 0) -> int | None:
+def resp_length(buf: bytes | bytearray, pos: int = 0) -> int | None:  # noqa: PLR0911
     """Length of the one complete RESP value at ``buf[pos:]``, None while incomplete."""
     end = buf.find(b"\r\n", pos)
     if end < 0:
@@ -162,10 +163,8 @@ class FaultProxy:
         self._wake()
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._waker_w.send(b"x")
-        except OSError:
-            pass
 
     def _run(self) -> None:
         while not self._stop:
@@ -283,12 +282,8 @@ class FaultProxy:
             link.closed = True
             self._links.remove(link)
         for sock in (link.client, link.server):
-            try:
+            with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(sock)
-            except (KeyError, ValueError, OSError):
-                pass
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-            except OSError:
-                pass
             sock.close()
