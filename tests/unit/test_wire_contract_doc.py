@@ -24,6 +24,7 @@ PLACEHOLDERS = {
     "reply": "<producer>",
     "guard": "<id>",
     "cancel": "<id>",
+    "admitted": "<producer>",
     "stats": "<slot>",
     "worker": "<name>",
     "stream_for": None,  # every lane is listed through ``streams``
