@@ -26,7 +26,9 @@ SETINFO = "+client|setinfo"
 # Registering a queue and creating its consumer groups (protocol/streams.py).
 _QUEUE = "+sadd +xgroup|create"
 # Commands the Lua scripts run, per script (checked against the caller's ACL).
-_ADMIT = "+xadd +xlen +exists +hmget +pexpire +rpush +sadd"  # admit, admit_once
+# admit, admit_once (TIME: Redis stamps enq and deadline; the sorted set of applied admissions)
+_ADMIT = "+xadd +xlen +exists +hmget +pexpire +rpush +sadd +time +zscore +zadd +zremrangebyscore"
+_LEAVE = "+exists +srem +scard +sadd +set"
 _FINISH = "+del +exists +hmget +hset +pexpire +rpush +smembers +xack +xadd +xdel +zadd"
 _REQUEUE = "+del +exists +hset +pexpire +rpush +smembers +xack +xadd +xdel +xpending +xrange"
 _REMOVE_CONSUMER = "+exists +xgroup|delconsumer +xpending"
@@ -41,7 +43,7 @@ def _commands(*groups: str) -> str:
 
 
 ROLE_COMMANDS: dict[str, str] = {
-    "producer": _commands(_COMMON, _QUEUE, _ADMIT, "+blmpop +hgetall +set"),
+    "producer": _commands(_COMMON, _QUEUE, _ADMIT, _LEAVE, "+blmpop +hgetall +set"),
     "worker": _commands(
         _COMMON,
         _QUEUE,
@@ -49,7 +51,7 @@ ROLE_COMMANDS: dict[str, str] = {
         _REQUEUE,
         _REMOVE_CONSUMER,
         _PUSH_OUTCOME,
-        "+xreadgroup +xclaim +mget +hset +hincrby +expire +del",
+        "+xreadgroup +xclaim +mget +hset +hincrby +expire +del +time",
     ),
     "scheduler": _commands(
         _COMMON,
@@ -57,7 +59,7 @@ ROLE_COMMANDS: dict[str, str] = {
         _REQUEUE,
         _REMOVE_CONSUMER,
         _PUSH_OUTCOME,
-        "+exists +hget +xlen +xpending +xrange +smembers +xinfo|consumers +zcard",
+        "+exists +hget +xlen +xpending +xrange +smembers +xinfo|consumers +zcard +time",
     ),
     "operator": _commands(
         _COMMON,

@@ -138,6 +138,19 @@ def test_admit_script_stamps_enq_and_deadline_with_the_server_clock() -> None:
     assert int(timed[b"deadline"]) == enq + 3000
     assert b"deadline" not in untimed
     assert b"enq" in untimed
+    assert list(timed)[-1] == list(untimed)[-1] == b"payload"  # still last
+
+
+def test_admit_once_stamps_with_the_server_clock_and_joins_itself_on_resend() -> None:
+    client = fakeredis.FakeRedis()
+    admit_once = Scripts(client).admit_once
+    core = ProducerCore("ns")
+    keys, args = core.admit_once_call(core.submission("q", 1, request_id="r1", timeout=2))
+    assert admit_once(keys=keys, args=args)[0] == 1
+    assert admit_once(keys=keys, args=args) == [3]  # a re-send: joined, not added
+    [(_, fields)] = client.xrange(KeySpace("ns").queue("q").stream)
+    assert int(fields[b"deadline"]) == int(fields[b"enq"]) + 2000
+    assert list(fields)[-1] == b"payload"
 
 
 def test_a_resent_admission_adds_nothing() -> None:

@@ -9,7 +9,8 @@
 -- will never send again), so it holds about as many members as admissions in flight.
 --
 -- Server time: each entry gets `enq` (now, Redis's clock) and, when it has a timeout,
--- `deadline` = enq + timeout; no producer clock is involved.
+-- `deadline` = enq + timeout; no producer clock is involved. They go before the last field
+-- given, so `payload` (written last by producers) stays last.
 --
 -- KEYS[1]   the stream (lane) of the requests' priority
 -- KEYS[2]   the producer's applied admissions (sorted set rb:{Q}:admitted:<producer id>)
@@ -43,7 +44,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = {1}
 for _, r in ipairs(requests) do
   local fields = {}
-  for j = r[2], r[3] do
+  for j = r[2], r[3] - 2 do
     fields[#fields + 1] = ARGV[j]
   end
   fields[#fields + 1] = 'enq'
@@ -52,6 +53,8 @@ for _, r in ipairs(requests) do
     fields[#fields + 1] = 'deadline'
     fields[#fields + 1] = string.format('%.0f', now + r[1])
   end
+  fields[#fields + 1] = ARGV[r[3] - 1]  -- the last field (payload) stays last
+  fields[#fields + 1] = ARGV[r[3]]
   ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(fields))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])

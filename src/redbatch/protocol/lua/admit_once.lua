@@ -14,7 +14,8 @@
 -- ARGV[6]   the request's timeout in ms (0 = none)
 -- ARGV[7..] the entry's fields and values
 --
--- The entry gets `enq` (now, Redis's clock) and, with a timeout, `deadline` = enq + timeout.
+-- The entry gets `enq` (now, Redis's clock) and, with a timeout, `deadline` = enq + timeout,
+-- before its last field (`payload` stays last).
 -- A re-sent admission (lost reply) finds the guard it created and joins itself: no repeat.
 --
 -- Reply: {1, stream id} added; {2} answered from the stored result; {3} joined a waiting
@@ -41,7 +42,7 @@ redis.call('PEXPIRE', KEYS[3], ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fields = {}
-for j = 7, #ARGV do
+for j = 7, #ARGV - 2 do
   fields[#fields + 1] = ARGV[j]
 end
 fields[#fields + 1] = 'enq'
@@ -51,4 +52,6 @@ if timeout > 0 then
   fields[#fields + 1] = 'deadline'
   fields[#fields + 1] = string.format('%.0f', now + timeout)
 end
+fields[#fields + 1] = ARGV[#ARGV - 1]  -- the last field (payload) stays last
+fields[#fields + 1] = ARGV[#ARGV]
 return {1, redis.call('XADD', KEYS[1], '*', unpack(fields))}
