@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,20 @@ def assert_cancel_key(client: redis.Redis, keys: QueueKeys, request_id: str) -> 
     assert client.get(key) is not None, f"{key} is not set"
     ttl = client.pttl(key)
     assert CANCEL_TTL_MS - 60_000 < ttl <= CANCEL_TTL_MS
+
+
+def await_cancel_key(client: redis.Redis, keys: QueueKeys, request_id: str) -> None:
+    """The cancel a timed-out wait implies goes in the background: wait for it, then check."""
+    wait_until(lambda: client.exists(keys.cancel(request_id)), WAIT, f"{request_id} cancelled")
+    assert_cancel_key(client, keys, request_id)
+
+
+async def await_cancel_key_async(client: redis.Redis, keys: QueueKeys, request_id: str) -> None:
+    """As ``await_cancel_key``, letting the producer's cancel task run on this loop."""
+    give_up = time.monotonic() + WAIT
+    while not client.exists(keys.cancel(request_id)) and time.monotonic() < give_up:
+        await asyncio.sleep(0.01)
+    assert_cancel_key(client, keys, request_id)
 
 
 def ended(handle: Handle) -> str:
@@ -320,17 +335,19 @@ def test_cancel_on_timeout_sets_the_key_sync(
         handle = producer.submit(queue, "h")
         with pytest.raises(ResultTimeout):
             handle.result(timeout=0.1)
-        assert_cancel_key(redis_client, keys, handle.id)
+        await_cancel_key(redis_client, keys, handle.id)
 
         with pytest.raises(ResultTimeout) as timed_out:
             producer.call(queue, "c", timeout=0.1)
-        assert_cancel_key(redis_client, keys, timed_out.value.request_id)
+        await_cancel_key(redis_client, keys, timed_out.value.request_id)
 
         before = set(ids_in(redis_client, keys))
         with pytest.raises(ResultTimeout):
             producer.map(queue, ["m1", "m2", "m3"], timeout=0.2)
         mapped = set(ids_in(redis_client, keys)) - before
         assert len(mapped) == 3
+        for request_id in mapped:
+            await_cancel_key(redis_client, keys, request_id)
         assert cancelled_ids(redis_client, keys) == before | mapped
 
         worker_factory([queue])
@@ -352,12 +369,15 @@ def test_cancel_on_timeout_sets_the_key_async(
             handle = await producer.submit(queue, "h")
             with pytest.raises(ResultTimeout):
                 await handle.result(timeout=0.1)
-            assert_cancel_key(redis_client, keys, handle.id)
+            await await_cancel_key_async(redis_client, keys, handle.id)
             with pytest.raises(ResultTimeout) as timed_out:
                 await producer.call(queue, "c", timeout=0.1)
-            assert_cancel_key(redis_client, keys, timed_out.value.request_id)
+            await await_cancel_key_async(redis_client, keys, timed_out.value.request_id)
+            before = set(ids_in(redis_client, keys))
             with pytest.raises(ResultTimeout):
                 await producer.map(queue, ["m1", "m2"], timeout=0.2)
+            for request_id in set(ids_in(redis_client, keys)) - before:
+                await await_cancel_key_async(redis_client, keys, request_id)
             assert len(cancelled_ids(redis_client, keys)) == 4
             worker_factory([queue])
             assert await ended_async(handle) == "cancelled"
@@ -420,12 +440,13 @@ def test_cancel_on_timeout_is_best_effort(
 
         with (
             monkeypatch.context() as patch,
-            caplog.at_level(logging.WARNING, logger="redbatch.producer.sync"),
-            pytest.raises(ResultTimeout),
+            caplog.at_level(logging.WARNING, logger="redbatch.producer.background"),
         ):
             patch.setattr(producer._client, "pipeline", broken_pipeline)
-            handle.result(timeout=0.1)
-        assert "could not cancel 1 timed-out request(s)" in caplog.text
+            with pytest.raises(ResultTimeout):
+                handle.result(timeout=0.1)
+            wait_until(lambda: "could not cancel" in caplog.text, WAIT, "the warning")
+        assert "could not cancel timed-out request(s)" in caplog.text
         assert "Redis went away" in caplog.text
         assert cancelled_ids(redis_client, keys) == set()
 
