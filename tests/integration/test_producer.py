@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import redis
 
-from helpers.workers import WorkerProcess, assert_drained
+from helpers.workers import WorkerProcess, assert_drained, wait_serving
 from redbatch import (
     AsyncProducer,
     Producer,
@@ -77,8 +77,10 @@ def test_threads_sharing_one_producer_get_their_own_results(
     queue: str,
     worker_factory: WorkerFactory,
 ) -> None:
-    worker_factory([queue])
-    worker_factory([queue])
+    # Both serving before the load: one worker may do all the work, and a worker stopped at
+    # teardown while still importing dies of the SIGTERM (exit -15, an empty log).
+    wait_serving(worker_factory([queue]))
+    wait_serving(worker_factory([queue]))
     threads, per_thread = 8, 200
     start = threading.Barrier(threads)
 
