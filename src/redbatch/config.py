@@ -25,6 +25,7 @@ from redbatch.config_env import (
 from redbatch.connection import DEFAULT_URL, check_url
 from redbatch.errors import ConfigError
 from redbatch.protocol.keys import KeySpace, check_queue_name
+from redbatch.service_links import check_service_links, is_service_link
 from redbatch.settings import check_all, config_class, declared, declared_as, setting
 
 MAX_BATCH_SIZE_LIMIT = 4096
@@ -331,9 +332,14 @@ ENV_NAMES: dict[str, str] = _env_names()
 
 
 def check_environment(environ: Mapping[str, str]) -> None:
-    """Refuse ``REDBATCH_*`` variables nobody reads: they are typos or stale settings."""
+    """Refuse ``REDBATCH_*`` variables nobody reads: they are typos or stale settings
+    (Kubernetes service links excepted: ``service_links``)."""
     known = set(ENV_NAMES.values())
-    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+    check_service_links(environ, known)
+    unknown = sorted(
+        k for k in environ
+        if k.startswith(ENV_PREFIX) and k not in known and not is_service_link(k, environ[k])
+    )  # fmt: skip
     if unknown:
         raise ConfigError(
             f"unknown environment variable {unknown[0]} (known: {', '.join(sorted(known))})"
