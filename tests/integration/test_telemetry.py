@@ -83,7 +83,7 @@ def test_worker_endpoint_and_stats_count_exactly_what_it_ran(
     busy = delta(after, before, "redbatch_handler_busy_seconds_total", **q)
     assert busy == pytest.approx(delta(after, before, "redbatch_handler_seconds_sum", **q))
     assert busy > 0
-    assert value(after, "redbatch_items_in_flight") == 0
+    assert value(after, "redbatch_items_in_flight", **q) == 0
     assert 0 <= value(after, "redbatch_worker_busy_ratio") <= 1
 
     # The heartbeat thread adds the same counts to this slot's hash within about a second.

@@ -228,11 +228,14 @@ def test_batch_done_moves_the_prometheus_series_and_the_stats() -> None:
 
 def test_in_flight_and_busy_gauges_read_the_running_batch() -> None:
     progress = Progress()
-    t = Telemetry(["q"], progress, max_attempts=3, metrics_port=1)
-    assert sample(t, "redbatch_items_in_flight") == 0
-    progress.batch_items, progress.batch_started = 12, 0.0  # running since long ago
-    assert sample(t, "redbatch_items_in_flight") == 12
+    t = Telemetry(["q", "r"], progress, max_attempts=3, metrics_port=1)
+    assert sample(t, "redbatch_items_in_flight", queue="q") == 0
+    progress.batch_queue, progress.batch_items, progress.batch_started = "q", 12, 0.0
+    assert sample(t, "redbatch_items_in_flight", queue="q") == 12  # running since long ago
+    assert sample(t, "redbatch_items_in_flight", queue="r") == 0
     assert sample(t, "redbatch_worker_busy_ratio") == 1.0
+    progress.batch_started = None
+    assert sample(t, "redbatch_items_in_flight", queue="q") == 0
 
 
 def test_without_a_port_there_are_no_metrics_but_stats_still_count() -> None:

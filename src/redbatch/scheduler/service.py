@@ -27,6 +27,7 @@ from redbatch.errors import ConfigError
 from redbatch.logconfig import describe
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.scheduler.metrics import SchedulerMetrics
+from redbatch.scheduler.probes import Beat, SchedulerHealth
 from redbatch.scheduler.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Scheduler:
         self._keyspace = KeySpace(config.namespace)
         self._bad_names: set[str] = set()
         self._unreachable = False
+        self.beat = Beat()
         self.metrics = SchedulerMetrics(self._client) if config.metrics_port else None
         self._endpoint: exporter.Endpoint | None = None
         upkeep = Upkeep(self._client, config, tally=self.metrics)
@@ -96,7 +98,8 @@ class Scheduler:
     def run(self) -> None:
         check_reachable(self.config.redis_url, None if self._owns_client else self._client)
         if self.metrics is not None:
-            self._endpoint = exporter.serve(self.config.metrics_port, self.metrics.registry)
+            health = SchedulerHealth(self.beat, self.config.interval_s)
+            self._endpoint = exporter.serve(self.config.metrics_port, self.metrics.registry, health)
         log.info(
             "scheduler on %s namespace %s (%s)",
             redacted(self.config.redis_url),
@@ -120,6 +123,7 @@ class Scheduler:
 
     def run_pass(self, duties: Sequence[Duty]) -> None:
         """Run ``duties`` once over every known queue; never raises for Redis trouble."""
+        started = self._clock()
         try:
             queues = self._queues()
             for duty in duties:
@@ -133,10 +137,15 @@ class Scheduler:
             if not self._unreachable:
                 log.warning("Redis unavailable (%s); retrying every pass", exc)
                 self._unreachable = True
+                self.beat.unreachable_since = started
+            self.beat.passed = started
             return
         if self._unreachable:
             log.info("Redis reachable again")
             self._unreachable = False
+            self.beat.unreachable_since = None
+        self.beat.passed = started
+        self.beat = Beat()
 
     def _guarded(self, duty: Duty, keys: QueueKeys) -> None:
         try:

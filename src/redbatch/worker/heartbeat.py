@@ -47,8 +47,11 @@ class Progress:
     last_batch_ms: int = 0
     batch_started: float | None = None  # monotonic; None while no batch runs
     batch_items: int = 0  # items of the running (or last) batch; read with batch_started
+    batch_queue: str = ""  # the (logical) queue of the running (or last) batch
     stop_requested: float | None = None  # monotonic
     state: str = "starting"
+    renewed: float | None = None  # monotonic; the last heartbeat Redis accepted
+    turned: float | None = None  # monotonic; the main loop's last turn
     started_ms: int = field(default_factory=clock.now_ms)
 
 
@@ -156,6 +159,7 @@ class Heartbeat:
             raise
         if lost is not None:
             raise lost
+        self._progress.renewed = time.monotonic()
 
     def _renew_each(self, fields: dict[str, str | int]) -> redis.RedisError | None:
         """On a cluster: each queue's heartbeat on its own, so a primary that is down (for

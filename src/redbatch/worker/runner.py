@@ -39,6 +39,7 @@ from redbatch.worker.batch import Batch, Turn, attempt_of
 from redbatch.worker.executor import Executor, Handler, Ran, now_ms
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_exception_types, load_handler, warm_up
+from redbatch.worker.probes import Bounds, WorkerHealth
 from redbatch.worker.reader import RawEntry, Reader
 from redbatch.worker.recorder import Recorder
 from redbatch.worker.shards import ShardWatch
@@ -126,9 +127,14 @@ class Worker:
         # Entries taken from the reader but never started (a stop came first): handed back.
         self._unstarted: list[RawEntry] = []
         self.progress = Progress()
+        bounds = Bounds(
+            config.batch_timeout_s, config.drain_timeout_s, config.heartbeat_ttl_s,
+            config.block_ms / 1000,
+        )  # fmt: skip
         self.telemetry = Telemetry(
             config.queues, self.progress,
             max_attempts=config.max_attempts, metrics_port=config.metrics_port,
+            health=WorkerHealth(self.progress, bounds),
         )  # fmt: skip
         self._heartbeat = Heartbeat(
             self._client,
@@ -186,6 +192,7 @@ class Worker:
         running: Batch | None = None
         try:
             while not self._stop.is_set():
+                self.progress.turned = time.monotonic()  # for the liveness probe
                 if self._shards.due():
                     self._serve_shards(quiet=True)
                 running = self._turn(running)
@@ -352,6 +359,7 @@ class Worker:
         return batch
 
     def _execute(self, executor: Executor, batch: Batch, cancelled: frozenset[str]) -> list[Ran]:
+        self.progress.batch_queue = logical_name(batch.queue)
         self.progress.batch_items = len(batch.prepared.requests)
         began = self.progress.batch_started = time.monotonic()
         batch.running.set()

@@ -15,9 +15,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from redbatch import exporter
 from redbatch.protocol.fields import CANCELLED, DEAD, ERROR, EXPIRED, OK
@@ -85,6 +87,24 @@ class BusyWindow:
             self._runs.popleft()
 
 
+class InFlight(Collector):
+    """``redbatch_items_in_flight{queue}``: the running batch's items, read when scraped."""
+
+    def __init__(self, queues: Sequence[str], progress: Progress) -> None:
+        self._queues = tuple(queues)
+        self._progress = progress
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "redbatch_items_in_flight", "Items of the running batch", labels=["queue"]
+        )
+        p = self._progress
+        running = p.batch_queue if p.batch_started is not None else None
+        for queue in self._queues:
+            family.add_metric([queue], p.batch_items if queue == running else 0)
+        yield family
+
+
 class WorkerMetrics:
     """The worker's Prometheus metrics, in a registry of their own."""
 
@@ -109,10 +129,8 @@ class WorkerMetrics:
         self.handler_busy = Counter(
             "redbatch_handler_busy_seconds", "Seconds the handler ran", ["queue"], registry=r
         )
-        in_flight = Gauge("redbatch_items_in_flight", "Items of the running batch", registry=r)
-        in_flight.set_function(
-            lambda: progress.batch_items if progress.batch_started is not None else 0
-        )
+        r.register(InFlight(queues, progress))
+        exporter.build_info(r)
         ratio = Gauge(
             "redbatch_worker_busy_ratio",
             f"Handler time / wall time over the last {BUSY_WINDOW_S:g} s (accelerator use)",
@@ -152,12 +170,14 @@ class Telemetry:
         *,
         max_attempts: int,
         metrics_port: int = 0,
+        health: exporter.Health | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._progress = progress
         self._max_attempts = max_attempts
         self._clock = clock
         self._port = metrics_port
+        self._health = health
         self.stats = StatsBuffer()
         self.busy = BusyWindow(now=clock())
         # Per-item histogram updates cost ~1 us each: only when someone can scrape them.
@@ -167,7 +187,8 @@ class Telemetry:
     def serve(self) -> None:
         """Start the endpoint (``--metrics-port``); ConfigError if the port is taken."""
         if self.metrics is not None and self._endpoint is None:
-            self._endpoint = exporter.serve(self._port, self.metrics.registry)
+            health = self._health or exporter.ALWAYS_WELL
+            self._endpoint = exporter.serve(self._port, self.metrics.registry, health)
 
     def close(self) -> None:
         if self._endpoint is not None:
