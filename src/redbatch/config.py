@@ -179,8 +179,9 @@ class WorkerConfig:
         default=5, env="REDBATCH_HEARTBEAT_TTL", flag="--heartbeat-ttl", bounds=(2, 3600),
         help="seconds a heartbeat lives; the scheduler re-queues a dead worker's work after this",
     )  # fmt: skip
+    # 20 s: inside Kubernetes' default 30 s grace period, with a margin to hand back and exit.
     drain_timeout_s: int = setting(
-        default=30, env="REDBATCH_DRAIN_TIMEOUT", flag="--drain-timeout", bounds=(1, 86_400),
+        default=20, env="REDBATCH_DRAIN_TIMEOUT", flag="--drain-timeout", bounds=(1, 86_400),
         help="seconds the running batch may take after SIGTERM",
     )  # fmt: skip
     # A Retry past this ends the request dead too.
