@@ -12,6 +12,9 @@ depths for Prometheus (``metrics``).
 from __future__ import annotations
 
 import logging
+import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 
 import redis
 
-from redbatch import exporter
+from redbatch import exporter, liveness_files
 from redbatch.cluster_client import connect_any
 from redbatch.config import SchedulerConfig
 from redbatch.connection import Client, check_reachable, redacted
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 _RETRIES = 5
 # Consumer clean-up needs no hurry: a removable consumer has been idle for seconds already.
 _CLEANUP_MIN_INTERVAL_S = 1.0
+_ANNOUNCE_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,8 @@ class Scheduler:
         self._bad_names: set[str] = set()
         self._unreachable = False
         self.beat = Beat()
+        self._name = f"{socket.gethostname()}-{os.getpid()}"
+        self._announced = -math.inf
         self.metrics = SchedulerMetrics(self._client) if config.metrics_port else None
         self._endpoint: exporter.Endpoint | None = None
         upkeep = Upkeep(self._client, config, tally=self.metrics)
@@ -115,6 +121,7 @@ class Scheduler:
                 for duty in due:
                     next_run[duty.name] = now + duty.interval_s
             self._stop.wait(wait_time(next_run, self._clock()))
+        liveness_files.remove(liveness_files.SCHEDULER, self._name)
         log.info("scheduler stopped")
         if self._endpoint is not None:
             self._endpoint.close()
@@ -145,7 +152,16 @@ class Scheduler:
             self._unreachable = False
             self.beat.unreachable_since = None
         self.beat.passed = started
+        self._announce(started)
         self.beat = Beat()
+        self._name = f"{socket.gethostname()}-{os.getpid()}"
+        self._announced = -math.inf
+
+    def _announce(self, now: float) -> None:
+        """Tell --check a pass reached Redis (at most once a second: a file write)."""
+        if now - self._announced >= _ANNOUNCE_INTERVAL_S:
+            liveness_files.write(liveness_files.SCHEDULER, self._name, self.config.namespace)
+            self._announced = now
 
     def _guarded(self, duty: Duty, keys: QueueKeys) -> None:
         try:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from redbatch.config import WorkerConfig
 from redbatch.worker.heartbeat import Progress, overdue
 
 # Redis may be unreachable this many heartbeat TTLs before the worker calls itself unwell.
@@ -29,6 +30,13 @@ class Bounds:
     drain_timeout_s: float
     heartbeat_ttl_s: float
     block_s: float  # the main loop's idle read blocks this long
+
+    @classmethod
+    def of(cls, config: WorkerConfig) -> Bounds:
+        return cls(
+            config.batch_timeout_s, config.drain_timeout_s, config.heartbeat_ttl_s,
+            config.block_ms / 1000,
+        )  # fmt: skip
 
     @property
     def unreachable_s(self) -> float:

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
+from redbatch import liveness_files
 from redbatch.batching import BatchPolicy
 from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.cluster_client import connect_any
@@ -127,14 +128,10 @@ class Worker:
         # Entries taken from the reader but never started (a stop came first): handed back.
         self._unstarted: list[RawEntry] = []
         self.progress = Progress()
-        bounds = Bounds(
-            config.batch_timeout_s, config.drain_timeout_s, config.heartbeat_ttl_s,
-            config.block_ms / 1000,
-        )  # fmt: skip
         self.telemetry = Telemetry(
             config.queues, self.progress,
             max_attempts=config.max_attempts, metrics_port=config.metrics_port,
-            health=WorkerHealth(self.progress, bounds),
+            health=WorkerHealth(self.progress, Bounds.of(config)),
         )  # fmt: skip
         self._heartbeat = Heartbeat(
             self._client,
@@ -184,6 +181,7 @@ class Worker:
         self._reader.ensure_groups()
         self._set_state(State.SERVING)
         self._heartbeat.start()
+        self._announce()
         c = self.config
         log.info(
             "worker %s serving %s on %s (%s)", c.name, " ".join(self._reader.queues),
@@ -210,6 +208,8 @@ class Worker:
             if added:
                 self._reader.ensure_groups(added)
                 self._heartbeat.add_queues([self._keyspace.queue(q) for q in added])
+                if self.state is State.SERVING:
+                    self._announce()
         except redis.RedisError:
             if not quiet:
                 raise
@@ -231,6 +231,7 @@ class Worker:
         except redis.RedisError as exc:
             log.warning("could not hand back %d entries (%s); the scheduler will", len(held), exc)
         self._heartbeat.stop()
+        liveness_files.remove(liveness_files.WORKER, self.config.name)
         try:
             for queue in self._reader.queues:
                 self._writer.leave_group(queue)
@@ -241,6 +242,12 @@ class Worker:
             "worker %s stopped after %d batches, %d items",
             self.config.name, self.progress.batches, self.progress.items,
         )  # fmt: skip
+
+    def _announce(self) -> None:
+        """Name this worker and its heartbeats in the host's runtime directory (--check)."""
+        liveness_files.write(
+            liveness_files.WORKER, self.config.name, self.config.namespace, self._reader.queues
+        )
 
     def _set_state(self, state: State) -> None:
         self.state = state
