@@ -165,6 +165,7 @@ class Pool:
             Child(i, device, f"{name}-{i}", metrics_port + 1 + i if metrics_port else 0)
             for i, device in enumerate(devices)
         ]
+        self.on_restart: Callable[[Child], None] = lambda child: None
 
     def run(self) -> int:
         """Supervise until stopped (then drain: 0 when every child exited 0) or out of
@@ -199,6 +200,7 @@ class Pool:
                 return False
             child.restarts += 1
             self._start(child)
+            self.on_restart(child)
             log.warning("pool: worker %s %s; restarted (pid %d)", child.name, why, self._pid(child))
         return True
 

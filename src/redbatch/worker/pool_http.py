@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from redbatch import exporter
-from redbatch.worker.pool import Child
+from redbatch.worker.pool import Child, Pool
 
 # A probe (and a scrape) must answer within Kubernetes' timeoutSeconds (1 s by default for
 # probes, 5 s in deploy/): each child gets this long.
@@ -92,3 +92,16 @@ def registry(children: Sequence[Child]) -> tuple[CollectorRegistry, Counter]:
     for child in children:
         restarts.labels(child.name)
     return r, restarts
+
+
+def run(pool: Pool, metrics_port: int) -> int:
+    """Run ``pool``, with its endpoint on ``metrics_port`` (0: none); its exit code."""
+    if not metrics_port:
+        return pool.run()
+    r, restarts = registry(pool.children)
+    pool.on_restart = lambda child: restarts.labels(child.name).inc()
+    endpoint = exporter.serve(metrics_port, r, PoolHealth(pool.children))
+    try:
+        return pool.run()
+    finally:
+        endpoint.close()
