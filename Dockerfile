@@ -51,13 +51,13 @@ RUN set -eu; \
 USER redbatch
 WORKDIR /home/redbatch
 
-# Healthy while this container's worker has a live heartbeat: `redbatch status --json`
-# lists workers, and a worker's default name is <hostname>-<pid>-<random>, so the one
-# named after this container's hostname must be in a live state (not dead/gone). Needs
-# REDBATCH_WORKER_NAME unset/empty. Services that run no worker (scheduler, producer)
-# override or disable it (compose.yaml). start-period covers loading a model.
+# Healthy while this container's worker has a live heartbeat (`redbatch worker --check`:
+# one EXISTS per queue, no namespace scan; QUEUE... from REDBATCH_QUEUES). Services that run
+# no worker override it (compose.yaml: `redbatch scheduler --check`). start-period covers
+# loading a model. Kubernetes ignores HEALTHCHECK: deploy/kubernetes probes /healthz.
+# SIGTERM drains (REDBATCH_DRAIN_TIMEOUT, 20 s): give `docker stop -t 30` or more.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import json,socket,subprocess,sys; r=subprocess.run(['redbatch','status','--json'],capture_output=True,text=True,timeout=8); me=socket.gethostname()+'-'; ws=json.loads(r.stdout)['workers'] if r.returncode==0 else []; sys.exit(0 if any(w['name'].startswith(me) and w['state'] not in ('dead','gone') for w in ws) else 1)"]
+    CMD ["redbatch", "worker", "--check"]
 
 ENTRYPOINT ["redbatch"]
 CMD ["--help"]

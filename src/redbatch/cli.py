@@ -111,12 +111,22 @@ def main() -> None:
     """
 
 
+_CHECK_WORKER = (
+    "exit 0 if a worker of this host serving QUEUE... has a live heartbeat, else 1 "
+    "(an exec probe, like arq --check)"
+)
+_CHECK_SCHEDULER = "exit 0 if a scheduler of this host has reached Redis lately, else 1"
+
+
 @main.command()
 @setting_options(WorkerConfig)
-def worker(**options: Any) -> None:
+@click.option("--check", is_flag=True, help=_CHECK_WORKER)
+def worker(check: bool, **options: Any) -> None:
     """Serve QUEUES with a batch handler until SIGTERM or Ctrl-C (then drain and exit 0)."""
     from redbatch.worker import Worker  # noqa: PLC0415 - keep `redbatch --help` light
 
+    if check:
+        sys.exit(_check(WorkerConfig, options))
     # Signals first: importing a handler may load a model for a minute, and a SIGTERM then
     # must still mean "stop cleanly", not a kill by the default handler.
     stop = threading.Event()
@@ -124,19 +134,42 @@ def worker(**options: Any) -> None:
     try:
         config = WorkerConfig.from_env(**options)
         setup_logging(config.log_level, config.log_format)
+        if config.processes > 1 or config.gpus:
+            from redbatch.worker.pool_main import run_pool  # noqa: PLC0415
+
+            argv = sys.argv[sys.argv.index("worker") + 1 :]
+            sys.exit(run_pool(config, argv, config.processes, config.gpus, stop))
         Worker(config, stop=stop).run()
+    except RedbatchError as exc:
+        fail(exc)
+
+
+def _check(cls: type[WorkerConfig] | type[SchedulerConfig], options: dict[str, Any]) -> int:
+    """``--check``: 0 when this host's worker/scheduler has a live heartbeat, else 1 and the
+    reason on one line (2 or 3 for a bad setting or an unreachable Redis, as ever)."""
+    from redbatch.ops.check import run_check  # noqa: PLC0415
+
+    try:
+        if cls is WorkerConfig and not (
+            options.get("handler") or os.environ.get(ENV_NAMES["handler"])
+        ):
+            options["handler"] = ("redbatch.handlers:echo",)  # --check serves nothing
+        return run_check(cls.from_env(**options))
     except RedbatchError as exc:
         fail(exc)
 
 
 @main.command()
 @setting_options(SchedulerConfig)
-def scheduler(**options: Any) -> None:
+@click.option("--check", is_flag=True, help=_CHECK_SCHEDULER)
+def scheduler(check: bool, **options: Any) -> None:
     """Re-queue work of dead or hung workers, dead-letter what ran out of attempts, move due
     retries and remove stale consumers, on every queue, until SIGTERM or Ctrl-C (exit 0).
     Several schedulers may run at once."""
     from redbatch.scheduler import Scheduler  # noqa: PLC0415 - keep `redbatch --help` light
 
+    if check:
+        sys.exit(_check(SchedulerConfig, options))
     stop = threading.Event()
     _on_stop_signals(stop.set)
     try:

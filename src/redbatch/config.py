@@ -197,6 +197,15 @@ class WorkerConfig:
     metrics_port: int = _metrics_port()
     log_format: str = _log_format()
     cluster: bool | None = _cluster()
+    # A pool (worker/pool.py): one supervising parent, its children the workers.
+    processes: int = setting(
+        default=1, env="REDBATCH_PROCESSES", bounds=(1, 256),
+        help="run this many worker processes under one supervising parent (a pool)",
+    )  # fmt: skip
+    gpus: str = setting(
+        default="", env="REDBATCH_GPUS", metavar="0,1,...|all", shown="none",
+        help="a pool with one worker per device (0,1,2,3 or all), CUDA_VISIBLE_DEVICES set",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.queues:

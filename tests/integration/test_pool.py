@@ -151,6 +151,8 @@ def test_a_hung_child_is_replaced(
             wait_until(lambda: "exited 4 (a batch outlived batch_timeout); restarted" in pool.log(),
                        WAIT_S, "the hung child restarted")  # fmt: skip
             assert producer.call(queue, "after", timeout=WAIT_S) == "after"
+            marker = f"worker {pool.name}-0 serving"
+            wait_until(lambda: pool.log().count(marker) == 2, WAIT_S, "the replacement serving")
     finally:
         assert pool.stop(WAIT_S) == 0, pool.log()[-3000:]
 

@@ -3,6 +3,8 @@ scheduler processes, anything else 404; a worker whose Redis is gone, one whose 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import subprocess_env
+from helpers.cli import one_error_line, run
 from helpers.metrics import free_port
 from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
 from redbatch import Producer
@@ -127,3 +131,88 @@ def test_a_batch_past_batch_timeout_fails_liveness(
         worker.stop()
         thread.join(WAIT_S)
     assert not thread.is_alive()
+
+
+# -- --check, for exec probes and the Dockerfile HEALTHCHECK ------------------------------
+
+
+def check(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(*args, "--check")
+
+
+def test_worker_check(
+    redis_url: str, namespace: str, queue: str, other_queue: str, worker_factory: Factory
+) -> None:
+    where = ("--redis-url", redis_url, "--namespace", namespace)
+    assert check("worker", queue, *where).returncode == 1  # none yet
+    worker = wait_serving(worker_factory([queue]))
+    ok = check("worker", queue, *where)
+    assert (ok.returncode, ok.stderr) == (0, "")
+    missing = check("worker", other_queue, *where)
+    assert missing.returncode == 1
+    assert f"no worker of {other_queue} runs on this host" in missing.stderr
+    assert check("worker", queue, "--redis-url", redis_url, "--namespace", "elsewhere").returncode
+    assert worker.stop() == 0
+    gone = check("worker", queue, *where)
+    assert gone.returncode == 1 and "not live" in gone.stderr
+
+
+def test_worker_check_of_a_killed_worker_fails(
+    redis_url: str, namespace: str, queue: str, worker_factory: Factory
+) -> None:
+    where = ("--redis-url", redis_url, "--namespace", namespace)
+    worker = wait_serving(worker_factory([queue]))
+    assert check("worker", queue, *where).returncode == 0
+    worker.kill()
+    assert check("worker", queue, *where).returncode == 1
+
+
+def test_scheduler_check(redis_url: str, namespace: str, scheduler_factory: Factory) -> None:
+    where = ("--redis-url", redis_url, "--namespace", namespace)
+    assert check("scheduler", *where).returncode == 1
+    scheduler = scheduler_factory()
+    wait_until(lambda: check("scheduler", *where).returncode == 0, WAIT_S, "scheduler --check")
+    assert scheduler.stop() == 0
+    assert check("scheduler", *where).returncode == 1
+
+
+def test_check_of_an_unreachable_redis_is_not_zero(namespace: str, queue: str) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = check("worker", queue, "--redis-url", url, "--namespace", namespace)
+    assert result.returncode == 3 and result.stderr.count("\n") == 1
+
+
+# -- service links --------------------------------------------------------------------------
+
+
+LINKS = {
+    "REDBATCH_PORT": "tcp://10.96.0.12:9100",
+    "REDBATCH_PORT_9100_TCP": "tcp://10.96.0.12:9100",
+    "REDBATCH_PORT_9100_TCP_ADDR": "10.96.0.12",
+    "REDBATCH_PORT_9100_TCP_PORT": "9100",
+    "REDBATCH_PORT_9100_TCP_PROTO": "tcp",
+    "REDBATCH_SERVICE_HOST": "10.96.0.12",
+    "REDBATCH_SERVICE_PORT": "9100",
+}
+
+
+def run_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "redbatch", *args], env=subprocess_env() | env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_a_service_link_environment_does_not_stop_the_commands(
+    redis_url: str, namespace: str, queue: str
+) -> None:
+    """Kubernetes' variables for a Service named "redbatch": the issue's crash-loop."""
+    where = ("--redis-url", redis_url, "--namespace", namespace)
+    status = run_with(LINKS, "status", *where)
+    assert status.returncode == 0, status.stderr
+    # Ran, and found no worker: not stopped by a variable.
+    assert run_with(LINKS, "worker", queue, "--check", *where).returncode == 1
+    typo = run_with(LINKS | {"REDBATCH_MAX_BATCH_SZE": "8"}, "status", *where)
+    assert "unknown environment variable REDBATCH_MAX_BATCH_SZE" in one_error_line(typo, 2)
+    clash = run_with(LINKS | {"REDBATCH_METRICS_PORT": "tcp://10.96.0.14:9100"}, "status", *where)
+    assert "looks like a Kubernetes service link" in one_error_line(clash, 2)

@@ -133,3 +133,12 @@ def test_autoscaling_and_monitoring_objects_point_at_what_exists() -> None:
     assert len(services) == 2
     for service in services:
         assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
+
+
+def test_the_image_healthcheck_asks_for_this_containers_worker_only() -> None:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    (line,) = [x for x in text.splitlines() if x.startswith("HEALTHCHECK")]
+    assert line.endswith('CMD ["redbatch", "worker", "--check"]')  # no namespace-wide scan
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    test = compose["services"]["scheduler"]["healthcheck"]["test"]
+    assert test == ["CMD", "redbatch", "scheduler", "--check"]

@@ -4,10 +4,13 @@ the reason on one line. ``liveness_files`` says how it finds them."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from redbatch import liveness_files
-from redbatch.connection import Client
+from redbatch.cluster_client import connect_any
+from redbatch.config import SchedulerConfig, WorkerConfig
+from redbatch.connection import Client, check_reachable
 from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.scheduler.probes import UNREACHABLE_PASSES
 
@@ -44,3 +47,20 @@ def check_scheduler(client: Client, namespace: str, interval_s: float) -> str:
         return f"the scheduler's last pass that reached Redis was {youngest:.0f} s ago"
     client.ping()
     return ""
+
+
+def run_check(config: WorkerConfig | SchedulerConfig) -> int:
+    """``--check`` with the command's own settings; prints the reason when not live."""
+    client = connect_any(config.redis_url, cluster=config.cluster)
+    try:
+        check_reachable(config.redis_url, client)
+        if isinstance(config, WorkerConfig):
+            why = check_worker(client, KeySpace(config.namespace), config.queues)
+        else:
+            why = check_scheduler(client, config.namespace, config.interval_s)
+    finally:
+        client.close()
+    if why:
+        print(f"redbatch: not live: {why}", file=sys.stderr)
+        return EXIT_NOT_LIVE
+    return EXIT_OK

@@ -230,6 +230,10 @@ class Pool:
                 log.error("pool: worker %s outlived its drain; killing it", child.name)
                 child.proc.kill()
                 code = child.proc.wait()
+            if code == -signal.SIGTERM:
+                # Ended by our SIGTERM before it could catch it: still starting (Python's
+                # own start-up), so it held nothing. A clean stop.
+                code = 0
             if code != 0:
                 log.warning("pool: worker %s %s", child.name, _describe(code))
                 worst = worst or (code if code > 0 else 1)

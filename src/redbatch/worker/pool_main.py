@@ -21,10 +21,6 @@ log = logging.getLogger(__name__)
 EXIT_INTERRUPTED = 130
 
 
-def wants_pool(processes: int, gpus: str) -> bool:
-    return processes > 1 or bool(gpus.strip())
-
-
 def run_pool(
     config: WorkerConfig, argv: Sequence[str], processes: int, gpus: str, stop: threading.Event
 ) -> int:
