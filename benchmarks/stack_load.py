@@ -1,6 +1,6 @@
 """A load against a running redbatch stack: submit N requests, wait for every outcome, count.
 
-    python benchmarks/stack_load.py [--requests 10000] [--timeout 60]
+    python benchmarks/stack_load.py [--requests 10000] [--timeout 60] [--rate 0]
 
 Reads REDBATCH_REDIS_URL, REDBATCH_NAMESPACE and REDBATCH_QUEUES (the first queue is used)
 like the stack's processes do, sends the integers 0..N-1 (the echo handler returns each
@@ -71,14 +71,19 @@ def run_load(
     *,
     timeout: float,
     on_submitted: Callable[[int], None] | None = None,
+    rate: float = 0.0,
 ) -> Counts:
     """Submit ``count`` requests (payload = index), then wait for each; see the module doc.
-    ``on_submitted(n)`` is called after the n-th accepted submit (for chaos injection)."""
+    ``on_submitted(n)`` is called after the n-th accepted submit (for chaos injection).
+    ``rate`` > 0 paces the submits at that many per second (the load then lasts count/rate s,
+    so an outside observer can act while it runs); 0 submits as fast as possible."""
     counts = Counts()
     errors: Counter[str] = Counter()
     start = time.monotonic()
     handles = []
     for i in range(count):
+        if rate > 0:
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
         try:
             handle = producer.submit(queue, i, timeout=timeout)
         except (ConnectionFailed, QueueFull):
@@ -113,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")
+    parser.add_argument("--rate", type=float, default=0.0, help="submits per second; 0 = no pacing")
     args = parser.parse_args(argv)
     url = os.environ.get("REDBATCH_REDIS_URL") or "redis://localhost:6379/0"
     namespace = os.environ.get("REDBATCH_NAMESPACE") or "rb"
     queues = (os.environ.get("REDBATCH_QUEUES") or "echo").replace(",", " ").split()
     with Producer.from_url(url, namespace=namespace) as producer:
         producer.ping()
-        counts = run_load(producer, queues[0], args.requests, timeout=args.timeout)
+        counts = run_load(producer, queues[0], args.requests, timeout=args.timeout, rate=args.rate)
     print(json.dumps(counts.summary()), flush=True)
     hung = counts.late_s > HANG_SLACK_S
     return 1 if counts.wrong or hung or counts.ended != counts.sent else 0
