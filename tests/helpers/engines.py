@@ -62,6 +62,7 @@ def _run(
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
+        errors="replace",  # redis-cli prints payloads (msgpack bytes) as they are
         timeout=timeout,
         check=False,
     )
