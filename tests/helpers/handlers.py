@@ -107,3 +107,8 @@ def block_until_file(
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
     return list(payloads)
+
+
+def cuda_devices(payloads: list[Any]) -> list[Any]:
+    """Answers each payload with this process's CUDA_VISIBLE_DEVICES (a pool's --gpus)."""
+    return [os.environ.get("CUDA_VISIBLE_DEVICES", "") for _ in payloads]

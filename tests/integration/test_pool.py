@@ -194,3 +194,24 @@ def test_sigterm_drains_every_child_and_strands_nothing(
         # What the pool did not run waits in the stream for the next worker.
         wait_serving(worker_factory([queue]))
         assert [h.result(WAIT_S) for h in handles] == list(range(100))
+
+
+def test_gpus_gives_each_child_its_device(
+    redis_url: str, namespace: str, queue: str, tmp_path: Path
+) -> None:
+    """No GPU here: what is tested is the CUDA_VISIBLE_DEVICES each child is started with."""
+    pool = start_worker(
+        redis_url, namespace, [queue], log_dir=str(tmp_path),
+        handler="helpers.handlers:cuda_devices", extra=("--gpus", "3,5"),
+    )  # fmt: skip
+    try:
+        wait_children(pool)
+        with Producer.from_url(redis_url, namespace=namespace) as producer:
+            seen: set[str] = set()
+            wait_until(
+                lambda: seen.update(producer.map(queue, range(16), chunk=1, timeout=WAIT_S))
+                or seen == {"3", "5"}, WAIT_S, "both devices answering",
+            )  # fmt: skip
+        assert "CUDA_VISIBLE_DEVICES=3" in pool.log() and "CUDA_VISIBLE_DEVICES=5" in pool.log()
+    finally:
+        assert pool.stop(WAIT_S) == 0, pool.log()[-3000:]
