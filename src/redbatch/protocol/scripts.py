@@ -11,6 +11,7 @@ every lane's stream.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -19,7 +20,15 @@ import msgpack
 
 from redbatch.protocol.codec import MSGPACK
 from redbatch.protocol.deferred import packed_script
-from redbatch.protocol.fields import ATTEMPT, OK, PRIORITY, PRODUCER_ID, Outcome
+from redbatch.protocol.fields import (
+    ATTEMPT,
+    OK,
+    PRIORITY,
+    PRODUCER_ID,
+    REPLY,
+    Outcome,
+    entry_request_id,
+)
 from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, QueueKeys, check_priority
 
 
@@ -145,6 +154,20 @@ class Held:
     entry_id: str
     request_id: str = ""
     reply: str = ""
+
+
+def held_entry(entry_id: str, fields: Mapping[bytes, bytes] | None) -> Held:
+    """What requeue.lua needs about one entry; a vanished or id-less entry is still passed
+    (the script acks it), only without result or reply key."""
+    if fields is None:
+        return Held(entry_id)
+    request_id = entry_request_id(dict(fields))
+    if request_id is None:
+        return Held(entry_id)
+    reply = fields.get(REPLY.encode(), b"").decode("ascii", "replace")
+    if reply and not PRODUCER_ID.fullmatch(reply):
+        reply = ""  # it could not name a key; the request still ends dead or re-queued
+    return Held(entry_id, request_id, reply)
 
 
 def requeue_args(

@@ -12,11 +12,13 @@ own ``batch_timeout`` (from its heartbeat) plus the scheduler's ``hung_margin``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redbatch.protocol.fields import PRODUCER_ID, REPLY, entry_request_id
-from redbatch.protocol.scripts import Held
+from redbatch.protocol.scripts import held_entry
+
+# What requeue.lua needs about one pending entry (shared with the worker's pending audit).
+held = held_entry
 
 # WorkerConfig's default: used when a heartbeat lacks a readable batch_timeout.
 DEFAULT_BATCH_TIMEOUT_S = 300
@@ -100,17 +102,3 @@ def select(verdict: Verdict, entries: Sequence[PendingEntry]) -> list[str]:
 def removable(pending: int, has_heartbeat: bool, idle_ms: int, *, min_idle_ms: int) -> bool:
     """Whether a group consumer may be deleted (it holds nothing and nobody runs it)."""
     return pending == 0 and not has_heartbeat and idle_ms > min_idle_ms
-
-
-def held(entry_id: str, fields: Mapping[bytes, bytes] | None) -> Held:
-    """What requeue.lua needs about one entry; a vanished or id-less entry is still passed
-    (the script acks it), only without result or reply key."""
-    if fields is None:
-        return Held(entry_id)
-    request_id = entry_request_id(dict(fields))
-    if request_id is None:
-        return Held(entry_id)
-    reply = fields.get(REPLY.encode(), b"").decode("ascii", "replace")
-    if reply and not PRODUCER_ID.fullmatch(reply):
-        reply = ""  # it could not name a key; the request still ends dead or re-queued
-    return Held(entry_id, request_id, reply)

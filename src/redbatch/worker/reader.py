@@ -144,6 +144,10 @@ class Reader:
     def holding(self) -> int:
         return sum(len(h) for h in self._held.values())
 
+    def held(self) -> list[RawEntry]:
+        """Every entry held (read, not yet taken for a batch)."""
+        return [entry for held in self._held.values() for _, entry in held.values()]
+
     def release(self) -> list[RawEntry]:
         """Give up every held entry (to hand back to the stream); holds nothing after."""
         released = [entry for held in self._held.values() for _, entry in held.values()]

@@ -64,6 +64,10 @@ class Recorder:
                 "%d results on %s already existed; kept the first outcome", existed, batch.queue
             )
 
+    def holding(self) -> list[Batch]:
+        """The batches whose entries are still this worker's to record: sent, unwritten."""
+        return [*self.unwritten, *([self._sent[0]] if self._sent is not None else [])]
+
     def rewrite(self) -> None:
         """Write what an outage kept from Redis (first thing on every turn)."""
         while self.unwritten:

@@ -40,6 +40,7 @@ from redbatch.worker.batch import Batch, Turn, attempt_of
 from redbatch.worker.executor import Executor, Handler, Ran, now_ms
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_exception_types, load_handler, warm_up
+from redbatch.worker.pending import PendingAudit, held_keys
 from redbatch.worker.probes import Bounds, WorkerHealth
 from redbatch.worker.reader import RawEntry, Reader
 from redbatch.worker.recorder import Recorder
@@ -125,6 +126,7 @@ class Worker:
             retry_delay_s=config.retry_delay_s,
         )
         self._recorder = Recorder(self._writer, self._counted)
+        self._audit = PendingAudit(self._client, self._keyspace, config.name, self._writer)
         # Entries taken from the reader but never started (a stop came first): handed back.
         self._unstarted: list[RawEntry] = []
         self.progress = Progress()
@@ -263,11 +265,15 @@ class Worker:
         turn = Turn()
         try:
             self._recorder.rewrite()
+            if self._audit.due():
+                held = self._reader.held(), [running, *self._recorder.holding()], self._unstarted
+                self._audit.run(self._reader.queues, held_keys(*held))
             launched = self._advance(running, turn)
             self._recorder.reachable()
             return launched
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._recorder.lost(exc, running)
+            self._audit.soon()  # a read's reply may have been lost with the connection
         except redis.ResponseError:
             # A server-side refusal (OOM, a script error): the batch stays pending in Redis
             # for the scheduler to re-queue; the worker keeps serving.

@@ -28,12 +28,14 @@ from redbatch.protocol.fields import (
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.scripts import (
     HANDBACK,
+    RETRY,
     Finished,
     Held,
     Scripts,
     delayed_member,
     finish_batch_args,
     followers_of,
+    held_entry,
     remove_consumer_args,
     requeue_args,
 )
@@ -230,6 +232,32 @@ class Writer:
             )
             moved += int(self._scripts.requeue(keys=script_keys, args=argv)[0])
         return moved
+
+    def reclaim(self, queue: str, priority: str, entry_ids: list[str]) -> tuple[int, int]:
+        """Put entries pending to this worker that it does not hold (a read's reply lost on
+        the way) back into their lane, as the scheduler does for a dead worker: an entry
+        this worker had started counts an attempt (dead-lettered past max_attempts), one
+        only delivered goes back as it was. Returns (re-queued, dead-lettered)."""
+        keys = self._keyspace.queue(queue)
+        stream = keys.stream_for(priority)
+        pipe = self._client.pipeline(transaction=False)
+        for entry_id in entry_ids:  # requeue.lua needs the result and reply keys in KEYS
+            pipe.xrange(stream, entry_id, entry_id)
+        held = [
+            held_entry(entry_id, found[0][1] if found else None)
+            for entry_id, found in zip(entry_ids, pipe.execute(), strict=True)
+        ]
+        script_keys, argv = requeue_args(
+            keys, self._worker, held, mode=RETRY, max_attempts=self._max_attempts,
+            ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen, now_ms=now_ms(),
+            reason=f"lost on its way to worker {self._worker}", priority=priority,
+        )  # fmt: skip
+        counts = self._scripts.requeue(keys=script_keys, args=argv)
+        if len(counts) > 3:
+            own = {h.request_id: h.reply for h in held if h.request_id}
+            followers = followers_of(counts[3:], own)
+            self._scripts.tell_followers(keys, followers, ttl_ms=self._ttl_ms)
+        return int(counts[0]), int(counts[1])
 
     def leave_group(self, queue: str) -> bool:
         """Remove this worker's consumer from every lane's group if it holds nothing there
