@@ -187,6 +187,8 @@ class Replayer:
             )
         elif code == -3:
             why = f"it names an unknown priority {text(reply[1])!r}"
+        elif code == -4:
+            why = f"it has {text(reply[1])} fields, more than an entry may have"
         else:
             why = f"its id field is {text(reply[1])!r}, not {request_id!r}"
         return Replay(REFUSED, ident, entry_id, request_id, why)

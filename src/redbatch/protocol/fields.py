@@ -41,6 +41,16 @@ CANCELLED = "cancelled"
 DEAD = "dead"
 STATUSES = (OK, ERROR, EXPIRED, CANCELLED, DEAD)
 
+# Bounds of an entry (wire contract, "Bounds on entries"): at most MAX_ENTRY_FIELDS fields,
+# names of at most MAX_FIELD_NAME_BYTES and values other than the payload of at most
+# MAX_FIELD_BYTES (the payload's bound is the worker's max_payload_bytes). Redis accepts any
+# XADD; a bigger entry is malformed, dead-lettered as a bounded copy (``bounded_copy``), so
+# no script ever handles more than Lua can unpack. requeue.lua and move_due.lua hold the
+# same field bound (checked by a test).
+MAX_ENTRY_FIELDS = 32
+MAX_FIELD_NAME_BYTES = 64
+MAX_FIELD_BYTES = 1024
+
 # Producer ids become part of a key name, so they obey the request-id alphabet.
 PRODUCER_ID = REQUEST_ID
 _MAX_INT_DIGITS = 19
@@ -139,6 +149,7 @@ def parse_entry(
     ``priority`` (where the entry lives decides, e.g. one added by hand to the high lane
     without the field). Without it, the ``priority`` field (default normal) is used. A
     ``priority`` field is validated either way."""
+    check_bounds(fields)
     request_id = entry_request_id(fields)
     if request_id is None:
         raise MalformedEntry(f"missing or invalid field 'id': {fields.get(_B_ID)!r:.80}")
@@ -176,6 +187,39 @@ def parse_entry(
         ct,
         priority if lane is None else lane,
     )
+
+
+def check_bounds(fields: dict[bytes, bytes]) -> None:
+    """MalformedEntry when the entry has more fields, or bigger ones, than the contract allows."""
+    if len(fields) > MAX_ENTRY_FIELDS:
+        raise MalformedEntry(
+            f"{len(fields)} fields: the wire contract allows at most {MAX_ENTRY_FIELDS}"
+        )
+    for name, value in fields.items():
+        if len(name) > MAX_FIELD_NAME_BYTES:
+            raise MalformedEntry(
+                f"a field name of {len(name)} bytes ({name!r:.40}): at most "
+                f"{MAX_FIELD_NAME_BYTES} allowed"
+            )
+        if len(value) > MAX_FIELD_BYTES and name != _B_PAYLOAD:
+            raise MalformedEntry(
+                f"field {name.decode('ascii', 'replace')!r} of {len(value)} bytes: at most "
+                f"{MAX_FIELD_BYTES} allowed (the payload excepted)"
+            )
+
+
+def bounded_copy(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """What of an entry a dead letter keeps: the first MAX_ENTRY_FIELDS - 1 fields (room
+    for ``reason``), names and values other than the payload cut to their bounds; a field
+    whose cut name repeats an earlier one is left out."""
+    copy: dict[bytes, bytes] = {}
+    for name, value in fields.items():
+        if len(copy) >= MAX_ENTRY_FIELDS - 1:
+            break
+        key = name[:MAX_FIELD_NAME_BYTES]
+        if key not in copy:
+            copy[key] = value if name == _B_PAYLOAD else value[:MAX_FIELD_BYTES]
+    return copy
 
 
 def _text(raw: bytes, name: str) -> str:

@@ -21,6 +21,7 @@ from redbatch.protocol.fields import (
     STARTED_DELIVERIES,
     Outcome,
     Request,
+    bounded_copy,
     entry_key,
     entry_request_id,
     result_fields,
@@ -323,7 +324,7 @@ class Writer:
             reply=reply,
             result=result,
             dead_reason=malformed.reason,
-            dead_fields=entry.fields,
+            dead_fields=bounded_copy(entry.fields),
         )
 
 

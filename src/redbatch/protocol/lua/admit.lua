@@ -12,6 +12,10 @@
 -- `deadline` = enq + timeout; no producer clock is involved. They go before the last field
 -- given, so `payload` (written last by producers) stays last.
 --
+-- A request that would pass 64 values with `enq` and `deadline` (fields.MAX_ENTRY_FIELDS)
+-- fails the whole call before anything is added (a worker could only dead-letter it; Lua
+-- cannot unpack ~8,000 values).
+--
 -- KEYS[1]   the stream (lane) of the requests' priority
 -- KEYS[2]   the producer's applied admissions (sorted set rb:{Q}:admitted:<producer id>)
 -- ARGV[1]   max_queue_len (entries waiting or in flight in this lane; 0 = no bound)
@@ -32,6 +36,9 @@ local requests = {}
 local i = 5
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 1])
+  if n + 4 > 64 then
+    return redis.error_reply('admit: a request of ' .. n .. ' values (at most 60)')
+  end
   requests[#requests + 1] = {tonumber(ARGV[i]), i + 2, i + 1 + n}
   i = i + n + 2
 end

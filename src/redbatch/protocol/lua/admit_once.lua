@@ -20,6 +20,9 @@
 --
 -- Reply: {1, stream id} added; {2} answered from the stored result; {3} joined a waiting
 -- request; {0, length} the queue is full
+-- An entry past 64 values with `enq` and `deadline` (fields.MAX_ENTRY_FIELDS) fails before
+-- anything is written.
+if (#ARGV - 6) + 4 > 64 then return redis.error_reply('admit_once: more than 60 values') end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   local stored = redis.call('HMGET', KEYS[2], 'status', 'payload', 'error')
   local body = stored[3]

@@ -21,12 +21,15 @@
 --
 -- Reply: {1, new entry id, priority, replayed count} replayed; {0} the dead letter is gone;
 -- {-1, id field} the entry's id is not ARGV[2]; {-2, status} the request has a result that
--- is not `dead`; {-3, priority} the dead letter names an unknown priority
+-- is not `dead`; {-3, priority} the dead letter names an unknown priority; {-4, fields} it
+-- has more fields than an entry may (a dead letter written before the contract's bound)
 local lanes = {}
 for j = 5, #ARGV do lanes[ARGV[j]] = KEYS[j - 2] end
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then return {0} end
 local flat = found[1][2]
+-- fields.MAX_ENTRY_FIELDS, plus the dead letter's `reason`: more could not be unpacked.
+if #flat > 2 * 33 then return {-4, tostring(#flat / 2)} end
 local fields = {}
 for j = 1, #flat, 2 do fields[flat[j]] = flat[j + 1] end
 if fields['id'] ~= ARGV[2] then return {-1, fields['id'] or ''} end

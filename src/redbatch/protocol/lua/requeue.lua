@@ -18,6 +18,12 @@
 --           index into KEYS of its reply key (0: none); request id ("" if unknown); index
 --           into KEYS of its guard set (0: none), read and deleted when it is dead-lettered
 --
+-- An entry with more than MAX_FIELDS fields (more than the wire contract allows; Redis takes
+-- any XADD) is dead-lettered as a bounded copy (the first MAX_FIELDS - 1 fields, names and
+-- values other than the payload cut to their bounds) in either mode: re-added, it could
+-- never be read back into a request. Key types are checked before the first write, so an
+-- error leaves the state unchanged and every entry still pending.
+--
 -- Reply: {requeued, dead_lettered, skipped, {request id, producer id, ...}, ...}: the last
 -- part lists, per dead-lettered request, the members of its guard set (idempotent submit),
 -- who must be told the stored outcome too (push_outcome.lua)
@@ -26,6 +32,40 @@ local max_attempts = tonumber(ARGV[4])
 local ttl, dead_maxlen, now, reason = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local requeued, dead, skipped = 0, 0, 0
 local followers = {}
+-- The wire contract's bounds (fields.MAX_ENTRY_FIELDS, MAX_FIELD_NAME_BYTES, MAX_FIELD_BYTES).
+local MAX_FIELDS, MAX_NAME, MAX_VALUE = 32, 64, 1024
+
+local function of_type(key, wanted)
+  local t = redis.call('TYPE', key)['ok']
+  return t == 'none' or t == wanted
+end
+if not of_type(KEYS[2], 'stream') then
+  return redis.error_reply('requeue refused before writing anything: ' .. KEYS[2] .. ' is not a stream')
+end
+for i = 9, #ARGV, 5 do
+  for offset, wanted in pairs({[1] = 'hash', [2] = 'list', [4] = 'set'}) do
+    local idx = tonumber(ARGV[i + offset])
+    if idx > 0 and not of_type(KEYS[idx], wanted) then
+      return redis.error_reply('requeue refused before writing anything: ' .. KEYS[idx] ..
+        ' is not a ' .. wanted)
+    end
+  end
+end
+
+-- The first MAX_FIELDS - 1 fields of an entry, cut to their bounds (room for `reason`).
+local function bounded(flat)
+  local out, seen = {}, {}
+  for j = 1, #flat, 2 do
+    if #out >= 2 * (MAX_FIELDS - 1) then break end
+    local name = string.sub(flat[j], 1, MAX_NAME)
+    if not seen[name] then
+      seen[name] = true
+      out[#out + 1] = name
+      out[#out + 1] = name == 'payload' and flat[j + 1] or string.sub(flat[j + 1], 1, MAX_VALUE)
+    end
+  end
+  return out
+end
 
 local function field(flat, name)
   for j = 1, #flat, 2 do
@@ -69,19 +109,23 @@ for i = 9, #ARGV, 5 do
       -- Only a started entry (the worker set its delivery count to 2 before running it)
       -- used up an attempt; one merely read when its worker died goes back as it was.
       if mode == 'retry' and tonumber(pending[1][4]) >= 2 then attempt = attempt + 1 end
-      if mode == 'retry' and attempt > max_attempts then
-        local dead_entry = {}
-        for j = 1, #flat do dead_entry[j] = flat[j] end
+      local why, tried = reason, attempt - 1
+      local oversized = #flat > 2 * MAX_FIELDS
+      if oversized then
+        why = (#flat / 2) .. ' fields: the wire contract allows at most ' .. MAX_FIELDS
+      end
+      if oversized or (mode == 'retry' and attempt > max_attempts) then
+        local dead_entry = bounded(flat)
         dead_entry[#dead_entry + 1] = 'reason'
-        dead_entry[#dead_entry + 1] = reason
+        dead_entry[#dead_entry + 1] = why
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', dead_maxlen, '*', unpack(dead_entry))
         if result_idx > 0 and redis.call('EXISTS', KEYS[result_idx]) == 0 then
-          redis.call('HSET', KEYS[result_idx], 'status', 'dead', 'error', reason,
-            'worker', from, 'attempt', tostring(attempt - 1), 'enq', field(flat, 'enq') or '0',
+          redis.call('HSET', KEYS[result_idx], 'status', 'dead', 'error', why,
+            'worker', from, 'attempt', tostring(tried), 'enq', field(flat, 'enq') or '0',
             'start', '0', 'end', now, 'batch', '0')
           redis.call('PEXPIRE', KEYS[result_idx], ttl)
           if reply_idx > 0 then
-            redis.call('RPUSH', KEYS[reply_idx], cmsgpack.pack({request_id, 'dead', reason}))
+            redis.call('RPUSH', KEYS[reply_idx], cmsgpack.pack({request_id, 'dead', why}))
             redis.call('PEXPIRE', KEYS[reply_idx], ttl)
           end
         end
