@@ -26,6 +26,7 @@ from redbatch import clock
 from redbatch.connection import Client
 from redbatch.protocol.keys import QueueKeys
 from redbatch.worker import stats_buffer
+from redbatch.worker.recorder import passing_refusal
 from redbatch.worker.stats_buffer import StatsBuffer
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,12 @@ class Heartbeat:
         stats_buffer.write(pipe, self._stats_keys, taken)
         try:
             pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError):
-            # Not written (or not known to be): try again next beat. Any other error came
-            # back from a server that ran the whole pipeline, so the counts are in.
-            if self._stats is not None:
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+            # Not written (or not known to be), or refused for a reason that passes (OOM
+            # refuses every HINCRBY alike): try again next beat. Any other error came back
+            # from a server that ran the whole pipeline, so the counts are in.
+            refused = isinstance(exc, redis.ResponseError) and not passing_refusal(exc)
+            if self._stats is not None and not refused:
                 self._stats.put_back(taken)
             raise
         if lost is not None:

@@ -5,14 +5,23 @@ A batch's results are sent at once and their reply is read when the next batch i
 writes this one. A batch whose results a lost connection kept from Redis, or whose reply
 was lost with it, is written again once Redis is back: the first outcome wins, so writing
 twice changes nothing. An outage is logged once when it begins and once when it ends.
+
+A server that refuses a write for a reason that passes (out of memory under noeviction, a
+replica that is read-only or loading, a busy script, a cluster slot in failover) is treated
+the same way: the results are kept and written again, with backoff, once it accepts them;
+one log line when the refusals begin and one when they end. Other refusals (a script
+error) drop the batch: its entries stay pending and the worker's pending audit re-queues
+them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import redis
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
 from redbatch.worker.batch import Batch
 from redbatch.worker.executor import Ran
@@ -20,12 +29,34 @@ from redbatch.worker.writer import Sending, Writer
 
 log = logging.getLogger(__name__)
 
+# Refusals that pass: redis-py's classes (it strips their code from the message), and codes it
+# does not map (BUSY). LOADING is a redis-py ConnectionError: already a lost connection.
+_PASSING = (OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError)
+_PASSING_CODES = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+# Rewrites after a passing refusal wait from the first to the second, doubling.
+_BACKOFF_MIN_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+
+def passing_refusal(exc: redis.ResponseError) -> bool:
+    """Whether Redis refused for a reason that passes (retry), not for a bad command."""
+    return isinstance(exc, _PASSING) or str(exc).split(" ", 1)[0] in _PASSING_CODES
+
 
 class Recorder:
-    def __init__(self, writer: Writer, counted: Callable[[Batch, list[Ran]], None]) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        counted: Callable[[Batch, list[Ran]], None],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         """``counted(batch, ran)`` is called once per batch, when it is first sent."""
         self._writer = writer
         self._counted = counted
+        self._sleep = sleep
+        # After a passing refusal: when the next rewrite may go, and the next wait.
+        self._retry_at = 0.0
+        self._backoff_s = _BACKOFF_MIN_S
         # Batches the handler finished whose results a lost connection kept from Redis.
         self.unwritten: list[Batch] = []
         # The batch whose results were sent and whose reply is unread (at most one).
@@ -46,16 +77,18 @@ class Recorder:
             self.settle()
 
     def settle(self) -> None:
-        """Read the reply of the batch sent last, if any. A refusal (ResponseError) drops
-        it: its entries stay pending for the scheduler. A lost connection keeps it for
-        ``lost`` to write again."""
+        """Read the reply of the batch sent last, if any. A refusal that passes keeps it to
+        write again (as ``lost`` does); any other drops it: its entries stay pending (the
+        pending audit re-queues them). A lost connection keeps it for ``lost``."""
         if self._sent is None:
             return
         batch, sending = self._sent
         try:
             existed = self._writer.settle(sending)
-        except redis.ResponseError:
+        except redis.ResponseError as exc:
             self._sent = None
+            if passing_refusal(exc):
+                self._keep(batch)
             raise
         self._sent = None
         batch.written = True
@@ -69,7 +102,12 @@ class Recorder:
         return [*self.unwritten, *([self._sent[0]] if self._sent is not None else [])]
 
     def rewrite(self) -> None:
-        """Write what an outage kept from Redis (first thing on every turn)."""
+        """Write what an outage kept from Redis (first thing on every turn); after a
+        refusal that passes, not before its backoff is over (no new batch starts meanwhile:
+        the turn waits here)."""
+        wait = self._retry_at - time.monotonic()
+        if self.unwritten and wait > 0:
+            self._sleep(wait)
         while self.unwritten:
             self.record(self.unwritten[0], wait=True)
             self.unwritten.pop(0)
@@ -80,6 +118,22 @@ class Recorder:
         if not self._outage:
             log.warning("Redis unavailable (%s); carrying on, results kept until it is back", exc)
             self._outage = True
+        self._keep_all(running)
+
+    def refused(self, exc: redis.ResponseError, running: Batch | None) -> None:
+        """Redis refused for a reason that passes: keep everything as for a lost connection,
+        and write again after a backoff (doubling up to 2 s)."""
+        if not self._outage:
+            log.warning(
+                "Redis refused a write (%s: %s); results kept, written again with backoff "
+                "until it accepts them", type(exc).__name__, exc,
+            )  # fmt: skip
+            self._outage = True
+        self._retry_at = time.monotonic() + self._backoff_s
+        self._backoff_s = min(2 * self._backoff_s, _BACKOFF_MAX_S)
+        self._keep_all(running)
+
+    def _keep_all(self, running: Batch | None) -> None:
         if self._sent is not None:
             self._keep(self._sent[0])
             self._sent = None
@@ -87,6 +141,7 @@ class Recorder:
             self._keep(running)
 
     def reachable(self) -> None:
+        self._retry_at, self._backoff_s = 0.0, _BACKOFF_MIN_S
         if self._outage:
             log.info("Redis reachable again")
             self._outage = False

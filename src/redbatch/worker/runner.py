@@ -43,7 +43,7 @@ from redbatch.worker.loader import load_exception_types, load_handler, warm_up
 from redbatch.worker.pending import PendingAudit, held_keys
 from redbatch.worker.probes import Bounds, WorkerHealth
 from redbatch.worker.reader import RawEntry, Reader
-from redbatch.worker.recorder import Recorder
+from redbatch.worker.recorder import Recorder, passing_refusal
 from redbatch.worker.shards import ShardWatch
 from redbatch.worker.telemetry import Telemetry
 from redbatch.worker.writer import Malformed, Writer
@@ -274,10 +274,11 @@ class Worker:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._recorder.lost(exc, running)
             self._audit.soon()  # a read's reply may have been lost with the connection
-        except redis.ResponseError:
-            # A server-side refusal (OOM, a script error): the batch stays pending in Redis
-            # for the scheduler to re-queue; the worker keeps serving.
-            log.exception("Redis refused a command; the batch stays pending")
+        except redis.ResponseError as exc:
+            if passing_refusal(exc):  # OOM, READONLY, ...: kept and written again
+                self._recorder.refused(exc, running)
+            else:  # a script error: the batch stays pending; the pending audit re-queues it
+                log.exception("Redis refused a command; the batch stays pending")
         if turn.following is not None:
             self._reader.hold_again(turn.following.entries)
         if turn.launched is not None:
