@@ -8,6 +8,7 @@ pending to a live worker until the hung-worker rule (330 s).
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -48,7 +49,10 @@ def test_results_refused_for_memory_are_written_once_memory_is_freed(tmp_path: P
                 written = sum(client.exists(keys.result(i)) for i in ids)
                 assert written < REQUESTS  # the refusal happened mid-run
                 client.config_set("maxmemory", "0")
+                freed = time.monotonic()
                 results = wait_results(client, keys, ids, timeout=60)
+                print(f"{written} of {REQUESTS} written when memory ran out; the rest "
+                      f"{time.monotonic() - freed:.2f} s after it was freed")  # fmt: skip
             assert {r[b"status"] for r in results.values()} == {b"ok"}
             # Kept and written, not dropped and run again (a re-queued started entry would
             # show attempt 2).
