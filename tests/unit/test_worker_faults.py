@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, TryAgainError
+from redis._parsers.base import BaseParser
 
 from redbatch.errors import MalformedEntry
 from redbatch.protocol.fields import (
@@ -58,17 +58,19 @@ def test_the_bounded_copy_keeps_room_for_the_reason_and_cuts_values_but_the_payl
 
 
 @pytest.mark.parametrize(
-    "exc",
+    "reply",
     [
-        OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
-        ReadOnlyError("You can't write against a read only replica."),
-        TryAgainError("Multiple keys request during rehashing of slot"),
-        redis.ResponseError("BUSY Redis is busy running a script."),
-        redis.ResponseError("MASTERDOWN Link with MASTER is down"),
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "READONLY You can't write against a read only replica.",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+        "BUSY Redis is busy running a script.",
+        "MASTERDOWN Link with MASTER is down",
+        "CLUSTERDOWN The cluster is down",
     ],
 )
-def test_refusals_that_pass(exc: redis.ResponseError) -> None:
-    assert passing_refusal(exc)
+def test_refusals_that_pass(reply: str) -> None:
+    exc = BaseParser.parse_error(reply)  # as redis-py builds it from the error reply
+    assert isinstance(exc, redis.ResponseError) and passing_refusal(exc)
 
 
 @pytest.mark.parametrize(

@@ -21,26 +21,24 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
+from redbatch.connection import refusal_code
 from redbatch.worker.batch import Batch
 from redbatch.worker.executor import Ran
 from redbatch.worker.writer import Sending, Writer
 
 log = logging.getLogger(__name__)
 
-# Refusals that pass: redis-py's classes (it strips their code from the message), and codes it
-# does not map (BUSY). LOADING is a redis-py ConnectionError: already a lost connection.
-_PASSING = (OutOfMemoryError, ReadOnlyError, TryAgainError, ClusterDownError)
-_PASSING_CODES = ("OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 # Rewrites after a passing refusal wait from the first to the second, doubling.
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
 
 
 def passing_refusal(exc: redis.ResponseError) -> bool:
-    """Whether Redis refused for a reason that passes (retry), not for a bad command."""
-    return isinstance(exc, _PASSING) or str(exc).split(" ", 1)[0] in _PASSING_CODES
+    """Whether Redis refused for a reason that passes (``connection.REFUSALS``: retry after
+    a pause), not for a bad command. (LOADING is a redis-py ConnectionError: a lost
+    connection already.)"""
+    return refusal_code(exc) is not None
 
 
 class Recorder:
