@@ -8,7 +8,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from redbatch.config import WorkerConfig
 from redbatch.errors import ConfigError
+from redbatch.protocol import codec
+from redbatch.worker.executor import Executor
 
 Handler = Callable[[list[Any]], list[Any]]
 log = logging.getLogger(__name__)
@@ -65,3 +68,18 @@ def warm_up(handler: Handler) -> None:
         hook(**bound)
     except Exception as exc:
         raise ConfigError(f"handler warm-up failed: {type(exc).__name__}: {exc}") from None
+
+
+def load_executors(config: WorkerConfig, handler: Handler | None) -> dict[str, Executor]:
+    """An executor per queue (its shards share it: ``logical_name``); a handler serving
+    several queues is loaded once."""
+    limits = codec.Limits(config.max_payload_bytes)
+    retry_on = load_exception_types(config.retry_on)
+    loaded: dict[tuple[str, tuple[tuple[str, str], ...]], Handler] = {}
+    executors = {}
+    for queue in config.queues:
+        spec = config.handler_for(queue)
+        if handler is None and spec not in loaded:
+            loaded[spec] = load_handler(*spec)
+        executors[queue] = Executor(handler or loaded[spec], limits, retry_on=retry_on)
+    return executors

@@ -33,13 +33,12 @@ from redbatch.config import WorkerConfig
 from redbatch.connection import Client, check_reachable, redacted
 from redbatch.errors import ConfigError, MalformedEntry
 from redbatch.logconfig import describe
-from redbatch.protocol import codec
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.worker.batch import Batch, Turn, attempt_of
 from redbatch.worker.executor import Executor, Handler, Ran, now_ms
 from redbatch.worker.heartbeat import Heartbeat, Progress
-from redbatch.worker.loader import load_exception_types, load_handler, warm_up
+from redbatch.worker.loader import load_executors, warm_up
 from redbatch.worker.pending import PendingAudit, held_keys
 from redbatch.worker.probes import Bounds, WorkerHealth
 from redbatch.worker.reader import RawEntry, Reader
@@ -113,7 +112,7 @@ class Worker:
             block_ms=config.block_ms,
         )
         self._shards = ShardWatch(self._keyspace, config.queues)
-        self._executors = self._load_executors(config, handler)
+        self._executors = load_executors(config, handler)
         # One thread runs every handler call, so the loop can do Redis work meanwhile.
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redbatch-handler")
         self._writer = Writer(
@@ -146,21 +145,6 @@ class Worker:
             stop=self._stop,
             stats=self.telemetry.stats,
         )
-
-    @staticmethod
-    def _load_executors(config: WorkerConfig, handler: Handler | None) -> dict[str, Executor]:
-        """An executor per queue (its shards share it: ``logical_name``); a handler serving
-        several queues is loaded once."""
-        limits = codec.Limits(config.max_payload_bytes)
-        retry_on = load_exception_types(config.retry_on)
-        loaded: dict[tuple[str, tuple[tuple[str, str], ...]], Handler] = {}
-        executors = {}
-        for queue in config.queues:
-            spec = config.handler_for(queue)
-            if handler is None and spec not in loaded:
-                loaded[spec] = load_handler(*spec)
-            executors[queue] = Executor(handler or loaded[spec], limits, retry_on=retry_on)
-        return executors
 
     @property
     def batches(self) -> int:
