@@ -3,7 +3,11 @@ PYTHON ?= python3
 PATHS := src tests benchmarks
 
 .DEFAULT_GOAL := all
-.PHONY: all check lint types test-fast test format settings-docs
+.PHONY: all check lint types test-fast test test-matrix format settings-docs
+
+# The servers test-matrix runs the integration suite on (docs/servers.md); redis8 and valkey8
+# are built on first use into /var/cache/redbatch-servers (debootstrap, ~1 min, root).
+SERVERS ?= redis7 redis8 valkey8
 
 all: lint types test-fast
 
@@ -21,6 +25,12 @@ test-fast:
 
 test:
 	$(PYTHON) -m pytest
+
+test-matrix:
+	set -e; for server in $(SERVERS); do \
+		echo "== integration suite on $$server"; \
+		REDBATCH_TEST_SERVER=$$server $(PYTHON) -m pytest tests/integration -q; \
+	done
 
 format:
 	ruff format $(PATHS)

@@ -26,8 +26,17 @@ for _path in (TESTS_DIR.parent / "src", TESTS_DIR):
         sys.path.insert(0, str(_path))
 
 from helpers.schedulers import start_scheduler, wait_running  # noqa: E402
+from helpers.servers import suite_server, suite_server_name  # noqa: E402
 from helpers.workers import WorkerProcess  # noqa: E402
 from redbatch.embedded import EmbeddedRedis, find_redis_server  # noqa: E402
+from redbatch.servers import SYSTEM  # noqa: E402
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the selected server's root filesystem (first use: ~1 min) before any test runs,
+    outside every test's timeout; a build that fails stops the session, never skips."""
+    if suite_server_name() != SYSTEM:
+        suite_server()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -39,13 +48,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
-    """A private redis-server on a free port, started once per session."""
-    if find_redis_server() is None:
+    """A private server on a free port, started once per session: the system's redis-server,
+    or the one ``REDBATCH_TEST_SERVER`` names (built when missing, never skipped)."""
+    if suite_server_name() == SYSTEM and find_redis_server() is None:
         message = "redis-server is not on PATH (apt-get install redis-server)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    with EmbeddedRedis() as server:
+    with EmbeddedRedis(command=suite_server().command) as server:
         yield server
 
 

@@ -70,7 +70,8 @@ class EmbeddedRedis:
     ``port=None`` picks a free port at the first ``start()`` and keeps it for ``restart()``.
     ``directory=None`` uses a temporary directory that this object creates and removes on
     ``stop()``; a given directory is never removed. ``appendonly=True`` keeps data across
-    ``kill()`` + ``restart()``. RDB snapshots are always off (``--save ""``).
+    ``kill()`` + ``restart()``. RDB snapshots are always off (``--save ""``). ``command``
+    is the argv that runs the server (``redbatch.servers.server_build(name).command``).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class EmbeddedRedis:
         appendonly: bool = False,
         extra_args: Sequence[str] = (),
         binary: str = "redis-server",
+        command: Sequence[str] = (),
     ) -> None:
         self._requested_port = port
         self._port = port
@@ -89,6 +91,9 @@ class EmbeddedRedis:
         self._appendonly = appendonly
         self._extra_args = tuple(extra_args)
         self._binary = binary
+        # The argv that runs the server (redbatch.servers: Redis 8 / Valkey 8 through their
+        # root filesystem's loader); empty = ``binary`` found on PATH.
+        self._launcher = tuple(command)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0  # size of redis.log when the current process was launched
 
@@ -134,7 +139,7 @@ class EmbeddedRedis:
         """Launch the server and wait until it answers PING; no-op when already running."""
         if self.running:
             return self
-        path = find_redis_server(self._binary)
+        path = self._launcher[-1] if self._launcher else find_redis_server(self._binary)
         if path is None:
             raise RedbatchError(f"{self._binary!r} not found on PATH; install redis-server")
         if self._dir is None:
@@ -204,7 +209,7 @@ class EmbeddedRedis:
 
     def _command(self, path: str) -> list[str]:
         return [
-            path,
+            *(self._launcher or (path,)),
             "--port", str(self.port),
             "--bind", _HOST,
             "--dir", str(self.dir),

@@ -12,6 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from helpers.servers import suite_server
 from redbatch.embedded import EmbeddedRedis
 
 _HOST = "127.0.0.1"
@@ -101,7 +102,7 @@ class AclRedis(EmbeddedRedis):
         args += ["~*", "&*", "+@all"]
         for name, rule in users.items():
             args += ["--user", name, *rule.split()]
-        super().__init__(extra_args=args)
+        super().__init__(extra_args=args, command=suite_server().command)
         self.admin_password = admin_password
 
     def url_for(self, user: str, password: str) -> str:

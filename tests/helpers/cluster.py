@@ -1,5 +1,7 @@
 """A real Redis Cluster for tests: 3 primaries and 3 replicas, each a private redis-server
-(``--cluster-enabled yes``) on a free port, joined by ``redis-cli --cluster create``.
+(``--cluster-enabled yes``) on a free port, joined by ``redis-cli --cluster create``. The
+nodes run the suite's server (``REDBATCH_TEST_SERVER``: Valkey's cluster bus and failover
+are its own implementation, so valkey8 runs them all on Valkey).
 
 The node timeout is short (1 s) so a killed primary's replica takes over within seconds;
 ``cluster-replica-validity-factor 0`` lets a replica take over however long ago it last
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from helpers.servers import suite_server
 from redbatch.embedded import EmbeddedRedis
 
 NODE_TIMEOUT_MS = 1000
@@ -74,12 +77,14 @@ class LocalCluster:
                         "--cluster-replica-validity-factor", "0",
                         "--cluster-require-full-coverage", "no",
                     ],
+                    command=suite_server().command,
                 )  # fmt: skip
                 self.nodes.append(node)
                 node.start()
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
             subprocess.run(
-                ["redis-cli", "--cluster", "create", *addresses,
+                # The server's own cli (valkey-cli for Valkey) joins its nodes.
+                [*suite_server().cli, "--cluster", "create", *addresses,
                  "--cluster-replicas", "1", "--cluster-yes"],
                 check=True, capture_output=True, timeout=READY_TIMEOUT_S,
             )  # fmt: skip

@@ -16,6 +16,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from helpers.servers import suite_server
 from redbatch.embedded import EmbeddedRedis
 
 _HOST = "127.0.0.1"
@@ -91,7 +92,7 @@ class TlsRedis(EmbeddedRedis):
     """A private redis-server reachable only over mutual TLS."""
 
     def __init__(self, certs: Certificates) -> None:
-        super().__init__()
+        super().__init__(command=suite_server().command)
         self.certs = certs
 
     @property

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from helpers.servers import suite_server
 from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
 from redbatch import AsyncProducer, Producer, ResultTimeout
 from redbatch.embedded import EmbeddedRedis
@@ -66,7 +67,12 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., EmbeddedRedis]]:
         directory = tmp_path / f"redis{len(servers)}"
         directory.mkdir()
         extra = ["--appendfsync", "always"] if appendonly else []
-        server = EmbeddedRedis(directory=directory, appendonly=appendonly, extra_args=extra)
+        server = EmbeddedRedis(
+            directory=directory,
+            appendonly=appendonly,
+            extra_args=extra,
+            command=suite_server().command,
+        )
         servers.append(server)
         return server.start()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import redis
 
+from helpers.servers import suite_server
 from helpers.workers import start_worker, wait_until
 from redbatch import Producer
 from redbatch.embedded import EmbeddedRedis
@@ -21,7 +22,10 @@ def test_results_of_a_batch_that_ends_while_redis_is_down_are_written_when_it_is
     keys = KeySpace(namespace).queue(queue)
     (tmp_path / "redis").mkdir()
     with EmbeddedRedis(
-        directory=tmp_path / "redis", appendonly=True, extra_args=["--appendfsync", "always"]
+        directory=tmp_path / "redis",
+        appendonly=True,
+        extra_args=["--appendfsync", "always"],
+        command=suite_server().command,
     ) as server:
         worker = start_worker(
             server.url, namespace, [queue], log_dir=str(tmp_path),

@@ -32,12 +32,14 @@ import redis
 import yaml
 
 from helpers import REPO_ROOT, subprocess_env
+from helpers.servers import suite_server, suite_server_name
 from helpers.workers import wait_until
 from redbatch import Producer
 from redbatch.config import ENV_NAMES, SchedulerConfig, WorkerConfig
 from redbatch.embedded import EmbeddedRedis, find_redis_server
 from redbatch.errors import ResultNotFound
 from redbatch.protocol.keys import GROUP, KeySpace
+from redbatch.servers import SYSTEM
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from stack_load import HANG_SLACK_S, run_load
@@ -225,7 +227,7 @@ def services(variables: dict[str, str]) -> dict[str, Service]:
 @pytest.fixture
 def redis_stack(tmp_path: Path, services: dict[str, Service]) -> Iterator[EmbeddedRedis]:
     """A private redis-server with compose's redis arguments (minus what EmbeddedRedis sets)."""
-    if find_redis_server() is None:
+    if suite_server_name() == SYSTEM and find_redis_server() is None:
         message = "redis-server is not on PATH (apt-get install redis-server)"
         if os.environ.get("CI"):
             pytest.fail(message)
@@ -234,7 +236,12 @@ def redis_stack(tmp_path: Path, services: dict[str, Service]) -> Iterator[Embedd
     assert args[:3] == ["redis-server", "--appendonly", "yes"], args
     assert args[3:] == ["--appendfsync", "everysec"], args
     (tmp_path / "redis").mkdir()
-    with EmbeddedRedis(directory=tmp_path / "redis", appendonly=True, extra_args=args[3:]) as r:
+    with EmbeddedRedis(
+        directory=tmp_path / "redis",
+        appendonly=True,
+        extra_args=args[3:],
+        command=suite_server().command,
+    ) as r:
         yield r
 
 
