@@ -3,6 +3,8 @@
     python benchmarks/suite.py                  # everything, ~6-8 min on the 2-core machine
     python benchmarks/suite.py --only echo_b256,loop_a --rounds 3    # a quick re-check
     python benchmarks/suite.py --memory         # the long memory run only (~2-3 min)
+    python benchmarks/suite.py --servers redis7,redis8,valkey8 --only loop_a,loop_b,echo_b32
+                                                # the server column (docs/servers.md)
     python benchmarks/suite_report.py           # re-render table and plot from the last JSON
 
 Starts one private redis-server (redbatch.embedded.EmbeddedRedis) and, per round, runs every
@@ -23,6 +25,7 @@ docs/assets/batch_sweep.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -42,6 +45,9 @@ import redis
 from benchlib import cpu_seconds
 
 from redbatch.embedded import EmbeddedRedis, find_redis_server
+from redbatch.errors import RedbatchError
+from redbatch.protocol.capabilities import detect
+from redbatch.servers import SERVERS, SYSTEM, server_build
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -217,6 +223,12 @@ def machine(url: str) -> dict[str, Any]:
     }
 
 
+def server_version(url: str) -> str:
+    """``valkey 8.1.1`` (HELLO: Valkey's INFO reports a Redis compatibility version)."""
+    with redis.Redis.from_url(url) as client:
+        return detect(client).describe()
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -227,6 +239,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bench", default=f"{sys.executable} -m redbatch bench",
                         help="the command that runs redbatch (default: %(default)s)")  # fmt: skip
     parser.add_argument("--memory", action="store_true", help="run the memory check instead")
+    parser.add_argument(
+        "--servers",
+        default=SYSTEM,
+        help=f"comma-separated, of {','.join(SERVERS)}; each round runs every measurement "
+        "on each, in rotated order (default: %(default)s)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "suite.json")
     return parser.parse_args()
 
@@ -251,7 +269,10 @@ def main() -> None:
     for module in ("rq", "matplotlib"):
         if importlib.util.find_spec(module) is None:
             fail(f"{module} is missing: python3 -m pip install -e '.[bench]'")
-    if find_redis_server() is None:
+    servers = args.servers.split(",")
+    if set(servers) - set(SERVERS):
+        fail(f"unknown --servers {args.servers}; choose from {','.join(SERVERS)}")
+    if SYSTEM in servers and find_redis_server() is None:
         fail("redis-server is not on PATH (apt-get install redis-server)")
     RESULTS.mkdir(exist_ok=True)
     if args.memory:
@@ -263,19 +284,34 @@ def main() -> None:
     measurements = chosen(plan(shlex.split(args.bench), sizes), args.only)
     began = time.monotonic()
     settings = {**vars(args), "output": str(args.output), "bench": args.bench}
-    with EmbeddedRedis() as server:
-        described, runner = machine(server.url), Rounds(server, measurements)
+    with contextlib.ExitStack() as stack:
+        try:
+            started = {name: stack.enter_context(EmbeddedRedis(command=server_build(name).command))
+                       for name in servers}  # fmt: skip
+        except RedbatchError as exc:
+            fail(str(exc))
+        runners = {name: Rounds(server, measurements) for name, server in started.items()}
+        described = machine(started[servers[0]].url)
         for number in range(args.rounds):
-            runner.run(number, args.rounds)
+            # Servers in rotated order too: none always measures first or last in a round.
+            shift = number % len(servers)
+            for name in servers[shift:] + servers[:shift]:
+                print(f"round {number + 1} on {name}", file=sys.stderr)
+                runners[name].run(number, args.rounds)
+            first = runners[servers[0]]
             document = {
                 "machine": described, "settings": settings,
                 "seconds": time.monotonic() - began,
-                "rounds": runner.results, "failures": runner.failures,
+                "rounds": first.results, "failures": first.failures,
+                "servers": {name: {"version": server_version(started[name].url),
+                                   "rounds": r.results, "failures": r.failures}
+                            for name, r in runners.items()},
             }  # fmt: skip
             # Written after every round: an interrupted run keeps what it measured.
             args.output.write_text(json.dumps(document, indent=1))
+            failed = sum(len(r.failures) for r in runners.values())
             print(f"round {number + 1}/{args.rounds}: {document['seconds']:.0f} s, "
-                  f"{len(runner.failures)} failed so far", file=sys.stderr)  # fmt: skip
+                  f"{failed} failed so far", file=sys.stderr)  # fmt: skip
     print(f"wrote {args.output}", file=sys.stderr)
     from suite_report import render  # noqa: PLC0415 (matplotlib is slow to import)
 

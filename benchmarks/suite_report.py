@@ -243,6 +243,29 @@ def plot(rounds: Rounds, path: Path) -> None:
     plt.close(fig)
 
 
+def server_table(document: dict[str, Any]) -> list[str]:
+    """The server column: each measurement on each server of the run (``--servers``)."""
+    servers: dict[str, Any] = document.get("servers") or {}
+    if len(servers) < 2:
+        return []
+    lines = [
+        f"Per server, same run ({', '.join(s['version'] for s in servers.values())}):",
+        "",
+        "| path | server | throughput /s | CPU µs per request: consumer or worker | Redis |",
+        "|---|---|---|---|---|",
+    ]
+    for name, label, _ in ROWS:
+        for server, run in servers.items():
+            rounds = run["rounds"]
+            if not any(name in r for r in rounds):
+                continue
+            cells = [label, server, fmt(median(rounds, name, throughput)),
+                     fmt(median(rounds, name, cpu), ".1f"),
+                     fmt(median(rounds, name, redis_cpu), ".1f")]  # fmt: skip
+            lines.append(f"| {' | '.join(cells)} |")
+    return [*lines, ""]
+
+
 def render(source: Path) -> str:
     document = json.loads(source.read_text())
     rounds: Rounds = document["rounds"]
@@ -254,6 +277,7 @@ def render(source: Path) -> str:
         f"{m['cpu']}, Linux {m['kernel']}, Python {m['python']}, redis-server {m['redis_server']}, "
         f"redis-py {m['redis']} with hiredis {m['hiredis']}, rq {m['rq']}.",
         "", *table(rounds), "", *goals(rounds, memory), "", *failures(document), "",
+        *server_table(document),
     ])  # fmt: skip
     if source.resolve().parent == RESULTS:
         write_section(PAGE, text)

@@ -28,6 +28,7 @@ from redbatch.config import SchedulerConfig
 from redbatch.connection import Client, check_reachable, redacted
 from redbatch.errors import ConfigError
 from redbatch.logconfig import describe
+from redbatch.protocol.capabilities import detect
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.scheduler.metrics import SchedulerMetrics
 from redbatch.scheduler.probes import Beat, SchedulerHealth
@@ -107,8 +108,9 @@ class Scheduler:
             health = SchedulerHealth(self.beat, self.config.interval_s)
             self._endpoint = exporter.serve(self.config.metrics_port, self.metrics.registry, health)
         log.info(
-            "scheduler on %s namespace %s (%s)",
+            "scheduler on %s, %s, namespace %s (%s)",
             redacted(self.config.redis_url),
+            detect(self._client).describe(),
             self.config.namespace,
             describe(self.config, skip=("redis_url", "namespace")),
         )

@@ -33,6 +33,7 @@ from redbatch.config import WorkerConfig
 from redbatch.connection import Client, check_reachable, redacted
 from redbatch.errors import ConfigError, MalformedEntry
 from redbatch.logconfig import describe
+from redbatch.protocol.capabilities import detect
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.worker.batch import Batch, Turn, attempt_of
@@ -170,8 +171,9 @@ class Worker:
         self._announce()
         c = self.config
         log.info(
-            "worker %s serving %s on %s (%s)", c.name, " ".join(self._reader.queues),
-            redacted(c.redis_url), describe(c, skip=("name", "queues", "redis_url")),
+            "worker %s serving %s on %s, %s (%s)", c.name, " ".join(self._reader.queues),
+            redacted(c.redis_url), detect(self._client).describe(),
+            describe(c, skip=("name", "queues", "redis_url")),
         )  # fmt: skip
         running: Batch | None = None
         try:
