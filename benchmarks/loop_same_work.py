@@ -12,6 +12,8 @@ start, end, batch) + PEXPIRE, RPUSH of the reply + PEXPIRE of the reply list, XA
 What it leaves out of redbatch's work: write-once results, deadlines, cancellation, the
 started mark, isolation, heartbeats, dead letters.
 
+--hsetex writes each result hash once with its TTL by Redis 8.0's HSETEX FNX (one command
+instead of HSET + PEXPIRE, and write-once): the newer-command variant of the same loop.
 --count 1 is the same loop without batching. --sequential sends one request at a time and
 waits for its reply (the latency floor); it prints latency percentiles too.
 """
@@ -55,9 +57,13 @@ def now_ms() -> int:
 
 
 def finish(
-    client: redis.Redis, keys: Keys, entries: list[tuple[bytes, dict[bytes, bytes]]]
+    client: redis.Redis,
+    keys: Keys,
+    entries: list[tuple[bytes, dict[bytes, bytes]]],
+    hsetex: bool = False,
 ) -> None:
-    """Record one batch's outcomes: one MULTI, as the contract's finish does."""
+    """Record one batch's outcomes: one MULTI, as the contract's finish does. ``hsetex``:
+    each result hash written once with its TTL by Redis 8's ``HSETEX FNX`` instead."""
     start = now_ms()
     pipe = client.pipeline(transaction=True)
     replies: dict[bytes, list[bytes]] = {}
@@ -65,14 +71,18 @@ def finish(
     for _, fields in entries:
         request_id, payload = fields[b"id"], fields[b"payload"]
         result = keys.result_prefix + request_id.decode()
-        pipe.hset(
-            result,
-            mapping={
-                "status": "ok", "payload": payload, "worker": "loop-b", "attempt": "1",
-                "enq": fields.get(b"enq", b"0"), "start": start, "end": now_ms(), "batch": batch,
-            },
-        )  # fmt: skip
-        pipe.pexpire(result, TTL_MS)
+        mapping = {
+            "status": "ok", "payload": payload, "worker": "loop-b", "attempt": "1",
+            "enq": fields.get(b"enq", b"0"), "start": start, "end": now_ms(), "batch": batch,
+        }  # fmt: skip
+        if hsetex:
+            flat = [part for pair in mapping.items() for part in pair]
+            pipe.execute_command(
+                "HSETEX", result, "FNX", "PX", TTL_MS, "FIELDS", len(mapping), *flat
+            )
+        else:
+            pipe.hset(result, mapping=mapping)
+            pipe.pexpire(result, TTL_MS)
         replies.setdefault(fields.get(b"reply", b""), []).append(
             msgpack.packb([request_id, b"ok", payload])
         )
@@ -87,7 +97,7 @@ def finish(
     pipe.execute()
 
 
-def consume(url: str, namespace: str, queue: str, count: int) -> None:
+def consume(url: str, namespace: str, queue: str, count: int, hsetex: bool) -> None:
     """The consumer process: read up to `count` entries per call, finish each batch."""
     client = redis.Redis.from_url(url)
     keys = Keys(namespace, queue)
@@ -96,7 +106,7 @@ def consume(url: str, namespace: str, queue: str, count: int) -> None:
     while True:
         got = client.xreadgroup(GROUP, "c", {keys.stream: ">"}, count=count, block=BLOCK_MS)
         for _, entries in got or ():
-            finish(client, keys, entries)
+            finish(client, keys, entries, hsetex)
             if any(fields[b"id"] == STOP_ID for _, fields in entries):
                 return
 
@@ -153,14 +163,16 @@ class Producer:
         return latencies
 
 
-def run(url: str, requests: int, count: int, sequential: bool) -> dict[str, object]:
+def run(
+    url: str, requests: int, count: int, sequential: bool, hsetex: bool = False
+) -> dict[str, object]:
     namespace, queue = f"loopb{uuid.uuid4().hex[:6]}", "bench"
     keys = Keys(namespace, queue)
     client = redis.Redis.from_url(url)
     client.xgroup_create(keys.stream, GROUP, id="0", mkstream=True)
     consumer = subprocess.Popen(
         [sys.executable, __file__, "--redis-url", url, "--count", str(count),
-         "--consume", namespace, queue]
+         "--consume", namespace, queue, *(["--hsetex"] if hsetex else [])]
     )  # fmt: skip
     producer = Producer(client, keys, make_payloads(requests + 1))
     latencies: list[float] = []
@@ -199,11 +211,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=256, help="XREADGROUP COUNT")
     parser.add_argument("--sequential", action="store_true")
     parser.add_argument("--consume", nargs=2, metavar=("NAMESPACE", "QUEUE"))
+    parser.add_argument("--hsetex", action="store_true", help="results by HSETEX FNX (Redis 8)")
     args = parser.parse_args()
     if args.consume:
-        consume(args.redis_url, *args.consume, count=args.count)
+        consume(args.redis_url, *args.consume, count=args.count, hsetex=args.hsetex)
     else:
-        emit(run(args.redis_url, args.requests, args.count, args.sequential))
+        emit(run(args.redis_url, args.requests, args.count, args.sequential, args.hsetex))
 
 
 if __name__ == "__main__":

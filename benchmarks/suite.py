@@ -78,6 +78,7 @@ class Sizes:
 class Measurement:
     name: str
     argv: Callable[[str, str], list[str]]  # (redis url, namespace) -> command line
+    needs_hsetex: bool = False  # runs only on servers with HSETEX (Redis 8.0+)
 
 
 def script(name: str, *args: object) -> Callable[[str, str], list[str]]:
@@ -101,6 +102,9 @@ def plan(bench: list[str], sizes: Sizes) -> list[Measurement]:
         # Loop (a) is fast: three times the requests keep its CPU reading (10 ms ticks) exact.
         Measurement("loop_a", script("loop_minimal.py", "--requests", sizes.requests * 3)),
         Measurement("loop_b", script("loop_same_work.py", "--requests", sizes.requests)),
+        Measurement("loop_b_hsetex",
+                    script("loop_same_work.py", "--hsetex", "--requests", sizes.requests),
+                    needs_hsetex=True),
         Measurement("rq", rq_url),
         # Diagnostic: the same worker fed by Producer.map instead of bench's per-request submit.
         Measurement("echo_map_b256", script("map_echo.py", "--requests", sizes.requests)),
@@ -173,7 +177,10 @@ class Rounds:
         url, pid = self.server.url, self.server.pid
         assert pid is not None
         client, this_round = redis.Redis.from_url(url), {}
+        hsetex = detect(client).hsetex_fnx
         for index, measurement in enumerate(order):
+            if measurement.needs_hsetex and not hsetex:
+                continue
             redis_cpu = cpu_seconds(pid)
             try:
                 summary = run_one(measurement, url, f"s{number}m{index}")

@@ -87,6 +87,8 @@ ROWS = [  # (name, label, latency meaningful)
                "RPUSH + XACK + XDEL pipelined", False),
     ("loop_b", "(b) same-work loop: contract fields, result hash + PEXPIRE, "
                "reply + PEXPIRE, XACK + XDEL, one MULTI per batch", False),
+    ("loop_b_hsetex", "(b) with each result by `HSETEX FNX` (Redis 8.0+: write-once, "
+                      "TTL in the same command)", False),
     ("loop_b_count1", "(b) with COUNT 1 (no batching)", False),
     ("loop_b_seq", "(b) one request at a time, each waited for", True),
     ("rq", "RQ SimpleWorker, no-op jobs (latency: one at a time)", True),
