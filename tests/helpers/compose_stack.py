@@ -117,7 +117,9 @@ class Stack:
             done = self.engine.run("healthcheck", "run", container, timeout=60)
         else:
             done = self.engine.run("exec", container, *self.health_test(), timeout=60)
-        assert done.returncode in (0, 1), f"health check could not run: {done.stderr}"
+        # 1: unhealthy; podman's 125 also when the check outlived the image's --timeout (10 s,
+        # a Python start on a crowded machine can take that long), which Docker counts as a
+        # failed check too: not healthy (yet); callers wait with a bound.
         return done.returncode == 0
 
     def hostname(self, container: str) -> str:
