@@ -30,11 +30,11 @@ _QUEUE = "+sadd +xgroup|create"
 # admit, admit_once (TIME: Redis stamps enq and deadline; the sorted set of applied admissions)
 _ADMIT = "+xadd +xlen +exists +hmget +pexpire +rpush +sadd +time +zscore +zadd +zremrangebyscore"
 _LEAVE = "+exists +srem +scard +sadd +set"
-_FINISH = "+del +exists +hmget +hset +pexpire +rpush +smembers +xack +xadd +xdel +zadd"
-_REQUEUE = "+del +exists +hset +pexpire +rpush +smembers +xack +xadd +xdel +xpending +xrange"
+_FINISH = "+del +exists +hmget +hset +pexpire +rpush +smembers +xack +xadd +xdel +zadd +type"
+_REQUEUE = "+del +exists +hset +pexpire +rpush +smembers +xack +xadd +xdel +xpending +xrange +type"
 _REMOVE_CONSUMER = "+exists +xgroup|delconsumer +xpending"
 _PUSH_OUTCOME = "+hmget +pexpire +rpush"
-_MOVE_DUE = "+xadd +zrangebyscore +zrem"
+_MOVE_DUE = "+xadd +zrangebyscore +zrem +type"
 _REPLAY = "+del +hget +xadd +xdel +xrange"
 
 
