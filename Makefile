@@ -16,6 +16,7 @@ check: lint types
 lint:
 	ruff check $(PATHS)
 	ruff format --check $(PATHS)
+	PYTHONPATH=src lint-imports  # the layers contract in pyproject.toml
 
 types:
 	mypy src/redbatch

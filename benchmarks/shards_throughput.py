@@ -28,7 +28,7 @@ from helpers.cluster import LocalCluster  # noqa: E402
 from redbatch import Producer  # noqa: E402
 from redbatch.cluster_client import connect_any  # noqa: E402
 from redbatch.embedded import EmbeddedRedis  # noqa: E402
-from redbatch.ops.queue_cli import set_shards  # noqa: E402
+from redbatch.ops.queue import set_shards  # noqa: E402
 from redbatch.protocol.keys import KeySpace  # noqa: E402
 
 QUEUE = "bench"

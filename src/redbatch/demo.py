@@ -25,9 +25,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from redbatch.connection import connect
 from redbatch.errors import ConfigError, RedbatchError
 from redbatch.launch import child_processes, redis_url_or_embedded
+from redbatch.ops import status
 from redbatch.producer import AsyncProducer
+from redbatch.protocol.keys import KeySpace
 
 _QUEUE = "demo"
 _WORKER_READY_TIMEOUT_S = 120.0  # a model worker imports torch and loads weights first
@@ -243,10 +246,6 @@ def _report(count: int, workers: int, what: str, latencies: list[float], elapsed
 def _print_status(url: str, namespace: str, count: int) -> None:
     """The same table ``redbatch status`` prints, for this demo's namespace, once the
     workers' statistics (flushed about once a second) hold every request."""
-    from redbatch.connection import connect  # noqa: PLC0415
-    from redbatch.ops import status  # noqa: PLC0415
-    from redbatch.protocol.keys import KeySpace  # noqa: PLC0415
-
     client = connect(url)
     try:
         deadline = time.monotonic() + _STATS_WAIT_S

@@ -2,8 +2,9 @@
 
 Everything else about the setting follows from that field: its ``REDBATCH_*`` variable and
 how the variable's text is read (from the field's annotation), the range check, the
-command-line option (``redbatch.cli``), the configuration table of the docs and the lines
-of ``.env.example`` (``redbatch.config_reference``). A new knob costs one field.
+command-line option (``redbatch.cli.common.setting_options``), the configuration table of
+the docs and the lines of ``.env.example`` (``redbatch.config_reference``). A new knob
+costs one field.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import redis
 from helpers.cli import one_error_line, run, run_json
 from helpers.workers import WorkerProcess, wait_serving, wait_until
 from redbatch import Producer
-from redbatch.ops.queue_cli import set_shards
+from redbatch.ops.queue import set_shards
 from redbatch.protocol.keys import GROUP, KeySpace
 
 Factory = Callable[..., WorkerProcess]

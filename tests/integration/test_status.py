@@ -20,7 +20,7 @@ from helpers.terminal import PtyProcess
 from helpers.workers import WorkerProcess, wait_serving, wait_until
 from redbatch import Producer
 from redbatch.ops.status import collect
-from redbatch.ops.status_model import QueueStatus, Snapshot, WorkerStatus, entry_ms
+from redbatch.ops.status.model import QueueStatus, Snapshot, WorkerStatus, entry_ms
 from redbatch.protocol import stats
 from redbatch.protocol.keys import GROUP, KeySpace
 

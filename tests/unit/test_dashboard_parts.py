@@ -11,7 +11,7 @@ from redbatch.dashboard import overview
 from redbatch.dashboard.security import READ_ONLY, Guard
 from redbatch.dashboard.server import Settings, is_loopback, read_token
 from redbatch.errors import ConfigError
-from redbatch.ops.status_model import Lane, QueueStatus, Snapshot, WorkerStatus
+from redbatch.ops.status.model import Lane, QueueStatus, Snapshot, WorkerStatus
 from redbatch.protocol import stats
 
 NOW = 1_700_000_005.0  # 5 s into a slot

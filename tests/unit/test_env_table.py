@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from redbatch.batching.policy import BatchPolicy
-from redbatch.cli import setting_options
+from redbatch.cli.common import setting_options
 from redbatch.config import ENV_NAMES, SchedulerConfig, WorkerConfig
 from redbatch.config_reference import (
     TABLE_END,

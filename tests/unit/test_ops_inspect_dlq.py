@@ -11,7 +11,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from redbatch.ops import dlq_ops, inspect_find, inspect_view
+from redbatch.ops.dlq import letters as dlq_ops
+from redbatch.ops.inspect import find as inspect_find
+from redbatch.ops.inspect import view as inspect_view
 from redbatch.protocol.codec import DEFAULT_LIMITS, JSON, MSGPACK, Limits, encode
 from redbatch.protocol.fields import parse_entry
 from redbatch.protocol.keys import PRIORITIES, KeySpace

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from helpers import subprocess_env
 from redbatch.cli import main
-from redbatch.ops.status_model import (
+from redbatch.ops.status.model import (
     Lane,
     QueueStatus,
     Snapshot,
@@ -25,7 +25,7 @@ from redbatch.ops.status_model import (
     window,
     worker_state,
 )
-from redbatch.ops.status_render import age, latency, render
+from redbatch.ops.status.render import age, latency, render
 from redbatch.protocol import stats
 
 
@@ -245,11 +245,13 @@ def test_bad_options_exit_2_with_one_line(args: list[str], mentions: str) -> Non
     assert mentions in lines[0]
 
 
-def test_help_does_not_load_collection_or_rendering() -> None:
-    # (rich itself is loaded already, by the demo command's module.)
+def test_the_command_group_loads_no_command_until_one_runs() -> None:
+    # Lazy commands: `redbatch worker` never loads rich tables, `redbatch status` no worker.
     code = (
         "import sys, redbatch.cli; "
-        "print(sorted(m for m in sys.modules if m.startswith('redbatch.ops.status_')))"
+        "print(sorted(m for m in sys.modules "
+        "if m.startswith(('redbatch.ops', 'redbatch.bench', 'redbatch.demo', 'rich')) "
+        "or m.startswith('redbatch.cli.') and m != 'redbatch.cli.common'))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,

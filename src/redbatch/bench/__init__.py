@@ -1,5 +1,2 @@
-"""``redbatch bench``: a load generator that sizes a deployment (see ``command``)."""
-
-from redbatch.bench.command import command
-
-__all__ = ["command"]
+"""``redbatch bench``: a load generator that sizes a deployment (the command is
+``redbatch.cli.bench``)."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from redbatch.ops.status_model import (
+from redbatch.ops.status.model import (
     Lane,
     QueueStatus,
     Snapshot,

@@ -19,8 +19,10 @@ import redis
 
 from redbatch.connection import Client
 from redbatch.dashboard import overview
-from redbatch.ops import dlq_ops, inspect_find, inspect_view, status
-from redbatch.ops.status_model import Snapshot
+from redbatch.ops import status
+from redbatch.ops.dlq import letters as dead_letters
+from redbatch.ops.inspect import find, view
+from redbatch.ops.status import Snapshot
 from redbatch.protocol import stats
 from redbatch.protocol.keys import KeySpace, logical_name
 
@@ -115,22 +117,22 @@ class Source:
 
     def find(self, request_id: str, queue: str | None) -> dict[str, Any]:
         """What ``redbatch inspect ID --json`` prints, plus ``lines``: its text output."""
-        queues, found = inspect_find.find_everywhere(self._ops, self._keyspace, request_id, queue)
-        now = inspect_view.now_ms()
+        queues, found = find.find_everywhere(self._ops, self._keyspace, request_id, queue)
+        now = view.now_ms()
         lines: list[str] = []
         shown = None
         for sighting in found:
             if sighting["queue"] != shown:
                 shown = sighting["queue"]
                 lines.append(f"request {request_id} in queue {shown}:")
-            lines += inspect_view.sighting_lines(sighting, now)
+            lines += view.sighting_lines(sighting, now)
         return {"request_id": request_id, "queues": queues, "found": found, "lines": lines}
 
     # -- dead letters ---------------------------------------------------------------------
 
     def dead_letters(self, queue: str, limit: int) -> dict[str, Any]:
         """What ``redbatch dlq QUEUE list --json`` prints."""
-        total, entries = dlq_ops.newest_letters(
+        total, entries = dead_letters.newest_letters(
             self._ops, self._keyspace, queue, min(limit, MAX_LETTERS)
         )
         return {"queue": queue, "total": total, "entries": entries}
@@ -138,26 +140,26 @@ class Source:
     def dead_letter(self, queue: str, ident: str) -> dict[str, Any]:
         """What ``redbatch dlq QUEUE show ID --json`` prints; each letter also has
         ``payload_lines``, the payload as the command prints it."""
-        letters = dlq_ops.find_letters(self._ops, self._keyspace, queue, ident)
+        letters = dead_letters.find_letters(self._ops, self._keyspace, queue, ident)
         for letter in letters:
             view = letter["payload"]
             letter["payload_lines"] = (
-                inspect_view.payload_lines(view) if view is not None else ["no payload field"]
+                view.payload_lines(view) if view is not None else ["no payload field"]
             )
         return {"queue": queue, "dead_letters": letters}
 
     def replay(self, queue: str, idents: list[str] | None) -> dict[str, Any]:
         """``redbatch dlq QUEUE replay ID... --json`` (``idents`` None: ``--all``)."""
         if idents is None:
-            results = dlq_ops.replay_every(self._ops, self._keyspace, queue, inspect_view.now_ms)
+            results = dead_letters.replay_every(self._ops, self._keyspace, queue, view.now_ms)
         else:
-            results = dlq_ops.replay_letters(
-                self._ops, self._keyspace, queue, idents, inspect_view.now_ms
+            results = dead_letters.replay_letters(
+                self._ops, self._keyspace, queue, idents, view.now_ms
             )
-        done = sum(1 for r in results if r.outcome == dlq_ops.REPLAYED)
+        done = sum(1 for r in results if r.outcome == dead_letters.REPLAYED)
         return {"queue": queue, "replayed": done, "results": [r.as_dict() for r in results]}
 
     def purge(self, queue: str) -> dict[str, Any]:
         """``redbatch dlq QUEUE purge --yes --json``: the dead letters there are now."""
-        plan = dlq_ops.purge_plan(self._ops, self._keyspace, queue)
-        return {"queue": queue, "purged": dlq_ops.purge_planned(self._ops, plan)}
+        plan = dead_letters.purge_plan(self._ops, self._keyspace, queue)
+        return {"queue": queue, "purged": dead_letters.purge_planned(self._ops, plan)}

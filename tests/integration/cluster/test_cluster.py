@@ -17,7 +17,7 @@ from helpers.cluster import LocalCluster
 from helpers.workers import WorkerProcess, start_worker, wait_serving
 from redbatch import AsyncProducer, Producer
 from redbatch.cluster_client import connect_any, is_cluster
-from redbatch.ops.queue_cli import set_shards
+from redbatch.ops.queue import set_shards
 from redbatch.protocol.keys import KeySpace
 
 pytestmark = pytest.mark.cluster

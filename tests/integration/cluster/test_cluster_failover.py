@@ -24,7 +24,7 @@ from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_unti
 from redbatch import Producer
 from redbatch.cluster_client import connect_any
 from redbatch.errors import ConnectionFailed, RedbatchError, ResultTimeout
-from redbatch.ops.queue_cli import set_shards
+from redbatch.ops.queue import set_shards
 from redbatch.producer.handle import Handle
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace
 

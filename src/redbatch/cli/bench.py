@@ -1,5 +1,6 @@
-"""The ``redbatch bench`` command: options in, one readable line and exit 2/3 on bad input or
-an unreachable Redis, 130 on Ctrl-C/SIGTERM (after stopping everything it started)."""
+"""``redbatch bench`` (the load generator is ``redbatch.bench``): options in, one readable
+line and exit 2/3 on bad input or an unreachable Redis, 130 on Ctrl-C/SIGTERM (after
+stopping everything it started)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,18 @@ import os
 import sys
 
 import click
+from rich.console import Console
 
+from redbatch.bench.drive import on_stop_signals
+from redbatch.bench.run import run
 from redbatch.bench.settings import ARRIVALS, DEFAULT_CONCURRENCY, DEFAULT_HANDLER, Settings
-from redbatch.config import ENV_NAMES, check_environment, parse_handler_options
-from redbatch.connection import DEFAULT_URL
+from redbatch.cli.common import EXIT_INTERRUPTED, fail, node_options
+from redbatch.config import check_environment, parse_handler_options
 from redbatch.errors import ConfigError, RedbatchError
 
 
 @click.command("bench")
-@click.option(
-    "--redis-url", envvar=ENV_NAMES["redis_url"], default=DEFAULT_URL, show_default=True,
-    show_envvar=True,
-)  # fmt: skip
-@click.option(
-    "--namespace", envvar=ENV_NAMES["namespace"], default="rb", show_default=True, show_envvar=True
-)
+@node_options  # not --cluster: bench and the workers it starts talk to one node
 @click.option("--embedded", is_flag=True, help="start a private redis-server (not --redis-url)")
 @click.option(
     "--queue", help="queue to load; default a new bench-XXXXXX, removed afterwards (needed "
@@ -87,15 +85,9 @@ def command(ctx: click.Context, /, **options: object) -> None:
 
     The fields of --json are listed in redbatch/bench/report.py.
     """
-    from redbatch.bench.drive import on_stop_signals  # noqa: PLC0415 - keep --help light
-    from redbatch.bench.run import run  # noqa: PLC0415
-    from redbatch.cli import EXIT_INTERRUPTED, fail  # noqa: PLC0415 - cli imports this module
-
     on_stop_signals()
     try:
         settings = _settings(ctx, dict(options))
-        from rich.console import Console  # noqa: PLC0415
-
         report = run(settings, Console(stderr=True))
         if settings.as_json:
             click.echo(json.dumps(report.to_json(), indent=2))

@@ -1,30 +1,21 @@
-"""``redbatch dashboard``: the command-line side. Imported when ``redbatch`` starts, so only
-click and modules ``redbatch.cli`` loads anyway are imported here; the server (Starlette,
-uvicorn, redis) is imported when the command runs."""
+"""``redbatch dashboard``: the command-line side of ``redbatch.dashboard`` (whose server
+imports Starlette and uvicorn, the extra, only when it starts)."""
 
 from __future__ import annotations
 
 import click
 
-from redbatch.config import ENV_NAMES
-from redbatch.connection import DEFAULT_URL
+from redbatch.cli.common import EXIT_INTERRUPTED, connection_options, fail
+from redbatch.dashboard.server import Settings, serve
+from redbatch.errors import ConfigError, RedbatchError
 
 DEFAULT_PORT = 8484
 
 
 @click.command("dashboard")
-@click.option(
-    "--redis-url",
-    envvar=ENV_NAMES["redis_url"],
-    default=DEFAULT_URL,
-    show_default=True,
-    show_envvar=True,
-)
+@connection_options
 @click.option(
     "--embedded", is_flag=True, help="start a private redis-server and show it (not --redis-url)"
-)
-@click.option(
-    "--namespace", envvar=ENV_NAMES["namespace"], default="rb", show_default=True, show_envvar=True
 )
 @click.option(
     "--host",
@@ -52,30 +43,21 @@ DEFAULT_PORT = 8484
     metavar="PATH",
     help="with --allow-writes: the token is this file's content (default: a new one, printed)",
 )
-@click.option(
-    "--cluster/--no-cluster",
-    default=None,
-    help="Redis Cluster client or not; default: ask the server",
-)
 def command(
     redis_url: str,
-    embedded: bool,
     namespace: str,
+    cluster: bool | None,
+    embedded: bool,
     host: str,
     port: int,
     interval: float,
     allow_writes: bool,
     token_file: str | None,
-    cluster: bool | None,
 ) -> None:
     """Serve a web page of the queues (live counts, lanes and shards, the last minutes'
     throughput, latency and batch sizes), the workers, dead letters (list, show, replay,
     purge) and request look-up, on 127.0.0.1:8484 by default; read-only unless
     --allow-writes. Needs the extra: pip install 'redbatch[dashboard]'."""
-    from redbatch.cli import EXIT_INTERRUPTED, fail  # noqa: PLC0415 - cli imports this module
-    from redbatch.dashboard.server import Settings, serve  # noqa: PLC0415
-    from redbatch.errors import ConfigError, RedbatchError  # noqa: PLC0415
-
     source = click.get_current_context().get_parameter_source("redis_url")
     try:
         if embedded and source == click.core.ParameterSource.COMMANDLINE:

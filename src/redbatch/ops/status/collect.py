@@ -21,7 +21,7 @@ import redis
 
 from redbatch.connection import Client, address
 from redbatch.errors import ConfigError
-from redbatch.ops.status_model import (
+from redbatch.ops.status.model import (
     Lane,
     QueueStatus,
     Snapshot,

@@ -20,8 +20,8 @@ from typing import Any
 import redis
 
 from redbatch.errors import MalformedEntry
-from redbatch.ops.inspect_find import Entry, rows, scan_stream, stream_chunks
-from redbatch.ops.inspect_view import (
+from redbatch.ops.inspect.find import Entry, rows, scan_stream, stream_chunks
+from redbatch.ops.inspect.view import (
     decoded_fields,
     entry_ms,
     entry_payload,

@@ -7,7 +7,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from redbatch.ops.status_model import BUSY, DEAD, GONE, IDLE, QueueStatus, Snapshot, WorkerStatus
+from redbatch.ops.status.model import BUSY, DEAD, GONE, IDLE, QueueStatus, Snapshot, WorkerStatus
 
 _NONE = "-"
 _STATE_STYLES = {BUSY: "green", IDLE: "cyan", DEAD: "bold red", GONE: "dim", "draining": "yellow"}

@@ -1,8 +1,5 @@
-"""``redbatch inspect ID``: where a request is, in one queue or in every known queue.
-
-Imported when ``redbatch`` starts: the Redis work lives in ``inspect_find`` and the rendering
-in ``inspect_view``, both imported only when the command runs.
-"""
+"""``redbatch inspect ID``: where a request is, in one queue or in every known queue (the
+Redis work in ``redbatch.ops.inspect.find``, the text in ``redbatch.ops.inspect.view``)."""
 
 from __future__ import annotations
 
@@ -10,25 +7,29 @@ from typing import Any
 
 import click
 
-from redbatch.ops.inspect_cli import connection_options, echo_json, fail, opened
+from redbatch.cli.common import echo_json, fail, json_option, node_options, opened
+from redbatch.errors import RedbatchError
+from redbatch.ops.inspect import find, view
+from redbatch.protocol.keys import check_queue_name, check_request_id
 
 
 @click.command("inspect")
 @click.argument("request_id", metavar="ID")
 @click.option("--queue", help="look in this queue only (default: every queue in rb:queues)")
-@connection_options
+@node_options
+@json_option
 def command(
-    request_id: str, queue: str | None, redis_url: str, namespace: str, as_json: bool
+    request_id: str,
+    queue: str | None,
+    redis_url: str,
+    namespace: str,
+    as_json: bool,
 ) -> None:
     """Where request ID is: waiting in a lane, held by a worker (since when, which attempt),
     delayed for a retry, finished (with its outcome and payload), cancelled, or dead (with the
     reason). A request seen in several places (during a move) is shown in each.
 
     Exit 0 when found anywhere, 1 when not (a result past its TTL is gone: not found)."""
-    from redbatch.errors import RedbatchError  # noqa: PLC0415
-    from redbatch.ops import inspect_find, inspect_view  # noqa: PLC0415
-    from redbatch.protocol.keys import check_queue_name, check_request_id  # noqa: PLC0415
-
     try:
         check_request_id(request_id)
         if queue is not None:
@@ -36,8 +37,8 @@ def command(
     except RedbatchError as exc:
         fail(exc)
     with opened(redis_url, namespace) as (client, keyspace):
-        queues, sightings = inspect_find.find_everywhere(client, keyspace, request_id, queue)
-    now = inspect_view.now_ms()
+        queues, sightings = find.find_everywhere(client, keyspace, request_id, queue)
+    now = view.now_ms()
     if as_json:
         echo_json({"request_id": request_id, "queues": queues, "found": sightings})
     else:
@@ -55,12 +56,11 @@ def _queues_phrase(queues: list[str], namespace: str) -> str:
 
 
 def _print_text(request_id: str, sightings: list[dict[str, Any]], now: int) -> None:
-    from redbatch.ops.inspect_view import sighting_lines  # noqa: PLC0415
 
     queue = None
     for sighting in sightings:
         if sighting["queue"] != queue:
             queue = sighting["queue"]
             click.echo(f"request {request_id} in queue {queue}:")
-        for line in sighting_lines(sighting, now):
+        for line in view.sighting_lines(sighting, now):
             click.echo(line)

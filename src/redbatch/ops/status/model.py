@@ -1,7 +1,7 @@
 """What ``redbatch status`` reports, as plain data, and the pure rules that derive it.
 
-No Redis, no clock and no terminal here: ``status_collect`` reads the facts, these types hold
-them, ``to_json`` and ``status_render`` present them.
+No Redis, no clock and no terminal here: ``collect`` reads the facts, these types hold
+them, ``to_json`` and ``render`` present them.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def _worker_json(w: WorkerStatus) -> dict[str, Any]:
 
 
 def to_json(snapshot: Snapshot) -> dict[str, Any]:
-    """The snapshot as JSON-ready data; the fields are documented in ``ops.status``."""
+    """The snapshot as JSON-ready data; the fields are documented in ``redbatch.ops.status``."""
     return {
         "schema": SCHEMA_VERSION,
         "redis": snapshot.redis,

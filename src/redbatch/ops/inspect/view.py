@@ -247,7 +247,7 @@ def duration(ms: int) -> str:
     return f"{days} d {hours} h"
 
 
-# -- sightings (``inspect_find``) as text --------------------------------------------------------
+# -- sightings (``find``) as text --------------------------------------------------------
 
 
 def sighting_lines(s: dict[str, Any], now: int) -> list[str]:

@@ -1,8 +1,7 @@
 """``redbatch dlq QUEUE list | show ID | replay [ID...|--all] | purge``: the dead letters of a
 queue (``rb:{QUEUE}:dead``; on a sharded queue, those of every shard too).
 
-Imported when ``redbatch`` starts: the Redis work lives in ``dlq_ops`` and the rendering in
-``inspect_view``, both imported only when a subcommand runs.
+The Redis work lives in ``redbatch.ops.dlq.letters``, the text in ``redbatch.ops.inspect.view``.
 """
 
 from __future__ import annotations
@@ -12,7 +11,11 @@ from typing import Any
 
 import click
 
-from redbatch.ops.inspect_cli import connection_options, echo_json, fail, opened
+from redbatch.cli.common import echo_json, fail, json_option, node_options, opened
+from redbatch.errors import ConfigError, RedbatchError
+from redbatch.ops.dlq import letters as dead_letters
+from redbatch.ops.inspect.view import now_ms, payload_lines, when
+from redbatch.protocol.keys import check_queue_name
 
 # Text output cuts a reason to this many characters in ``list`` (``show`` prints it whole).
 REASON_CHARS = 80
@@ -24,9 +27,6 @@ REASON_CHARS = 80
 def command(ctx: click.Context, queue: str) -> None:
     """Dead letters of QUEUE: requests that ran out of attempts or broke the wire contract,
     each with the reason (list, show, replay, purge)."""
-    from redbatch.errors import ConfigError  # noqa: PLC0415
-    from redbatch.protocol.keys import check_queue_name  # noqa: PLC0415
-
     try:
         check_queue_name(queue)
     except ConfigError as exc:
@@ -36,14 +36,13 @@ def command(ctx: click.Context, queue: str) -> None:
 
 @command.command("list")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@connection_options
+@node_options
+@json_option
 @click.pass_obj
 def list_(queue: str, limit: int, redis_url: str, namespace: str, as_json: bool) -> None:
     """The newest dead letters first: entry id, request id, when, attempt, lane, reason."""
-    from redbatch.ops import dlq_ops  # noqa: PLC0415
-
     with opened(redis_url, namespace) as (client, keyspace):
-        total, entries = dlq_ops.newest_letters(client, keyspace, queue, limit)
+        total, entries = dead_letters.newest_letters(client, keyspace, queue, limit)
     if as_json:
         echo_json({"queue": queue, "total": total, "entries": entries})
         return
@@ -51,8 +50,6 @@ def list_(queue: str, limit: int, redis_url: str, namespace: str, as_json: bool)
 
 
 def _print_list(queue: str, total: int, entries: list[dict[str, Any]]) -> None:
-    from redbatch.ops.inspect_view import now_ms, when  # noqa: PLC0415
-
     if not total:
         click.echo(f"no dead letters in queue {queue}")
         return
@@ -85,16 +82,14 @@ def _cut(reason: str) -> str:
 
 @command.command("show")
 @click.argument("ident", metavar="ID")
-@connection_options
+@node_options
+@json_option
 @click.pass_obj
 def show(queue: str, ident: str, redis_url: str, namespace: str, as_json: bool) -> None:
     """Every field of a dead letter, payload decoded. ID: its entry id, or a request id
     (every dead letter of that request, newest first)."""
-    from redbatch.errors import RedbatchError  # noqa: PLC0415
-    from redbatch.ops import dlq_ops  # noqa: PLC0415
-
     with opened(redis_url, namespace) as (client, keyspace):
-        letters = dlq_ops.find_letters(client, keyspace, queue, ident)
+        letters = dead_letters.find_letters(client, keyspace, queue, ident)
     if as_json:
         echo_json({"queue": queue, "dead_letters": letters})
     else:
@@ -104,8 +99,6 @@ def show(queue: str, ident: str, redis_url: str, namespace: str, as_json: bool) 
 
 
 def _print_show(queue: str, letters: list[dict[str, Any]]) -> None:
-    from redbatch.ops.inspect_view import now_ms, payload_lines, when  # noqa: PLC0415
-
     now = now_ms()
     for letter in letters:
         click.echo(f"dead letter {letter['entry_id']} of queue {queue}")
@@ -121,7 +114,8 @@ def _print_show(queue: str, letters: list[dict[str, Any]]) -> None:
 @command.command("replay")
 @click.argument("idents", nargs=-1, metavar="[ID]...")
 @click.option("--all", "replay_all", is_flag=True, help="replay every dead letter of QUEUE")
-@connection_options
+@node_options
+@json_option
 @click.pass_obj
 def replay(
     queue: str,
@@ -135,18 +129,14 @@ def replay(
     `dead` result is deleted in the same atomic step (so the new outcome can be written), and
     it carries `replayed` (count) and `replayed_at` (ms). Its old deadline is dropped. ID: a
     dead entry id or a request id. A dead letter already replayed or gone is a no-op."""
-    from redbatch.errors import ConfigError  # noqa: PLC0415
-    from redbatch.ops import dlq_ops  # noqa: PLC0415
-    from redbatch.ops.inspect_view import now_ms  # noqa: PLC0415
-
     if bool(idents) == replay_all:
         fail(ConfigError("dlq replay: give dead letter or request ids, or --all (not both)"))
     with opened(redis_url, namespace) as (client, keyspace):
         if replay_all:
-            results = dlq_ops.replay_every(client, keyspace, queue, now_ms)
+            results = dead_letters.replay_every(client, keyspace, queue, now_ms)
         else:
-            results = dlq_ops.replay_letters(client, keyspace, queue, list(idents), now_ms)
-    done = sum(1 for r in results if r.outcome == dlq_ops.REPLAYED)
+            results = dead_letters.replay_letters(client, keyspace, queue, list(idents), now_ms)
+    done = sum(1 for r in results if r.outcome == dead_letters.REPLAYED)
     if as_json:
         echo_json({"queue": queue, "replayed": done, "results": [r.as_dict() for r in results]})
         return
@@ -171,16 +161,14 @@ def _replay_line(queue: str, r: Any) -> str:
 
 @command.command("purge")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@connection_options
+@node_options
+@json_option
 @click.pass_obj
 def purge(queue: str, yes: bool, redis_url: str, namespace: str, as_json: bool) -> None:
     """Delete every dead letter of QUEUE (asks first unless --yes). Dead letters added after
     the count was shown are kept."""
-    from redbatch.errors import ConfigError  # noqa: PLC0415
-    from redbatch.ops import dlq_ops  # noqa: PLC0415
-
     with opened(redis_url, namespace) as (client, keyspace):
-        plan = dlq_ops.purge_plan(client, keyspace, queue)
+        plan = dead_letters.purge_plan(client, keyspace, queue)
         total, purged = plan.total, 0
         if not plan.empty:
             if not yes:
@@ -194,7 +182,7 @@ def purge(queue: str, yes: bool, redis_url: str, namespace: str, as_json: bool) 
                 click.confirm(
                     f"Delete all {total} dead letters of queue {queue}?", abort=True, err=True
                 )
-            purged = dlq_ops.purge_planned(client, plan)
+            purged = dead_letters.purge_planned(client, plan)
     if as_json:
         echo_json({"queue": queue, "purged": purged})
     elif plan.empty:

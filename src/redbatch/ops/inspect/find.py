@@ -4,7 +4,7 @@ A request can be in several places of its queue, and in more than one during a t
 (a retry both in the delayed set and, a moment later, in its lane; a dead letter and its
 ``dead`` result): every place is looked at and every sighting reported. Each sighting is a
 JSON-ready dict with ``queue`` and ``state`` (``waiting``, ``held``, ``delayed``, ``finished``,
-``cancelled``, ``dead``) and the state's own fields; ``inspect_view`` renders them as text.
+``cancelled``, ``dead``) and the state's own fields; ``view`` renders them as text.
 
 Streams are not indexed by request id, so finding an entry is a scan. It is done in chunks of
 ``SCAN_CHUNK`` entries (``XRANGE``/``XREVRANGE ... COUNT``, resumed after the last id seen), so
@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 import redis
 
-from redbatch.ops.inspect_view import (
+from redbatch.ops.inspect.view import (
     decoded_fields,
     entry_ms,
     now_ms,

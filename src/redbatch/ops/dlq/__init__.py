@@ -1,0 +1,1 @@
+"""What ``redbatch dlq`` does to a queue's dead letters (``letters``)."""

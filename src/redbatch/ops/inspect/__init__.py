@@ -1,0 +1,1 @@
+"""What ``redbatch inspect`` finds: where a request is (``find``), shown as text (``view``)."""
