@@ -23,6 +23,8 @@ from redbatch.protocol.fields import (
     build_entry,
     decode_reply,
     entry_request_id,
+    integer_field,
+    integer_field_or_default,
     outcome_from_result,
     parse_entry,
     result_fields,
@@ -398,3 +400,34 @@ def test_non_ok_result_round_trip(status: str) -> None:
 def test_result_with_unknown_status_raises_value_error(fields: dict[bytes, bytes]) -> None:
     with pytest.raises(ValueError, match="status"):
         outcome_from_result("r1", fields)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "expected"),
+    [
+        ("attempt", None, 1),
+        ("attempt", b"", 1),
+        ("attempt", b"3", 3),
+        ("cost", b"1", 1),
+        ("deadline", None, 0),
+        ("deadline", b"0", 0),
+        ("enq", b"1700000000123", 1700000000123),
+    ],
+)
+def test_one_rule_reads_every_integer_field(name: str, raw: bytes | None, expected: int) -> None:
+    fields = {} if raw is None else {name.encode(): raw}
+    assert integer_field(fields, name) == expected
+    assert integer_field_or_default(fields, name) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "default"),
+    [("attempt", b"0", 1), ("cost", b"0", 1), ("deadline", b"-5", 0), ("enq", b"1" * 20, 0),
+     ("cost", b"x", 1), ("attempt", "٣".encode(), 1)],
+)  # fmt: skip
+def test_a_bad_integer_field_is_malformed_or_its_default(
+    name: str, raw: bytes, default: int
+) -> None:
+    with pytest.raises(MalformedEntry, match=name):
+        integer_field({name.encode(): raw}, name)
+    assert integer_field_or_default({name.encode(): raw}, name) == default

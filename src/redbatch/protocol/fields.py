@@ -180,10 +180,10 @@ def parse_entry(
         request_id,
         payload,
         reply,
-        _integer(fields.get(_B_ENQ), ENQ, 0, minimum=0),
-        _integer(fields.get(_B_DEADLINE), DEADLINE, 0, minimum=0),
-        _integer(fields.get(_B_ATTEMPT), ATTEMPT, 1, minimum=1),
-        _integer(fields.get(_B_COST), COST, 1, minimum=1),
+        integer_field(fields, ENQ),
+        integer_field(fields, DEADLINE),
+        integer_field(fields, ATTEMPT),
+        integer_field(fields, COST),
         ct,
         priority if lane is None else lane,
     )
@@ -229,13 +229,36 @@ def _text(raw: bytes, name: str) -> str:
         raise MalformedEntry(f"field {name!r} is not ASCII") from None
 
 
-def _integer(raw: bytes | None, name: str, default: int, *, minimum: int) -> int:
+# The integer fields of an entry: (name as read, default when absent, least valid value).
+_INTEGERS = {
+    ENQ: (_B_ENQ, 0, 0),
+    DEADLINE: (_B_DEADLINE, 0, 0),
+    ATTEMPT: (_B_ATTEMPT, 1, 1),
+    COST: (_B_COST, 1, 1),
+}
+
+
+def integer_field(fields: dict[bytes, bytes], name: str) -> int:
+    """The entry's integer field ``name`` (enq, deadline, attempt, cost): its default when
+    absent or empty; raises MalformedEntry unless it is up to 19 ASCII digits and at least
+    the field's minimum. The one rule for every reader of entries."""
+    key, default, minimum = _INTEGERS[name]
+    raw = fields.get(key)
     if not raw:
         return default
     text = _text(raw, name)
     if not (text.isdigit() and len(text) <= _MAX_INT_DIGITS) or int(text) < minimum:
         raise MalformedEntry(f"field {name!r} must be an integer >= {minimum}, got {text!r:.40}")
     return int(text)
+
+
+def integer_field_or_default(fields: dict[bytes, bytes], name: str) -> int:
+    """``integer_field``, with a malformed value counted as the default: for decisions made
+    before the entry is parsed (and dead-lettered, if it is malformed)."""
+    try:
+        return integer_field(fields, name)
+    except MalformedEntry:
+        return _INTEGERS[name][1]
 
 
 # Not frozen: one is built per request on the hot path, and a frozen dataclass's __init__

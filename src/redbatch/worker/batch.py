@@ -7,14 +7,14 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 
+from redbatch.protocol.fields import ATTEMPT, integer_field_or_default
 from redbatch.worker.executor import Prepared, Ran
 from redbatch.worker.reader import RawEntry
 from redbatch.worker.writer import Malformed
 
 
 def attempt_of(entry: RawEntry) -> int:
-    raw = entry.fields.get(b"attempt", b"1")
-    return int(raw) if raw.isdigit() and len(raw) < 10 else 1
+    return integer_field_or_default(entry.fields, ATTEMPT)
 
 
 @dataclass

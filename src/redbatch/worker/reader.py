@@ -22,7 +22,7 @@ from redis.exceptions import ClusterDownError
 from redbatch import clock as server_clock
 from redbatch.batching import BatchPolicy, Held, decide
 from redbatch.connection import Client
-from redbatch.protocol.fields import entry_key
+from redbatch.protocol.fields import COST, DEADLINE, entry_key, integer_field_or_default
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
 
@@ -57,19 +57,14 @@ class RawEntry:
         return entry_key(self.priority, self.entry_id)
 
 
-def _number(fields: dict[bytes, bytes], name: bytes) -> int:
-    raw = fields.get(name, b"")
-    return int(raw) if raw.isdigit() and len(raw) < 19 else 0
-
-
 def held_of(entry: RawEntry, arrived: float, level: int = 0) -> Held:
     """What the batch former needs of an entry (a malformed field counts as its default: the
     entry is dead-lettered when it is parsed, and meanwhile costs one slot)."""
-    deadline_ms = _number(entry.fields, b"deadline")
+    deadline_ms = integer_field_or_default(entry.fields, DEADLINE)
     return Held(
         key=entry.lane_id,
         arrived=arrived,
-        cost=max(1, _number(entry.fields, b"cost")),
+        cost=integer_field_or_default(entry.fields, COST),
         deadline=deadline_ms / 1000 if deadline_ms else None,
         priority=level,
     )
