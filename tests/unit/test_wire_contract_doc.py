@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from redbatch.protocol import fields, stats
+from redbatch.protocol import fields, records, stats
 from redbatch.protocol.keys import PRIORITIES, KeySpace, QueueKeys
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "wire-contract.md"
@@ -77,6 +77,20 @@ def test_result_hash_fields_are_in_the_contract() -> None:
     section = page().split("## Result hash", 1)[1].split("\n## ", 1)[0]
     for name in {*ok, *failed}:
         assert f"| `{name}` |" in section, name
+
+
+@pytest.mark.parametrize(
+    ("section", "prefix"),
+    [("Result hash", "RESULT_"), ("Heartbeats", "BEAT_"), ("Dead letters", "DEAD_")],
+)
+def test_every_record_field_constant_is_in_its_section(section: str, prefix: str) -> None:
+    text = page().split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    if prefix == "DEAD_":  # replayed/replayed_at are described with the entry fields
+        text += page().split("## Request entries", 1)[1].split("\n## ", 1)[0]
+    names = [v for k, v in vars(records).items() if k.startswith(prefix)]
+    assert names
+    for name in names:
+        assert f"`{name}`" in text, name
 
 
 def test_stats_slot_fields_are_in_the_contract() -> None:

@@ -15,6 +15,18 @@ import msgpack
 from redbatch.errors import MalformedEntry
 from redbatch.protocol.codec import CONTENT_TYPES, MSGPACK
 from redbatch.protocol.keys import DEFAULT_PRIORITY, PRIORITIES, REQUEST_ID
+from redbatch.protocol.records import (
+    RESULT_ATTEMPT,
+    RESULT_BATCH,
+    RESULT_CT,
+    RESULT_END,
+    RESULT_ENQ,
+    RESULT_ERROR,
+    RESULT_PAYLOAD,
+    RESULT_START,
+    RESULT_STATUS,
+    RESULT_WORKER,
+)
 
 # Entry fields.
 ID = "id"
@@ -313,23 +325,33 @@ def result_fields(
     batch: int = 0,
 ) -> dict[str, str | bytes | int]:
     """The result hash of one outcome. ``ct`` is stored only when it is not msgpack."""
-    fields: dict[str, str | bytes | int] = {"status": outcome.status}
+    fields: dict[str, str | bytes | int] = {RESULT_STATUS: outcome.status}
     if outcome.status == OK:
-        fields["payload"] = outcome.body
+        fields[RESULT_PAYLOAD] = outcome.body
         if ct != MSGPACK:
-            fields["ct"] = ct
+            fields[RESULT_CT] = ct
     else:
-        fields["error"] = outcome.body
-    fields.update(worker=worker, attempt=attempt, enq=enq, start=start, end=end, batch=batch)
+        fields[RESULT_ERROR] = outcome.body
+    fields[RESULT_WORKER] = worker
+    fields[RESULT_ATTEMPT] = attempt
+    fields[RESULT_ENQ] = enq
+    fields[RESULT_START] = start
+    fields[RESULT_END] = end
+    fields[RESULT_BATCH] = batch
     return fields
+
+
+_B_STATUS, _B_RESULT_CT, _B_RESULT_PAYLOAD, _B_ERROR = (
+    name.encode() for name in (RESULT_STATUS, RESULT_CT, RESULT_PAYLOAD, RESULT_ERROR)
+)
 
 
 def outcome_from_result(request_id: str, fields: dict[bytes, bytes]) -> tuple[Outcome, str]:
     """Rebuild an outcome and its content type from a result hash read back from Redis."""
-    status = fields.get(b"status", b"").decode("ascii", "replace")
+    status = fields.get(_B_STATUS, b"").decode("ascii", "replace")
     if status not in STATUSES:
         raise ValueError(f"result of {request_id} has unknown status {status!r}")
-    ct = fields.get(b"ct", MSGPACK.encode()).decode("ascii", "replace")
+    ct = fields.get(_B_RESULT_CT, MSGPACK.encode()).decode("ascii", "replace")
     if status == OK:
-        return Outcome(request_id, status, fields.get(b"payload", b"")), ct
-    return Outcome(request_id, status, fields.get(b"error", b"")), ct
+        return Outcome(request_id, status, fields.get(_B_RESULT_PAYLOAD, b"")), ct
+    return Outcome(request_id, status, fields.get(_B_ERROR, b"")), ct

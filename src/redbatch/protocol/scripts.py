@@ -30,6 +30,7 @@ from redbatch.protocol.fields import (
     entry_request_id,
 )
 from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, QueueKeys, check_priority
+from redbatch.protocol.records import DEAD_REASON
 
 
 def load_lua(name: str) -> str:
@@ -135,7 +136,7 @@ def finish_batch_args(
             argv += ["g", item.entry_id, "", 0, b"", 0]
         if item.dead_reason:
             dead_entry = dict(item.dead_fields or {})
-            dead_entry[b"reason"] = item.dead_reason.encode()
+            dead_entry[DEAD_REASON.encode()] = item.dead_reason.encode()
             argv += _values(dead_entry)
         else:
             argv.append(0)

@@ -15,6 +15,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from redbatch.protocol.records import BEAT_BATCH_TIMEOUT
 from redbatch.protocol.scripts import held_entry
 
 # What requeue.lua needs about one pending entry (shared with the worker's pending audit).
@@ -22,7 +23,7 @@ held = held_entry
 
 # WorkerConfig's default: used when a heartbeat lacks a readable batch_timeout.
 DEFAULT_BATCH_TIMEOUT_S = 300
-BATCH_TIMEOUT_FIELD = b"batch_timeout"
+BATCH_TIMEOUT_FIELD = BEAT_BATCH_TIMEOUT.encode()
 # A consumer that holds nothing and has no heartbeat is removed only after this long without
 # interaction, so a worker in the instant between its first read and first heartbeat keeps it.
 # (remove_consumer.lua re-checks heartbeat and pending atomically.)

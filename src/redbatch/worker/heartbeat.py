@@ -25,6 +25,19 @@ from redis.exceptions import ClusterDownError
 from redbatch import clock
 from redbatch.connection import Client
 from redbatch.protocol.keys import QueueKeys
+from redbatch.protocol.records import (
+    BEAT_BATCH_TIMEOUT,
+    BEAT_BATCHES,
+    BEAT_BUSY,
+    BEAT_BUSY_US,
+    BEAT_HOST,
+    BEAT_ITEMS,
+    BEAT_LAST_BATCH,
+    BEAT_PID,
+    BEAT_QUEUES,
+    BEAT_STARTED,
+    BEAT_STATE,
+)
 from redbatch.worker import stats_buffer
 from redbatch.worker.recorder import passing_refusal
 from redbatch.worker.stats_buffer import StatsBuffer
@@ -130,17 +143,17 @@ class Heartbeat:
         clock.SERVER.refresh(self._client)  # the worker's one clock: Redis's
         p = self._progress
         fields: dict[str, str | int] = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "queues": " ".join(k.name for k in self._keys),
-            "started": p.started_ms,
-            "batches": p.batches,
-            "items": p.items,
-            "busy_us": p.busy_us,
-            "last_batch": p.last_batch_ms,
-            "batch_timeout": self._batch_timeout_s,
-            "state": p.state,
-            "busy": "1" if p.batch_started is not None else "0",
+            BEAT_PID: os.getpid(),
+            BEAT_HOST: socket.gethostname(),
+            BEAT_QUEUES: " ".join(k.name for k in self._keys),
+            BEAT_STARTED: p.started_ms,
+            BEAT_BATCHES: p.batches,
+            BEAT_ITEMS: p.items,
+            BEAT_BUSY_US: p.busy_us,
+            BEAT_LAST_BATCH: p.last_batch_ms,
+            BEAT_BATCH_TIMEOUT: self._batch_timeout_s,
+            BEAT_STATE: p.state,
+            BEAT_BUSY: "1" if p.batch_started is not None else "0",
         }
         lost = self._renew_each(fields) if self._cluster else None
         pipe = self._client.pipeline(transaction=False)

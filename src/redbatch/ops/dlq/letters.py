@@ -29,8 +29,9 @@ from redbatch.ops.inspect.view import (
     number,
     text,
 )
-from redbatch.protocol.fields import ATTEMPT, PRIORITY, entry_request_id, parse_entry
+from redbatch.protocol.fields import ATTEMPT, ID, PRIORITY, entry_request_id, parse_entry
 from redbatch.protocol.keys import DEFAULT_PRIORITY, KeySpace, QueueKeys
+from redbatch.protocol.records import DEAD_REASON, DEAD_REPLAYED
 from redbatch.protocol.scripts import Scripts, replay_args
 from redbatch.protocol.shards import read_shards, served_names
 from redbatch.protocol.streams import ensure_queue
@@ -47,12 +48,12 @@ def summary(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     """One dead letter as ``dlq list`` shows it."""
     return {
         "entry_id": entry_id,
-        "request_id": text(fields.get(b"id")) or None,
-        "reason": text(fields.get(b"reason")),
+        "request_id": text(fields.get(ID.encode())) or None,
+        "reason": text(fields.get(DEAD_REASON.encode())),
         "dead_at_ms": entry_ms(entry_id),
         "attempt": number(fields.get(ATTEMPT.encode()), 1) or 1,
         "lane": text(fields.get(PRIORITY.encode()), DEFAULT_PRIORITY),
-        "replayed": number(fields.get(b"replayed")),
+        "replayed": number(fields.get(DEAD_REPLAYED.encode())),
     }
 
 
@@ -106,7 +107,8 @@ def unreplayable(keys: QueueKeys, entry_id: str, fields: dict[bytes, bytes]) -> 
     """Why a dead letter cannot run again ("" if it can): an entry a worker would only
     dead-letter again (no valid id, no payload, a bad field) stays where it is."""
     if entry_request_id(fields) is None:
-        return f"it has no valid request id (dead because: {text(fields.get(b'reason')) or '?'})"
+        reason = text(fields.get(DEAD_REASON.encode())) or "?"
+        return f"it has no valid request id (dead because: {reason})"
     try:
         parse_entry(keys.name, entry_id, fields)
     except MalformedEntry as exc:
@@ -139,7 +141,7 @@ class Replayer:
                 results.append(Replay(NOT_FOUND, ident, detail="no such dead letter"))
                 continue
             (entry_id, fields), *older = found
-            request_id = text(fields.get(b"id"))
+            request_id = text(fields.get(ID.encode()))
             why = unreplayable(self._keys, entry_id, fields)
             if why:
                 results.append(Replay(REFUSED, ident, entry_id, request_id, why))
@@ -159,7 +161,7 @@ class Replayer:
         results: list[Replay] = []
         for chunk in stream_chunks(self._client, self._keys.dead, last=text(last[0][0])):
             for entry_id, fields in chunk:
-                request_id = text(fields.get(b"id"))
+                request_id = text(fields.get(ID.encode()))
                 why = unreplayable(self._keys, entry_id, fields)
                 if why:
                     results.append(Replay(REFUSED, entry_id, entry_id, request_id, why))

@@ -35,6 +35,19 @@ from redbatch.ops.inspect.view import (
 from redbatch.protocol.codec import MSGPACK
 from redbatch.protocol.fields import ATTEMPT, ENQ, ID, PAYLOAD, PRIORITY, STARTED_DELIVERIES
 from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, KeySpace, QueueKeys
+from redbatch.protocol.records import (
+    DEAD_REASON,
+    RESULT_ATTEMPT,
+    RESULT_BATCH,
+    RESULT_CT,
+    RESULT_END,
+    RESULT_ENQ,
+    RESULT_ERROR,
+    RESULT_PAYLOAD,
+    RESULT_START,
+    RESULT_STATUS,
+    RESULT_WORKER,
+)
 
 SCAN_CHUNK = 500
 # A worker marks an entry started by setting its delivery count to 2 (docs/wire-contract.md,
@@ -244,24 +257,24 @@ def _ttl(pttl: int) -> int | None:
 
 
 def result_sighting(queue: str, result: dict[bytes, bytes], pttl: int) -> Sighting:
-    status = text(result.get(b"status"), "?")
+    status = text(result.get(RESULT_STATUS.encode()), "?")
     sighting: Sighting = {
         "queue": queue,
         "state": "finished",
         "status": status,
-        "worker": text(result.get(b"worker")),
-        "attempt": number(result.get(b"attempt")),
-        "enq_ms": number(result.get(b"enq")),
-        "start_ms": number(result.get(b"start")),
-        "end_ms": number(result.get(b"end")),
-        "batch": number(result.get(b"batch")),
+        "worker": text(result.get(RESULT_WORKER.encode())),
+        "attempt": number(result.get(RESULT_ATTEMPT.encode())),
+        "enq_ms": number(result.get(RESULT_ENQ.encode())),
+        "start_ms": number(result.get(RESULT_START.encode())),
+        "end_ms": number(result.get(RESULT_END.encode())),
+        "batch": number(result.get(RESULT_BATCH.encode())),
         "expires_in_ms": _ttl(pttl),
     }
-    if b"payload" in result:
-        ct = text(result.get(b"ct"), MSGPACK)
-        sighting["payload"] = payload_view(result[b"payload"], ct)
-    if b"error" in result:
-        sighting["error"] = text(result[b"error"])
+    if RESULT_PAYLOAD.encode() in result:
+        ct = text(result.get(RESULT_CT.encode()), MSGPACK)
+        sighting["payload"] = payload_view(result[RESULT_PAYLOAD.encode()], ct)
+    if RESULT_ERROR.encode() in result:
+        sighting["error"] = text(result[RESULT_ERROR.encode()])
     return sighting
 
 
@@ -271,7 +284,7 @@ def dead_sighting(queue: str, entry_id: str, fields: dict[bytes, bytes]) -> Sigh
         "state": "dead",
         "dead_entry_id": entry_id,
         "dead_at_ms": entry_ms(entry_id),
-        "reason": text(fields.get(b"reason")),
+        "reason": text(fields.get(DEAD_REASON.encode())),
         "lane": text(fields.get(PRIORITY.encode()), DEFAULT_PRIORITY),
         **_entry_facts(fields),
     }

@@ -14,7 +14,7 @@ from typing import Any
 
 from redbatch.errors import PayloadError
 from redbatch.protocol.codec import CONTENT_TYPES, MSGPACK, Limits, decode
-from redbatch.protocol.fields import PAYLOAD
+from redbatch.protocol.fields import CT, PAYLOAD
 
 # Text output shortens long payloads (JSON output never does): a list or map shows this many
 # items, a string this many characters, then says how much more there is.
@@ -210,7 +210,7 @@ def entry_payload(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     data = fields.get(PAYLOAD.encode())
     if data is None:
         return None
-    return payload_view(data, text(fields.get(b"ct"), MSGPACK))
+    return payload_view(data, text(fields.get(CT.encode()), MSGPACK))
 
 
 # -- times --------------------------------------------------------------------------------------

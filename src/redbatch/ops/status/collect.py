@@ -33,6 +33,17 @@ from redbatch.ops.status.model import (
 )
 from redbatch.protocol import stats
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
+from redbatch.protocol.records import (
+    BEAT_BATCHES,
+    BEAT_BUSY,
+    BEAT_BUSY_US,
+    BEAT_HOST,
+    BEAT_ITEMS,
+    BEAT_LAST_BATCH,
+    BEAT_PID,
+    BEAT_QUEUES,
+    BEAT_STATE,
+)
 
 _SCAN_COUNT = 1000
 _WORKER_INFIX = "}:worker:"
@@ -218,18 +229,18 @@ def _field(fields: Mapping[bytes, bytes], name: str) -> str | None:
 def _live_worker(
     name: str, beat: Mapping[bytes, bytes], queues: set[str], in_flight: int, now_ms: int
 ) -> WorkerStatus:
-    listed = (_field(beat, "queues") or "").split()
+    listed = (_field(beat, BEAT_QUEUES) or "").split()
     return WorkerStatus(
         name=name,
-        state=worker_state(_field(beat, "state"), _field(beat, "busy"), in_flight),
+        state=worker_state(_field(beat, BEAT_STATE), _field(beat, BEAT_BUSY), in_flight),
         queues=tuple(listed or sorted(queues)),
         in_flight=in_flight,
-        host=_field(beat, "host"),
-        pid=_int(beat.get(b"pid")),
-        batches=_int(beat.get(b"batches")),
-        items=_int(beat.get(b"items")),
-        last_batch_age_ms=age_ms(now_ms, _int(beat.get(b"last_batch"))),
-        busy_us=_int(beat.get(b"busy_us")),
+        host=_field(beat, BEAT_HOST),
+        pid=_int(beat.get(BEAT_PID.encode())),
+        batches=_int(beat.get(BEAT_BATCHES.encode())),
+        items=_int(beat.get(BEAT_ITEMS.encode())),
+        last_batch_age_ms=age_ms(now_ms, _int(beat.get(BEAT_LAST_BATCH.encode()))),
+        busy_us=_int(beat.get(BEAT_BUSY_US.encode())),
     )
 
 
