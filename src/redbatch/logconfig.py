@@ -52,7 +52,7 @@ def setup(level: str = "INFO", log_format: str = "text") -> None:
     root.setLevel(level)
 
 
-def describe(config: Any, skip: Collection[str] = ()) -> str:
+def settings_line(config: Any, skip: Collection[str] = ()) -> str:
     """Every setting of a config dataclass as ``name=value`` (for the start-up line, so a log
     shows what a process really ran with). The Redis password is masked and handler options
     show their names only: their values may be credentials."""

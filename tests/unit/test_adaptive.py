@@ -54,7 +54,7 @@ def feed(control: AdaptiveWindow, seq: list[tuple[int, float, float, float]]) ->
     seen = []
     for size, wait, service, now in seq:
         control.observe(size=size, queue_wait_s=wait, service_s=service, now=now)
-        seen.append(f"{control.policy} {control.unattainable} {control.describe()}")
+        seen.append(f"{control.policy} {control.unattainable} {control.status_line()}")
     return seen
 
 
@@ -68,7 +68,7 @@ def test_knobs_stay_within_the_base_limits_whatever_is_observed(
     for size, wait, service, now in seq:
         control.observe(size=size, queue_wait_s=wait, service_s=service, now=now)
         check(control.policy, base)
-        line = control.describe()
+        line = control.status_line()
         assert line and "\n" not in line
 
 
@@ -171,7 +171,7 @@ def test_unattainable_target_runs_at_once_with_the_largest_batches() -> None:
     assert control.unattainable
     assert control.policy.max_wait_ms == 0
     assert control.policy.max_batch_size == BASE.max_batch_size
-    assert "unattainable" in control.describe()
+    assert "unattainable" in control.status_line()
 
 
 # --- the simulated worker ------------------------------------------------------------------

@@ -43,7 +43,7 @@ def test_spread_groups_sizes_in_powers_of_two() -> None:
 def _report(tally: Tally, workers_s: float | None = 0.5) -> Report:
     settings = Settings(redis_url=None, requests=4)
     usage = Usage(redis_s=0.002, workers_s=workers_s, bench_s=0.1)
-    described = settings.describe("redis://127.0.0.1:1/0", "bench-x")
+    described = settings.report_settings("redis://127.0.0.1:1/0", "bench-x")
     return Report(4, 2.0, tally, usage, Counter({8: 2, 1: 1}), described)
 
 

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from redbatch.config import SchedulerConfig, WorkerConfig
-from redbatch.logconfig import JsonFormatter, describe
+from redbatch.logconfig import JsonFormatter, settings_line
 
 
 def record(msg: str, *args: object, exc: bool = False) -> logging.LogRecord:
@@ -44,10 +44,10 @@ def test_describe_lists_every_setting_masks_the_password_and_option_values() -> 
         queues=("q",), handler="m:f", handler_options=(("token", "s3cret"),),
         redis_url="redis://user:hunter2@host:6379/0", metrics_port=9100,
     )  # fmt: skip
-    text = describe(config, skip=("queues",))
+    text = settings_line(config, skip=("queues",))
     assert "hunter2" not in text and "redis_url=redis://user:***@host:6379/0" in text
     assert "s3cret" not in text and "handler_options=token" in text
     assert "metrics_port=9100" in text and "log_format=text" in text
     assert "preferred_batch_sizes=-" in text
     assert "queues=" not in text
-    assert "interval_s=1.0" in describe(SchedulerConfig())
+    assert "interval_s=1.0" in settings_line(SchedulerConfig())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from redbatch.protocol.scripts import Held
+from redbatch.protocol.scripts import RequeueItem
 from redbatch.scheduler.reaper import (
     DEFAULT_BATCH_TIMEOUT_S,
     Action,
-    Heartbeat,
+    HeartbeatSeen,
     PendingEntry,
     held,
     judge,
@@ -30,12 +30,12 @@ def test_missing_heartbeat_is_none() -> None:
 
 
 def test_heartbeat_carries_its_batch_timeout() -> None:
-    assert parse_heartbeat(True, b"12") == Heartbeat(12)
+    assert parse_heartbeat(True, b"12") == HeartbeatSeen(12)
 
 
 @pytest.mark.parametrize("raw", [None, b"", b"abc", b"-5", b"0", b"1.5"])
 def test_unreadable_batch_timeout_falls_back_to_the_default(raw: bytes | None) -> None:
-    assert parse_heartbeat(True, raw) == Heartbeat(DEFAULT_BATCH_TIMEOUT_S)
+    assert parse_heartbeat(True, raw) == HeartbeatSeen(DEFAULT_BATCH_TIMEOUT_S)
 
 
 # -- judging a consumer ------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def test_unreadable_batch_timeout_falls_back_to_the_default(raw: bytes | None) -
 
 def test_consumer_holding_nothing_is_left_alone() -> None:
     assert judge("w1", 0, None, hung_margin_s=30).action is Action.NOTHING
-    assert judge("w1", 0, Heartbeat(1), hung_margin_s=0).action is Action.NOTHING
+    assert judge("w1", 0, HeartbeatSeen(1), hung_margin_s=0).action is Action.NOTHING
 
 
 def test_consumer_without_heartbeat_is_dead_and_loses_everything() -> None:
@@ -56,7 +56,7 @@ def test_consumer_without_heartbeat_is_dead_and_loses_everything() -> None:
 
 
 def test_live_consumer_loses_only_entries_past_batch_timeout_plus_margin() -> None:
-    verdict = judge("w2", 3, Heartbeat(1), hung_margin_s=30)
+    verdict = judge("w2", 3, HeartbeatSeen(1), hung_margin_s=30)
     assert verdict.action is Action.REQUEUE_HUNG
     assert verdict.min_idle_ms == 31_000
     assert "batch_timeout" in verdict.reason
@@ -66,12 +66,12 @@ def test_live_consumer_loses_only_entries_past_batch_timeout_plus_margin() -> No
 
 
 def test_live_consumer_within_its_batch_timeout_keeps_everything() -> None:
-    verdict = judge("w3", 3, Heartbeat(300), hung_margin_s=0)
+    verdict = judge("w3", 3, HeartbeatSeen(300), hung_margin_s=0)
     assert select(verdict, PAGE) == []
 
 
 def test_zero_margin_uses_batch_timeout_alone() -> None:
-    verdict = judge("w4", 1, Heartbeat(1), hung_margin_s=0)
+    verdict = judge("w4", 1, HeartbeatSeen(1), hung_margin_s=0)
     assert verdict.min_idle_ms == 1000
     assert select(verdict, [PendingEntry("1-0", 1000), PendingEntry("2-0", 1001)]) == ["2-0"]
 
@@ -102,24 +102,24 @@ def test_removable(pending: int, heartbeat: bool, idle_ms: int, expected: bool) 
 
 def test_held_entry_names_its_request_and_reply() -> None:
     fields = {b"id": b"r1", b"reply": b"p1", b"payload": b"x"}
-    assert held("1-0", fields) == Held("1-0", "r1", "p1")
+    assert held("1-0", fields) == RequeueItem("1-0", "r1", "p1")
 
 
 def test_held_entry_without_reply() -> None:
-    assert held("1-0", {b"id": b"r1", b"payload": b"x"}) == Held("1-0", "r1", "")
+    assert held("1-0", {b"id": b"r1", b"payload": b"x"}) == RequeueItem("1-0", "r1", "")
 
 
 def test_vanished_entry_is_still_passed_without_keys() -> None:
-    assert held("1-0", None) == Held("1-0")
+    assert held("1-0", None) == RequeueItem("1-0")
 
 
 @pytest.mark.parametrize("bad_id", [b"", b"has space", b"{tag}", "é".encode(), b"x" * 129])
 def test_entry_with_invalid_id_gets_no_result_key(bad_id: bytes) -> None:
-    assert held("1-0", {b"id": bad_id, b"reply": b"p1"}) == Held("1-0")
+    assert held("1-0", {b"id": bad_id, b"reply": b"p1"}) == RequeueItem("1-0")
 
 
 def test_entry_with_invalid_reply_keeps_its_result_but_no_reply_key() -> None:
-    assert held("1-0", {b"id": b"r1", b"reply": b"a b"}) == Held("1-0", "r1", "")
+    assert held("1-0", {b"id": b"r1", b"reply": b"a b"}) == RequeueItem("1-0", "r1", "")
 
 
 # -- the loop's timing -------------------------------------------------------------------------

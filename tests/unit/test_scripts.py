@@ -14,7 +14,7 @@ from redbatch.protocol.scripts import (
     RETRY,
     Admission,
     Finished,
-    Held,
+    RequeueItem,
     RunFacts,
     Scripts,
     admit_args,
@@ -311,7 +311,7 @@ def test_finish_batch_default_lane_is_the_contract_stream() -> None:
 @pytest.mark.parametrize("priority", PRIORITIES)
 def test_requeue_takes_the_lane_stream_first(priority: str) -> None:
     keys, argv = requeue_args(
-        KEYS, "w1", [Held("1-0", "r1", "p1")], mode=RETRY, max_attempts=3, ttl_ms=1,
+        KEYS, "w1", [RequeueItem("1-0", "r1", "p1")], mode=RETRY, max_attempts=3, ttl_ms=1,
         dead_maxlen=1, now_ms=5, reason="why", priority=priority,
     )  # fmt: skip
     assert keys[:2] == [KEYS.stream_for(priority), KEYS.dead]

@@ -166,7 +166,7 @@ class AdaptiveWindow:
             self.base, max_batch_size=cap, max_wait_ms=window_ms, preferred_batch_sizes=preferred
         )
 
-    def describe(self) -> str:
+    def status_line(self) -> str:
         """One line for the log: the knobs and why."""
         a, c = self.fit()
         p = self._policy

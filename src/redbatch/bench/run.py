@@ -73,7 +73,7 @@ def _run_on(
         target.check_workers()  # one that died in the run's last moments
     sizes = batch_sizes(client, keys, tally.sampled_ids)
     return Report(
-        settings.requests, seconds, tally, usage, sizes, settings.describe(url, keys.name)
+        settings.requests, seconds, tally, usage, sizes, settings.report_settings(url, keys.name)
     )
 
 

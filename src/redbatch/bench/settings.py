@@ -99,7 +99,7 @@ class Settings:
             **{k: v for k, v in optional.items() if v is not None},
         )
 
-    def describe(self, url: str, queue: str) -> dict[str, Any]:
+    def report_settings(self, url: str, queue: str) -> dict[str, Any]:
         """The ``settings`` object of the JSON report."""
         return {
             "redis": redacted(url),

@@ -38,7 +38,7 @@ def apply(
         ping(client, redis_url)
         if shards is not None and shards != read_shards(client, keyspace, queue):
             set_shards(client, keyspace, queue, shards)
-        return describe(keyspace, queue, read_shards(client, keyspace, queue))
+        return queue_settings(keyspace, queue, read_shards(client, keyspace, queue))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise ConnectionFailed(describe_error(redis_url, exc)) from None
     except redis.ResponseError as exc:
@@ -47,7 +47,7 @@ def apply(
         client.close()
 
 
-def describe(keyspace: KeySpace, queue: str, shards: int) -> dict[str, Any]:
+def queue_settings(keyspace: KeySpace, queue: str, shards: int) -> dict[str, Any]:
     served = served_names(queue, shards)
     return {
         "queue": queue,

@@ -149,7 +149,7 @@ HANDBACK = "handback"
 
 
 @dataclass(frozen=True, slots=True)
-class Held:
+class RequeueItem:
     """A pending entry to move back: its stream id and, when known, request id and reply."""
 
     entry_id: str
@@ -157,24 +157,24 @@ class Held:
     reply: str = ""
 
 
-def held_entry(entry_id: str, fields: Mapping[bytes, bytes] | None) -> Held:
+def held_entry(entry_id: str, fields: Mapping[bytes, bytes] | None) -> RequeueItem:
     """What requeue.lua needs about one entry; a vanished or id-less entry is still passed
     (the script acks it), only without result or reply key."""
     if fields is None:
-        return Held(entry_id)
+        return RequeueItem(entry_id)
     request_id = entry_request_id(dict(fields))
     if request_id is None:
-        return Held(entry_id)
+        return RequeueItem(entry_id)
     reply = fields.get(REPLY.encode(), b"").decode("ascii", "replace")
     if reply and not PRODUCER_ID.fullmatch(reply):
         reply = ""  # it could not name a key; the request still ends dead or re-queued
-    return Held(entry_id, request_id, reply)
+    return RequeueItem(entry_id, request_id, reply)
 
 
 def requeue_args(
     keys: QueueKeys,
     from_consumer: str,
-    entries: list[Held],
+    entries: list[RequeueItem],
     *,
     mode: str,
     max_attempts: int,

@@ -37,7 +37,7 @@ class Action(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
+class HeartbeatSeen:
     """What the reaper needs from a live worker's heartbeat hash."""
 
     batch_timeout_s: int = DEFAULT_BATCH_TIMEOUT_S
@@ -63,19 +63,19 @@ class PendingEntry:
 NOTHING = Verdict(Action.NOTHING)
 
 
-def parse_heartbeat(exists: bool, batch_timeout: bytes | None) -> Heartbeat | None:
+def parse_heartbeat(exists: bool, batch_timeout: bytes | None) -> HeartbeatSeen | None:
     """The heartbeat from its key's existence and raw ``batch_timeout`` field (seconds)."""
     if not exists:
         return None
     try:
         seconds = int(batch_timeout or b"")
     except ValueError:
-        return Heartbeat()
-    return Heartbeat(seconds if seconds > 0 else DEFAULT_BATCH_TIMEOUT_S)
+        return HeartbeatSeen()
+    return HeartbeatSeen(seconds if seconds > 0 else DEFAULT_BATCH_TIMEOUT_S)
 
 
 def judge(
-    consumer: str, pending: int, heartbeat: Heartbeat | None, *, hung_margin_s: int
+    consumer: str, pending: int, heartbeat: HeartbeatSeen | None, *, hung_margin_s: int
 ) -> Verdict:
     """Decide from the pending summary and the heartbeat what to do with ``consumer``."""
     if pending <= 0:

@@ -27,7 +27,7 @@ from redbatch.cluster_client import connect_any
 from redbatch.config import SchedulerConfig
 from redbatch.connection import Client, check_reachable, redacted
 from redbatch.errors import ConfigError
-from redbatch.logconfig import describe
+from redbatch.logconfig import settings_line
 from redbatch.protocol.capabilities import detect
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.scheduler.metrics import SchedulerMetrics
@@ -112,7 +112,7 @@ class Scheduler:
             redacted(self.config.redis_url),
             detect(self._client).describe(),
             self.config.namespace,
-            describe(self.config, skip=("redis_url", "namespace")),
+            settings_line(self.config, skip=("redis_url", "namespace")),
         )
         next_run = {d.name: 0.0 for d in self.duties}
         while not self._stop.is_set():

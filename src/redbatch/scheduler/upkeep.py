@@ -139,7 +139,9 @@ class Upkeep:
                 if verdict.action is not Action.NOTHING:
                     self._reap_consumer(keys, priority, name, verdict)
 
-    def _heartbeats(self, keys: QueueKeys, names: list[str]) -> dict[str, reaper.Heartbeat | None]:
+    def _heartbeats(
+        self, keys: QueueKeys, names: list[str]
+    ) -> dict[str, reaper.HeartbeatSeen | None]:
         pipe = self._client.pipeline(transaction=False)
         for name in names:
             pipe.exists(keys.worker(name))

@@ -32,7 +32,7 @@ from redbatch.cluster_client import connect_any
 from redbatch.config import WorkerConfig
 from redbatch.connection import Client, check_reachable, redacted
 from redbatch.errors import ConfigError, MalformedEntry
-from redbatch.logconfig import describe
+from redbatch.logconfig import settings_line
 from redbatch.protocol.capabilities import detect
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import KeySpace, logical_name
@@ -173,7 +173,7 @@ class Worker:
         log.info(
             "worker %s serving %s on %s, %s (%s)", c.name, " ".join(self._reader.queues),
             redacted(c.redis_url), detect(self._client).describe(),
-            describe(c, skip=("name", "queues", "redis_url")),
+            settings_line(c, skip=("name", "queues", "redis_url")),
         )  # fmt: skip
         running: Batch | None = None
         try:
@@ -383,7 +383,7 @@ class Worker:
         )
         before, self._reader.policy = self._reader.policy, self._tuner.policy
         if self._reader.policy != before:
-            log.debug("%s", self._tuner.describe())
+            log.debug("%s", self._tuner.status_line())
 
     def _counted(self, batch: Batch, ran: list[Ran]) -> None:
         """A batch's results are on their way to Redis: count it, tune the window."""

@@ -31,7 +31,7 @@ from redbatch.protocol.scripts import (
     HANDBACK,
     RETRY,
     Finished,
-    Held,
+    RequeueItem,
     Scripts,
     delayed_member,
     finish_batch_args,
@@ -222,7 +222,7 @@ class Writer:
             script_keys, argv = requeue_args(
                 self._keyspace.queue(queue),
                 self._worker,
-                [Held(e.entry_id) for e in held],
+                [RequeueItem(e.entry_id) for e in held],
                 mode=HANDBACK,
                 max_attempts=self._max_attempts,
                 ttl_ms=self._ttl_ms,
