@@ -12,9 +12,10 @@ from typing import Any
 import click
 
 from redbatch.cli.common import echo_json, fail, json_option, node_options, opened
+from redbatch.clock import now_ms
 from redbatch.errors import ConfigError, RedbatchError
 from redbatch.ops.dlq import letters as dead_letters
-from redbatch.ops.inspect.view import now_ms, payload_lines, when
+from redbatch.ops.inspect.view import payload_lines, when
 from redbatch.protocol.keys import check_queue_name
 
 # Text output cuts a reason to this many characters in ``list`` (``show`` prints it whole).

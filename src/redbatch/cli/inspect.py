@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from redbatch.cli.common import echo_json, fail, json_option, node_options, opened
+from redbatch.clock import now_ms
 from redbatch.errors import RedbatchError
 from redbatch.ops.inspect import find, view
 from redbatch.protocol.keys import check_queue_name, check_request_id
@@ -38,7 +39,7 @@ def command(
         fail(exc)
     with opened(redis_url, namespace) as (client, keyspace):
         queues, sightings = find.find_everywhere(client, keyspace, request_id, queue)
-    now = view.now_ms()
+    now = now_ms()
     if as_json:
         echo_json({"request_id": request_id, "queues": queues, "found": sightings})
     else:

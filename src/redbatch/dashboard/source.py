@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import redis
 
+from redbatch.clock import now_ms
 from redbatch.connection import Client
 from redbatch.dashboard import overview
 from redbatch.ops import status
@@ -118,7 +119,7 @@ class Source:
     def find(self, request_id: str, queue: str | None) -> dict[str, Any]:
         """What ``redbatch inspect ID --json`` prints, plus ``lines``: its text output."""
         queues, found = find.find_everywhere(self._ops, self._keyspace, request_id, queue)
-        now = view.now_ms()
+        now = now_ms()
         lines: list[str] = []
         shown = None
         for sighting in found:
@@ -151,11 +152,9 @@ class Source:
     def replay(self, queue: str, idents: list[str] | None) -> dict[str, Any]:
         """``redbatch dlq QUEUE replay ID... --json`` (``idents`` None: ``--all``)."""
         if idents is None:
-            results = dead_letters.replay_every(self._ops, self._keyspace, queue, view.now_ms)
+            results = dead_letters.replay_every(self._ops, self._keyspace, queue, now_ms)
         else:
-            results = dead_letters.replay_letters(
-                self._ops, self._keyspace, queue, idents, view.now_ms
-            )
+            results = dead_letters.replay_letters(self._ops, self._keyspace, queue, idents, now_ms)
         done = sum(1 for r in results if r.outcome == dead_letters.REPLAYED)
         return {"queue": queue, "replayed": done, "results": [r.as_dict() for r in results]}
 

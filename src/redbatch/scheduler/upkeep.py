@@ -55,11 +55,6 @@ class Tally(Protocol):
     def dead_lettered(self, queue: str, count: int) -> None: ...
 
 
-def wall_ms() -> int:
-    """Redis's clock (``redbatch.clock``), as due times and deadlines are."""
-    return clock.now_ms()
-
-
 def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
@@ -93,7 +88,7 @@ class Upkeep:
         client: Client,
         config: SchedulerConfig,
         *,
-        now_ms: Callable[[], int] = wall_ms,
+        now_ms: Callable[[], int] = clock.now_ms,
         remove_after_idle_ms: int = reaper.REMOVE_AFTER_IDLE_MS,
         tally: Tally | None = None,
     ) -> None:

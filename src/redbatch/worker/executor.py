@@ -12,7 +12,7 @@ from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import Any
 
-from redbatch import clock
+from redbatch.clock import now_ms
 from redbatch.errors import PayloadError, Retry
 from redbatch.protocol import codec
 from redbatch.protocol.fields import CANCELLED, DEAD, ERROR, EXPIRED, OK, Outcome, Request
@@ -48,11 +48,6 @@ class Prepared:
     requests: list[Request]
     payloads: dict[int, Any]
     undecodable: dict[int, str]
-
-
-def now_ms() -> int:
-    """Redis's clock (``redbatch.clock``): deadlines are stamped with it."""
-    return clock.now_ms()
 
 
 def error_text(exc: BaseException) -> str:

@@ -28,6 +28,7 @@ import redis
 from redbatch import liveness_files
 from redbatch.batching import BatchPolicy
 from redbatch.batching.adaptive import AdaptiveWindow
+from redbatch.clock import now_ms
 from redbatch.cluster_client import connect_any
 from redbatch.config import WorkerConfig
 from redbatch.connection import Client, check_reachable, redacted
@@ -37,7 +38,7 @@ from redbatch.protocol.capabilities import detect
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.worker.batch import Batch, Turn, attempt_of
-from redbatch.worker.executor import Executor, Handler, Ran, now_ms
+from redbatch.worker.executor import Executor, Handler, Ran
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_executors, warm_up
 from redbatch.worker.pending import PendingAudit, held_keys

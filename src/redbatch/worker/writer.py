@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from redbatch.clock import now_ms
 from redbatch.connection import Client
 from redbatch.protocol.deferred import Deferred
 from redbatch.protocol.fields import (
@@ -40,7 +41,7 @@ from redbatch.protocol.scripts import (
     remove_consumer_args,
     requeue_args,
 )
-from redbatch.worker.executor import Ran, now_ms
+from redbatch.worker.executor import Ran
 from redbatch.worker.reader import RawEntry
 
 # A retry never waits longer than this, however many attempts came before.

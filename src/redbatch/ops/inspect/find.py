@@ -24,10 +24,10 @@ from typing import Any
 import msgpack
 import redis
 
+from redbatch.clock import now_ms
 from redbatch.ops.inspect.view import (
     decoded_fields,
     entry_ms,
-    now_ms,
     number,
     payload_view,
     text,

@@ -8,10 +8,10 @@ tested without a server.
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime
 from typing import Any
 
+from redbatch.clock import now_ms
 from redbatch.errors import PayloadError
 from redbatch.protocol.codec import CONTENT_TYPES, MSGPACK, Limits, decode
 from redbatch.protocol.fields import CT, PAYLOAD
@@ -26,10 +26,6 @@ OVERDUE_MS = 5000
 ONE_LINE = 80
 # Stream entry ids are "<ms>-<seq>".
 _SEP = "-"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def text(value: bytes | str | None, default: str = "") -> str:
