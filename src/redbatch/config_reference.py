@@ -84,7 +84,7 @@ def env_example(classes: Sequence[type[Any]] = CONFIG_CLASSES) -> str:
         lines = [f"# {_sentence(one.setting.help)}{_range_note(one)}"]
         if one.name in _STACK_NOTES:
             lines.append(f"# {_STACK_NOTES[one.name]}")
-        value = STACK_VALUES.get(one.name, shown_default(one) or "")
+        value = STACK_VALUES.get(one.name, _env_value(one))
         lines.append(f"{variable}={value}")
         groups.setdefault(" and ".join(parts), []).append("\n".join(lines))
     sections = [_ENV_HEADER.rstrip("\n")]
@@ -101,6 +101,15 @@ def with_table(text: str, table: str) -> str:
     before, rest = text.split(TABLE_START)
     after = rest.split(TABLE_END)[1]
     return f"{before}{TABLE_START}\n{table}\n{TABLE_END}{after}"
+
+
+def _env_value(one: Declared) -> str:
+    """The default as the variable's text: a text default as it is (the docs may show an
+    empty one as "none"), anything else as shown (``auto`` reads back as None)."""
+    default = one.field.default
+    if isinstance(default, str):
+        return default
+    return shown_default(one) or ""
 
 
 def _default_cell(one: Declared) -> str:

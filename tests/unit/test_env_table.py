@@ -7,6 +7,7 @@ and ``.env.example`` must be exactly what ``make settings-docs`` writes from the
 
 from __future__ import annotations
 
+from dataclasses import MISSING
 from pathlib import Path
 
 import click
@@ -17,6 +18,7 @@ from redbatch.batching.policy import BatchPolicy
 from redbatch.cli.common import setting_options
 from redbatch.config import ENV_NAMES, SchedulerConfig, WorkerConfig
 from redbatch.config_reference import (
+    STACK_VALUES,
     TABLE_END,
     TABLE_START,
     env_example,
@@ -123,3 +125,14 @@ def test_the_batch_policy_has_the_worker_settings_bounds_and_defaults() -> None:
         if low > 0:
             with pytest.raises(ConfigError, match=name):
                 BatchPolicy(**{name: int(low) - 1})
+
+
+def test_each_env_example_value_reads_back_as_the_default() -> None:
+    values = dict(
+        line.split("=", 1) for line in env_example().splitlines() if line.startswith("REDBATCH_")
+    )
+    for variable, (one, _) in settings_by_variable().items():
+        if one.name in STACK_VALUES or one.required or one.field.default is MISSING:
+            continue
+        raw = values[variable]
+        assert (one.parse(raw) if raw else one.field.default) == one.field.default, variable
