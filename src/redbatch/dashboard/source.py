@@ -22,7 +22,8 @@ from redbatch.connection import Client
 from redbatch.dashboard import overview
 from redbatch.ops import status
 from redbatch.ops.dlq import letters as dead_letters
-from redbatch.ops.inspect import find, view
+from redbatch.ops.inspect import find as inspect_find
+from redbatch.ops.inspect import view as inspect_view
 from redbatch.ops.status import Snapshot
 from redbatch.protocol import stats
 from redbatch.protocol.keys import KeySpace, logical_name
@@ -118,7 +119,7 @@ class Source:
 
     def find(self, request_id: str, queue: str | None) -> dict[str, Any]:
         """What ``redbatch inspect ID --json`` prints, plus ``lines``: its text output."""
-        queues, found = find.find_everywhere(self._ops, self._keyspace, request_id, queue)
+        queues, found = inspect_find.find_everywhere(self._ops, self._keyspace, request_id, queue)
         now = now_ms()
         lines: list[str] = []
         shown = None
@@ -126,7 +127,7 @@ class Source:
             if sighting["queue"] != shown:
                 shown = sighting["queue"]
                 lines.append(f"request {request_id} in queue {shown}:")
-            lines += view.sighting_lines(sighting, now)
+            lines += inspect_view.sighting_lines(sighting, now)
         return {"request_id": request_id, "queues": queues, "found": found, "lines": lines}
 
     # -- dead letters ---------------------------------------------------------------------
@@ -145,7 +146,7 @@ class Source:
         for letter in letters:
             view = letter["payload"]
             letter["payload_lines"] = (
-                view.payload_lines(view) if view is not None else ["no payload field"]
+                inspect_view.payload_lines(view) if view is not None else ["no payload field"]
             )
         return {"queue": queue, "dead_letters": letters}
 
