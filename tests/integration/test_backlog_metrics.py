@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from redbatch.ops.queue_cli import set_shards
 
 from helpers.metrics import free_port, scrape, try_scrape, value
 from helpers.workers import WorkerProcess, wait_serving, wait_until
 from redbatch import Producer
+from redbatch.ops.queue import set_shards
 from redbatch.protocol.keys import PRIORITIES, KeySpace
 
 pytestmark = pytest.mark.integration
