@@ -168,7 +168,27 @@ def _send_and_read(conn: Connection, packed: bytes, deadline: float | None) -> A
     return _read(conn, deadline)
 
 
+class UnboundedScript:
+    """A redis-py ``Script`` of a client whose connections this module does not drive
+    (asyncio, cluster), called like a PackedScript: ``deadline`` is accepted and not
+    enforced here (the client's own socket timeouts and retries bound the call)."""
+
+    def __init__(self, script: Any) -> None:
+        self._script = script
+        self.sha = script.sha
+
+    def __call__(
+        self,
+        keys: Sequence[str],
+        args: Sequence[bytes | str | int],
+        deadline: float | None = None,
+    ) -> Any:
+        return self._script(keys=keys, args=args)
+
+
 def packed_script(client: Any, script: Any) -> Any:
-    """``script`` as a PackedScript for a plain sync client; as it is for any other (asyncio,
-    cluster), whose connections this module does not drive."""
-    return PackedScript(client, script) if type(client) is redis.Redis else script
+    """``script`` as a PackedScript for a plain sync client; wrapped as an UnboundedScript for
+    any other (asyncio, cluster)."""
+    if type(client) is redis.Redis:
+        return PackedScript(client, script)
+    return UnboundedScript(script)
