@@ -143,8 +143,14 @@ class DownPipeline:
 
 
 class DownClient:
+    """A Redis that is down: every command fails (the beat reads the server's clock, TIME,
+    unless the process's clock was synced lately by an earlier test: order must not matter)."""
+
     def pipeline(self, transaction: bool = True) -> DownPipeline:
         return DownPipeline()
+
+    def time(self) -> tuple[int, int]:
+        raise redis.ConnectionError("down")
 
 
 def test_a_failed_beat_keeps_the_stats_for_the_next_one() -> None:
