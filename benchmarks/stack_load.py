@@ -30,7 +30,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from redbatch import Producer
-from redbatch.errors import ConnectionFailed, QueueFull, RedbatchError, ResultTimeout
+from redbatch.errors import (
+    ConnectionFailed,
+    QueueFull,
+    RedbatchError,
+    RedisRefused,
+    ResultTimeout,
+)
 
 # A handle may end this long after its own deadline (the reply is on its way).
 GRACE_S = 2.0
@@ -86,7 +92,9 @@ def run_load(
             time.sleep(max(0.0, start + i / rate - time.monotonic()))
         try:
             handle = producer.submit(queue, i, timeout=timeout)
-        except (ConnectionFailed, QueueFull):
+        # Refused, told so at once: Redis down (ConnectionFailed), restarting (RedisRefused:
+        # LOADING), full, or not admitted within the timeout (ResultTimeout; cancelled then).
+        except (ConnectionFailed, RedisRefused, QueueFull, ResultTimeout):
             counts.refused += 1
             continue
         handles.append((i, handle, time.monotonic()))
