@@ -102,9 +102,14 @@ def run_load(
         if on_submitted is not None:
             on_submitted(counts.sent)
     for payload, handle, submitted in handles:
-        bound = submitted + timeout + GRACE_S
+        # A wait may not outlive its own timeout; the submit loop itself may already have
+        # taken past a handle's bound (submits wait out a Redis restart within their timeout),
+        # which is not a late answer: lateness is measured from when this wait began.
+        waited_from = time.monotonic()
+        allowed = max(0.0, submitted + timeout + GRACE_S - waited_from)
+        bound = waited_from + allowed
         try:
-            value = handle.result(timeout=max(0.0, bound - time.monotonic()))
+            value = handle.result(timeout=allowed)
         except ResultTimeout:
             counts.lost += 1
             counts.lost_ids.append(handle.id)
