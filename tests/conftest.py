@@ -25,6 +25,8 @@ for _path in (TESTS_DIR.parent / "src", TESTS_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from hypothesis import settings  # noqa: E402
+
 from helpers.schedulers import start_scheduler, wait_running  # noqa: E402
 from helpers.servers import suite_server, suite_server_name  # noqa: E402
 from helpers.workers import WorkerProcess  # noqa: E402
@@ -37,6 +39,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     outside every test's timeout; a build that fails stops the session, never skips."""
     if suite_server_name() != SYSTEM:
         suite_server()
+
+
+# Hypothesis's per-example deadline (200 ms) measures the machine's load, not the code: on a
+# busy 2-core CI box a property test failed on it. Properties here are about outcomes.
+settings.register_profile("redbatch", deadline=None)
+settings.load_profile("redbatch")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
 
 from helpers import subprocess_env
 from helpers.workers import WorkerProcess, wait_until
+
+# Logged once Redis answered, just before the first pass (the SIGTERM handler is on).
+RUNNING_MARKER = "scheduler on "
 
 
 def start_scheduler(
@@ -22,12 +26,12 @@ def start_scheduler(
     log_path = f"{log_dir}/{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
-    return WorkerProcess(name, proc, log_path, args)
+    return WorkerProcess(name, proc, log_path, args, ready=re.compile(RUNNING_MARKER))
 
 
 def wait_running(scheduler: WorkerProcess, timeout: float = 30.0) -> WorkerProcess:
     """Wait for the start-up line (logged once Redis answered, just before the first pass)."""
-    marker = "scheduler on "
+    marker = RUNNING_MARKER
     wait_until(
         lambda: marker in scheduler.log() or scheduler.proc.poll() is not None, timeout, marker
     )

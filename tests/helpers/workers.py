@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -27,9 +28,25 @@ class WorkerProcess:
     args: list[str] = field(default_factory=list)
     # The exit code the test expects (e.g. a batch_timeout exit); teardown checks it.
     expected_exit: int = 0
+    # The log line after which SIGTERM drains (default: this worker, or a pool child, serving).
+    ready: re.Pattern[str] | None = None
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM (drain), wait; returns the exit code."""
+        """SIGTERM (drain), wait; returns the exit code.
+
+        A worker still starting (interpreter, imports) has no SIGTERM handler yet and would
+        die of the signal (-15) instead of draining; the drain is what a stop tests, so wait
+        (bounded) until it serves or has exited before signalling."""
+        if self.proc.poll() is None:
+            # A pool's children are "<name>-<i>"; any one serving has the pool's handler on.
+            marker = self.ready or re.compile(rf"worker {re.escape(self.name)}(-\d+)? serving")
+            deadline = time.monotonic() + timeout
+            while (
+                self.proc.poll() is None
+                and not marker.search(self.log())
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.01)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
