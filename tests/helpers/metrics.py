@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import urllib.error
 import urllib.request
@@ -17,6 +18,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive ports nothing listens on (a pool serves its children
+    on the ports after its own). Taken below the kernel's ephemeral range: a port picked by
+    binding to 0 lies inside it, and the next one up was once a live outgoing connection's
+    (a pool child then failed with "Address already in use")."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+        ephemeral_low = int(f.read().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(10_000, ephemeral_low - count)
+        if all(_bindable(base + i) for i in range(count)):
+            return base
+    raise AssertionError(f"no run of {count} free ports below {ephemeral_low}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def scrape(port: int, timeout: float = 5.0) -> Samples:

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from helpers.cli import run
-from helpers.metrics import free_port, scrape
+from helpers.metrics import free_port_run, scrape
 from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
 from redbatch import Producer
 from redbatch.protocol.keys import GROUP, KeySpace
@@ -74,7 +74,7 @@ def assert_nothing_pending(client: redis.Redis, namespace: str, queue: str) -> N
 def test_a_pool_serves_and_status_shows_each_child(
     redis_url: str, namespace: str, queue: str, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port = free_port_run(3)  # the pool's port and its two children's
     pool = start_pool(
         redis_url, namespace, queue, tmp_path, "helpers.handlers:pid", "--metrics-port", str(port)
     )
