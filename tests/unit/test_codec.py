@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redbatch.errors import ConfigError, PayloadError, PayloadTooLarge
+from redbatch.protocol import codec
 from redbatch.protocol.codec import (
     JSON,
     MSGPACK,
@@ -384,3 +385,24 @@ def test_unknown_content_type_raises_payload_error(ct: Any) -> None:
 def test_known_content_types() -> None:
     assert check_content_type("msgpack") == MSGPACK
     assert check_content_type("json") == JSON
+
+
+class _Point:
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+
+@pytest.mark.parametrize("ct", [codec.MSGPACK, codec.JSON])
+def test_an_encoder_hook_carries_types_the_codec_does_not_know(ct: str) -> None:
+    data = codec.encode({"p": _Point(3)}, ct, encoder=lambda obj: {"__point__": obj.x})
+
+    def decoder(mapping: dict[object, object]) -> object:
+        return _Point(mapping["__point__"]) if "__point__" in mapping else mapping  # type: ignore[arg-type]
+
+    decoded = codec.decode(data, ct, decoder=decoder)
+    assert isinstance(decoded["p"], _Point) and decoded["p"].x == 3
+
+
+def test_without_a_hook_an_unknown_type_is_still_a_payload_error() -> None:
+    with pytest.raises(PayloadError, match="_Point"):
+        codec.encode(_Point(1))

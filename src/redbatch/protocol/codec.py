@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,11 @@ _DTYPE_STR = re.compile(r"[<>|=]?[biufc][0-9]{1,2}")
 _MAX_DIMS = 32
 # msgpack's C unpacker keeps a fixed stack: input nested deeper raises StackError.
 MSGPACK_MAX_DEPTH = 1024
+# A user's hook for types the codec does not know: ``encoder(obj)`` returns something the codec
+# can carry (msgpack's ``default=``); ``decoder(mapping)`` may replace each decoded map
+# (msgpack's ``object_hook``).
+Encoder = Callable[[Any], Any]
+Decoder = Callable[[dict[Any, Any]], Any]
 # Error messages echo at most this much of a hostile value (they reach logs and results).
 _ECHO_CHARS = 40
 
@@ -58,30 +64,46 @@ def check_content_type(ct: str) -> str:
     return ct
 
 
-def encode(obj: Any, ct: str = MSGPACK, limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """Encode one payload; raises PayloadError for what the content type cannot carry."""
+def encode(
+    obj: Any, ct: str = MSGPACK, limits: Limits = DEFAULT_LIMITS, encoder: Encoder | None = None
+) -> bytes:
+    """Encode one payload; raises PayloadError for what the content type cannot carry.
+
+    ``encoder`` is asked about each object the codec itself cannot carry (after numpy).
+    """
     check_content_type(ct)
     try:
         if ct == JSON:
-            data = json.dumps(obj, default=_json_default, separators=(",", ":")).encode()
+            data = json.dumps(
+                obj, default=_with_hook(_json_default, encoder), separators=(",", ":")
+            ).encode()
         else:
-            data = msgpack.packb(obj, default=_msgpack_default, use_bin_type=True)
+            data = msgpack.packb(
+                obj, default=_with_hook(_msgpack_default, encoder), use_bin_type=True
+            )
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise PayloadError(f"cannot encode payload as {ct}: {exc}") from None
     _check_size(len(data), limits)
     return bytes(data)
 
 
-def decode(data: bytes, ct: str = MSGPACK, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """Decode one payload; raises PayloadError (never anything else) for bad input."""
+def decode(
+    data: bytes, ct: str = MSGPACK, limits: Limits = DEFAULT_LIMITS, decoder: Decoder | None = None
+) -> Any:
+    """Decode one payload; raises PayloadError (never anything else) for bad input.
+
+    ``decoder``, when given, is called with each decoded map and its return value replaces it.
+    """
     check_content_type(ct)
     _check_size(len(data), limits)
     try:
         if ct == JSON:
-            return json.loads(data)
+            return json.loads(data, object_hook=decoder)
         # unpackb bounds every string, bin, array and map length by len(data), which
         # _check_size already bounded (it takes no max_buffer_size argument).
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=False, ext_hook=_ext_hook, object_hook=decoder
+        )
     except PayloadError:
         raise
     except msgpack.StackError:
@@ -124,6 +146,20 @@ def _msgpack_default(obj: Any) -> Any:
         if isinstance(obj, np.generic):
             return obj.item()
     raise TypeError(f"cannot serialize object of type {type(obj).__name__}")
+
+
+def _with_hook(builtin: Encoder, encoder: Encoder | None) -> Encoder:
+    """The codec's own ``default`` first, then the user's hook for what it refuses."""
+    if encoder is None:
+        return builtin
+
+    def default(obj: Any) -> Any:
+        try:
+            return builtin(obj)
+        except TypeError:
+            return encoder(obj)
+
+    return default
 
 
 def _json_default(obj: Any) -> Any:
