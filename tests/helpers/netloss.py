@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from helpers.servers import suite_server
 from redbatch import AsyncProducer, Producer
 from redbatch.embedded import EmbeddedRedis
 
@@ -85,7 +86,7 @@ async def run_async(url: str) -> dict[str, Any]:
 
 def main() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    with EmbeddedRedis() as server:
+    with EmbeddedRedis(command=suite_server().command) as server:
         if sys.argv[1] == "sync":
             found = run_sync(server.url)
         else:

@@ -18,6 +18,7 @@ import redis
 
 from helpers.entries import now_ms, wait_results
 from helpers.schedulers import start_scheduler, wait_running
+from helpers.servers import suite_server
 from helpers.workers import WorkerProcess, assert_drained, start_worker, wait_serving
 from redbatch import Producer
 from redbatch.embedded import EmbeddedRedis
@@ -80,7 +81,7 @@ def test_entries_delivered_on_a_cut_connection_are_answered_within_seconds(
 ) -> None:
     namespace, queue = f"cut{uuid.uuid4().hex[:6]}", "cut"
     keys = KeySpace(namespace).queue(queue)
-    with EmbeddedRedis(directory=tmp_path) as server:
+    with EmbeddedRedis(directory=tmp_path, command=suite_server().command) as server:
         procs: list[WorkerProcess] = [
             wait_serving(start_worker(server.url, namespace, [queue], log_dir=str(tmp_path)))
             for _ in range(2)
@@ -118,7 +119,7 @@ def test_a_read_whose_reply_never_arrived_is_taken_back_by_its_live_worker(
     within the audit interval, not after the hung-worker rule's 330 s."""
     namespace, queue = f"lost{uuid.uuid4().hex[:6]}", "lost"
     keys = KeySpace(namespace).queue(queue)
-    with EmbeddedRedis(directory=tmp_path) as server:
+    with EmbeddedRedis(directory=tmp_path, command=suite_server().command) as server:
         worker = wait_serving(start_worker(server.url, namespace, [queue], log_dir=str(tmp_path)))
         client = redis.Redis.from_url(server.url)
         try:

@@ -27,6 +27,7 @@ import redis
 
 from helpers import subprocess_env
 from helpers.faultproxy import FaultProxy
+from helpers.servers import suite_server
 from helpers.workers import start_worker, wait_until
 from redbatch import AsyncProducer, Producer, RedbatchError, RedisRefused, ResultTimeout
 from redbatch.embedded import EmbeddedRedis
@@ -42,7 +43,11 @@ TIMEOUT_S = 0.5
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     directory = tmp_path_factory.mktemp("faults")
-    with EmbeddedRedis(directory=directory, extra_args=["--enable-debug-command", "yes"]) as srv:
+    with EmbeddedRedis(
+        directory=directory,
+        extra_args=["--enable-debug-command", "yes"],
+        command=suite_server().command,
+    ) as srv:
         yield srv
 
 

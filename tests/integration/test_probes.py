@@ -17,6 +17,7 @@ import pytest
 from helpers import subprocess_env
 from helpers.cli import one_error_line, run
 from helpers.metrics import free_port
+from helpers.servers import suite_server
 from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
 from redbatch import Producer
 from redbatch.config import WorkerConfig
@@ -78,7 +79,7 @@ def test_worker_whose_redis_is_gone_is_unready_then_not_live(tmp_path: Path) -> 
     namespace, queue = f"p{uuid.uuid4().hex[:6]}", "probe"
     port = free_port()
     (tmp_path / "redis").mkdir()
-    server = EmbeddedRedis(directory=tmp_path / "redis")
+    server = EmbeddedRedis(directory=tmp_path / "redis", command=suite_server().command)
     server.start()
     worker = start_worker(
         server.url, namespace, [queue], log_dir=str(tmp_path),
