@@ -1,8 +1,24 @@
-"""redbatch: ML inference requests over Redis Streams, run in micro-batches, nothing lost."""
+"""redbatch: ML inference requests over Redis Streams, run in micro-batches, nothing lost.
 
-from redbatch.config import SchedulerConfig, WorkerConfig
+``import redbatch`` stays light for a web process that only produces: the worker and its
+settings (and with them prometheus_client) load on first use of ``Worker``,
+``WorkerConfig`` or ``SchedulerConfig``; click and rich only with the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from redbatch.errors import (
+    ConfigError,
+    ConnectionFailed,
+    DuplicateRequestId,
+    MalformedEntry,
     MapQueueFull,
+    PayloadError,
+    PayloadTooLarge,
+    ProducerClosed,
     QueueFull,
     RedbatchError,
     RedisRefused,
@@ -15,16 +31,26 @@ from redbatch.errors import (
     Retry,
 )
 from redbatch.producer import AsyncHandle, AsyncProducer, Handle, Producer
-from redbatch.worker import Worker
+
+if TYPE_CHECKING:  # the type checker sees them as plain imports; at run time see __getattr__
+    from redbatch.config import SchedulerConfig, WorkerConfig
+    from redbatch.worker import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncHandle",
     "AsyncProducer",
+    "ConfigError",
+    "ConnectionFailed",
+    "DuplicateRequestId",
     "Handle",
+    "MalformedEntry",
     "MapQueueFull",
+    "PayloadError",
+    "PayloadTooLarge",
     "Producer",
+    "ProducerClosed",
     "QueueFull",
     "RedbatchError",
     "RedisRefused",
@@ -39,3 +65,24 @@ __all__ = [
     "Worker",
     "WorkerConfig",
 ]
+
+# The names loaded on first use (PEP 562), each with the one module that defines it: the
+# worker pulls in prometheus_client and its whole pipeline, ~150 ms a web pod never needs.
+_ON_FIRST_USE = {
+    "SchedulerConfig": "redbatch.config",
+    "Worker": "redbatch.worker",
+    "WorkerConfig": "redbatch.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'redbatch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups find it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ON_FIRST_USE})
