@@ -29,6 +29,7 @@ from redbatch.errors import (
     ResultNotFound,
     ResultTimeout,
     Retry,
+    WrongEventLoop,
 )
 from redbatch.producer import AsyncHandle, AsyncProducer, Handle, Producer
 
@@ -64,6 +65,7 @@ __all__ = [
     "SchedulerConfig",
     "Worker",
     "WorkerConfig",
+    "WrongEventLoop",
 ]
 
 # The names loaded on first use (PEP 562), each with the one module that defines it: the

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 
@@ -28,7 +29,7 @@ from redbatch.connection import (
     connect_async,
     describe_error,
 )
-from redbatch.errors import ConnectionFailed
+from redbatch.errors import ConfigError, ConnectionFailed
 
 # Attempts of one command on a cluster after a lost node, MOVED or CLUSTERDOWN (redis-py
 # re-reads the slot map between them). A cluster client cannot retry "for ever": its count
@@ -68,6 +69,11 @@ class QueueCluster(RedisCluster):
         )
 
 
+def _cluster_mode(reply: Any) -> bool:
+    fields = dict(zip(reply[::2], reply[1::2], strict=True))
+    return bool(fields.get(b"mode") == b"cluster")
+
+
 def is_cluster(url: str) -> bool:
     """Whether the server at ``url`` runs in cluster mode: the ``mode`` of its HELLO reply
     (what ``INFO cluster`` also says). HELLO, unlike INFO, is allowed to every ACL user and
@@ -79,8 +85,21 @@ def is_cluster(url: str) -> bool:
         return False  # before Redis 6 (no HELLO), and no cluster either for redbatch
     finally:
         probe.close()
-    fields = dict(zip(reply[::2], reply[1::2], strict=True))
-    return bool(fields.get(b"mode") == b"cluster")
+    return _cluster_mode(reply)
+
+
+async def is_cluster_async(url: str) -> bool:
+    """``is_cluster`` on the event loop: the probe never blocks it."""
+    probe = redis.asyncio.Redis.from_url(
+        check_url(url), socket_connect_timeout=5.0, socket_timeout=5.0
+    )
+    try:
+        reply = await probe.execute_command("HELLO", 2)  # type: ignore[no-untyped-call]
+    except redis.ResponseError:
+        return False
+    finally:
+        await probe.aclose()
+    return _cluster_mode(reply)
 
 
 def connect_any(
@@ -89,22 +108,45 @@ def connect_any(
     cluster: bool | None = None,
     retries: int = 3,
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
+    max_connections: int | None = None,
+    client_name: str | None = None,
 ) -> Client:
     """A sync client on ``url``: a ``RedisCluster`` when the server is a cluster node (or
-    ``cluster`` says so), else as ``connect``. ``cluster=None`` asks the server."""
+    ``cluster`` says so), else as ``connect``. ``cluster=None`` asks the server.
+    ``client_name``: every connection names itself so (``CLIENT SETNAME``);
+    ``max_connections``: the pool's size (per node on a cluster)."""
     if cluster is None:
         try:
             cluster = is_cluster(url)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionFailed(describe_error(url, exc)) from None
+    pool = pool_options(max_connections, client_name)
     if not cluster:
-        return connect(url, retries=retries, socket_timeout=socket_timeout)
-    return connect_cluster(url, socket_timeout=socket_timeout)
+        return connect(url, retries=retries, socket_timeout=socket_timeout, **pool)
+    return connect_cluster(url, socket_timeout=socket_timeout, **pool)
 
 
-def connect_cluster(url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S) -> RedisCluster:
+def pool_options(max_connections: int | None, client_name: str | None) -> dict[str, Any]:
+    """The pool keywords given (left out when None: each client's own default)."""
+    options: dict[str, Any] = {}
+    if max_connections is not None:
+        options["max_connections"] = check_max_connections(max_connections)
+    if client_name is not None:
+        options["client_name"] = client_name
+    return options
+
+
+def check_max_connections(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"max_connections must be a positive integer, got {value!r}")
+    return value
+
+
+def connect_cluster(
+    url: str, *, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S, **pool: Any
+) -> RedisCluster:
     """A cluster client seeded from the node at ``url`` (it discovers the others)."""
-    options = client_options(backoff_retry(CLUSTER_ATTEMPTS), socket_timeout)
+    options = client_options(backoff_retry(CLUSTER_ATTEMPTS), socket_timeout) | pool
     # The cluster client retries (re-reading the slot map); its node connections never do.
     retry = options.pop("retry")
     del options["retry_on_error"]
@@ -156,21 +198,38 @@ def disconnect(client: Client) -> None:
     client.connection_pool.disconnect()
 
 
+async def connect_async_lazily(
+    url: str, *, cluster: bool | None = None, **options: Any
+) -> AsyncClient:
+    """``connect_async_any`` with the cluster question asked on the event loop (an asyncio
+    probe), so an app's loop never blocks on a Redis that does not answer."""
+    if cluster is None:
+        try:
+            cluster = await is_cluster_async(url)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConnectionFailed(describe_error(url, exc)) from None
+    return connect_async_any(url, cluster=cluster, **options)
+
+
 def connect_async_any(
     url: str,
     *,
     cluster: bool | None = None,
     retries: int = 3,
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
+    max_connections: int | None = None,
+    client_name: str | None = None,
 ) -> AsyncClient:
-    """Like ``connect_any``, for asyncio (the server is asked with a short sync probe)."""
+    """Like ``connect_any``, for asyncio (the server is asked with a short sync probe;
+    ``connect_async_lazily`` asks it without blocking the loop)."""
     if cluster is None:
         try:
             cluster = is_cluster(url)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionFailed(describe_error(url, exc)) from None
+    pool = pool_options(max_connections, client_name)
     if not cluster:
-        return connect_async(url, retries=retries, socket_timeout=socket_timeout)
+        return connect_async(url, retries=retries, socket_timeout=socket_timeout, **pool)
     try:
         return AsyncRedisCluster.from_url(
             check_url(url),
@@ -178,6 +237,7 @@ def connect_async_any(
             socket_timeout=socket_timeout,
             socket_connect_timeout=5.0,
             socket_keepalive=True,
+            **pool,
         )
     except redis.RedisClusterException as exc:
         raise ConnectionFailed(describe_error(url, exc)) from None

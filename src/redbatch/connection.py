@@ -167,13 +167,20 @@ POOL_WAIT_S = 30.0
 
 
 def connect(
-    url: str, *, retries: int = 3, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S
+    url: str,
+    *,
+    retries: int = 3,
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
+    client_name: str | None = None,
 ) -> redis.Redis:
-    """A sync client on ``url`` (bytes replies: payloads are binary)."""
+    """A sync client on ``url`` (bytes replies: payloads are binary); ``client_name``: each
+    of its connections names itself so (redis-py sends ``CLIENT SETNAME`` on connect)."""
     pool = redis.BlockingConnectionPool.from_url(
         check_url(url),
-        max_connections=MAX_CONNECTIONS,
+        max_connections=max_connections,
         timeout=POOL_WAIT_S,
+        client_name=client_name,
         **client_options(backoff_retry(retries), socket_timeout),
     )
     return redis.Redis.from_pool(pool)  # the client owns the pool: close() closes it
@@ -189,13 +196,19 @@ AsyncClient = redis.asyncio.Redis | AsyncRedisCluster
 
 
 def connect_async(
-    url: str, *, retries: int = 3, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S
+    url: str,
+    *,
+    retries: int = 3,
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
+    client_name: str | None = None,
 ) -> redis.asyncio.Redis:
-    """An asyncio client on ``url`` (bytes replies)."""
+    """An asyncio client on ``url`` (bytes replies), as ``connect``."""
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         check_url(url),
-        max_connections=MAX_CONNECTIONS,
+        max_connections=max_connections,
         timeout=POOL_WAIT_S,
+        client_name=client_name,
         **client_options(backoff_retry_async(retries), socket_timeout),
     )
     return redis.asyncio.Redis.from_pool(pool)

@@ -91,6 +91,11 @@ class ProducerClosed(RedbatchError):
     """The producer was closed while this request was still waiting for its result."""
 
 
+class WrongEventLoop(RedbatchError, RuntimeError):
+    """An AsyncProducer was used from an event loop other than the one it first ran on: its
+    connections and futures belong to that loop. Make one AsyncProducer per event loop."""
+
+
 class DuplicateRequestId(RedbatchError):
     """This producer is already waiting for a request with the same id."""
 

@@ -132,16 +132,30 @@ class ProducerCore:
         max_payload_bytes: int = codec.DEFAULT_LIMITS.max_payload_bytes,
         max_queue_len: int = DEFAULT_MAX_QUEUE_LEN,
         cancel_on_timeout: bool = True,
+        cancel_on_cancel: bool = True,
+        name: str | None = None,
     ) -> None:
         self.keyspace = KeySpace(namespace)
         self.producer_id = new_producer_id()
+        if name is not None and (not isinstance(name, str) or not name or " " in name):
+            raise ConfigError(f"name must be a non-empty string without spaces, got {name!r}")
+        # What its connections call themselves (CLIENT SETNAME), e.g. redbatch:producer:<name>.
+        self.name = name or self.producer_id
         self.content_type = codec.check_content_type(content_type)
         self.limits = codec.Limits(max_payload_bytes)
         self.max_queue_len = check_max_queue_len(max_queue_len)
         if not isinstance(cancel_on_timeout, bool):
             raise ConfigError(f"cancel_on_timeout must be True or False, got {cancel_on_timeout!r}")
         self.cancel_on_timeout = cancel_on_timeout
+        if not isinstance(cancel_on_cancel, bool):
+            raise ConfigError(f"cancel_on_cancel must be True or False, got {cancel_on_cancel!r}")
+        self.cancel_on_cancel = cancel_on_cancel
         self._queues: dict[str, QueueKeys] = {}
+
+    def client_name(self, role: str) -> str:
+        """The ``CLIENT SETNAME`` of this producer's connections of ``role`` (``producer``,
+        ``listener``), so ``CLIENT LIST`` tells them from a worker's."""
+        return f"redbatch:{role}:{self.name}"
 
     def queue_keys(self, queue: str) -> QueueKeys:
         """The keys of ``queue`` (its name checked once, not per request)."""

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
 import redis
 import redis.asyncio
 
-from redbatch.cluster_client import connect_async_any
+from redbatch.cluster_client import connect_async_lazily, pool_options
 from redbatch.connection import (
     AsyncClient,
     address,
+    check_url,
     ping_async,
     redis_failure,
 )
@@ -31,6 +32,7 @@ from redbatch.errors import (
     RedisRefused,
     ResultNotFound,
     ResultTimeout,
+    WrongEventLoop,
 )
 from redbatch.producer._core import (
     CANCEL_MARK,
@@ -66,40 +68,99 @@ class AsyncProducer:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncClient | None,
         *,
         namespace: str = "rb",
         content_type: str = codec.MSGPACK,
         max_payload_bytes: int = codec.DEFAULT_LIMITS.max_payload_bytes,
         max_queue_len: int = DEFAULT_MAX_QUEUE_LEN,
         cancel_on_timeout: bool = True,
+        cancel_on_cancel: bool = True,
+        name: str | None = None,
     ) -> None:
-        self._client = client
-        self._owns_client = False
+        """Does no I/O: the first operation connects (``connect`` to fail early).
+        ``cancel_on_cancel``: a coroutine cancelled while it awaits ``result``, ``call`` or
+        ``map`` cancels its unfinished requests in Redis (workers skip them)."""
         self._core = ProducerCore(
             namespace,
             content_type=content_type,
             max_payload_bytes=max_payload_bytes,
             max_queue_len=max_queue_len,
             cancel_on_timeout=cancel_on_timeout,
+            cancel_on_cancel=cancel_on_cancel,
+            name=name,
         )
-        self._scripts = Scripts(client)
+        self._owns_client = False
+        self._connector: Callable[[], Awaitable[AsyncClient]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._admissions = Admissions(self._core.producer_id)
         self._background = AsyncBackgroundCancels()
         self._pending: dict[str, AsyncHandle] = {}
+        self._closed = False
+        if client is not None:
+            self._attach(client)
+
+    def _attach(self, client: AsyncClient) -> None:
+        self._client = client
+        self._scripts = Scripts(client)
         self._listener = AsyncReplyListener(client, self._core, self._pending)
         self._routes = AsyncRoutes(client, self._core, self._listener)
-        self._closed = False
 
     @classmethod
     def from_url(
-        cls, url: str, *, namespace: str = "rb", cluster: bool | None = None, **options: Any
+        cls,
+        url: str,
+        *,
+        namespace: str = "rb",
+        cluster: bool | None = None,
+        max_connections: int | None = None,
+        **options: Any,
     ) -> AsyncProducer:
-        """Like ``Producer.from_url``."""
-        client = connect_async_any(url, cluster=cluster)
-        producer = cls(client, namespace=namespace, **options)
+        """Like ``Producer.from_url``, but no I/O here: the first operation (or ``connect``)
+        asks the server whether it is a cluster and connects, on the event loop."""
+        check_url(url)
+        pool_options(max_connections, None)  # checked now, not at the first call
+        producer = cls(None, namespace=namespace, **options)
         producer._owns_client = True
+        name = producer._core.client_name("producer")
+        producer._connector = lambda: connect_async_lazily(
+            url, cluster=cluster, max_connections=max_connections, client_name=name
+        )
         return producer
+
+    async def connect(self) -> None:
+        """Connect now (and check Redis answers): for apps that want to fail at start-up
+        rather than at their first request. Raises ConnectionFailed."""
+        await self._ready()
+        await self.ping()
+
+    async def _ready(self, deadline: Deadline | None = None) -> None:
+        """Bind the producer to the running loop at first use and connect if not yet."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise WrongEventLoop(
+                "this AsyncProducer was first used on another event loop; an AsyncProducer "
+                "(and its connections) belongs to one loop: make one per event loop, e.g. in "
+                "the app's lifespan"
+            )
+        if self._connector is None:
+            return
+        connector = self._connector
+        remaining = None if deadline is None else deadline.remaining()
+        try:
+            async with asyncio.timeout(remaining):
+                client = await connector()
+        except TimeoutError:
+            raise ConnectionFailed(
+                f"cannot connect to Redis within {deadline.timeout if deadline else 0} s"
+            ) from None
+        if self._connector is connector:  # another task may have connected meanwhile
+            self._connector = None
+            self._attach(client)
+        else:
+            await client.aclose()
 
     @property
     def id(self) -> str:
@@ -118,6 +179,7 @@ class AsyncProducer:
 
     async def ping(self) -> None:
         """Raise ConnectionFailed (one readable line) if Redis cannot be used."""
+        await self._ready()
         await ping_async(self._client, address(self._client))
 
     async def submit(
@@ -148,6 +210,7 @@ class AsyncProducer:
         priority: str = DEFAULT_PRIORITY,
         shard_key: str | bytes | None = None,
     ) -> AsyncHandle:
+        await self._ready(deadline)
         sub = self._core.submission(
             queue, payload, request_id=id, timeout=deadline.timeout, cost=cost, priority=priority
         )
@@ -163,6 +226,10 @@ class AsyncProducer:
             self._unregister([handle])
             self._timed_out([handle])
             raise ResultTimeout(handle.id, deadline.timeout or 0.0) from None
+        except asyncio.CancelledError:
+            self._unregister([handle])
+            self._abandoned([handle])  # it may have been added
+            raise
         return handle
 
     async def call(
@@ -218,6 +285,7 @@ class AsyncProducer:
         rounds = batches(subs, chunk)
         if not subs:
             return []
+        await self._ready(deadline)
         subs = on_shards(subs, await self._route_by(deadline, subs[0], queue, len(rounds)), chunk)
         rounds = batches(subs, chunk)
         handles = self._register(subs)
@@ -235,15 +303,21 @@ class AsyncProducer:
             except QueueFull as full:
                 self._unregister(handles[start:])
                 raise MapQueueFull(full, handles[:start]) from None
+            except asyncio.CancelledError:
+                self._unregister(handles)
+                self._abandoned(handles)
+                raise
         return handles
 
     async def cancel(self, queue: str, id: str) -> None:
         """Like ``Producer.cancel``."""
+        await self._ready()
         for name in await self._routes.served(queue):
             await self._cancel_ids(name, [id])
 
     async def get_result(self, queue: str, id: str) -> Any:
         """Like ``Producer.get_result``."""
+        await self._ready()
         names = await self._routes.served(queue)
         keyspace = self._core.keyspace
         try:
@@ -262,28 +336,26 @@ class AsyncProducer:
     async def close(self) -> None:
         if self._closed:
             return
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            await self._ready()  # raises WrongEventLoop
         self._closed = True
         pending = list(self._pending.values())
         self._pending.clear()  # the listener's dict too: it resolves nothing more
-        await self._listener.stop()
+        connected = self._connector is None
+        self._connector = None
+        if connected:
+            await self._listener.stop()
         await self._background.stop()
         for handle in pending:
             handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
-        if self._owns_client:
+        if self._owns_client and connected:
             await self._client.aclose()
 
     def _register(self, subs: list[Submission], once: bool = False) -> list[AsyncHandle]:
         if self._closed:
             raise ProducerClosed("producer is closed")
-        ct, core, cancel, timed_out = (
-            self._core.content_type,
-            self._core,
-            self._cancel_ids,
-            self._timed_out,
-        )
-        handles = [
-            AsyncHandle(core, cancel, s.queue, s.request_id, ct, timed_out, once) for s in subs
-        ]
+        ct, core, cancel, gone = self._core.content_type, self._core, self._cancel_ids, self._gone
+        handles = [AsyncHandle(core, cancel, s.queue, s.request_id, ct, gone, once) for s in subs]
         check_new_ids(self._pending, [h.id for h in handles])
         for handle in handles:
             self._pending[handle.id] = handle
@@ -321,7 +393,17 @@ class AsyncProducer:
 
     def _timed_out(self, handles: list[AsyncHandle]) -> None:
         """Like ``Producer._timed_out``: the cancels go in a task."""
-        if self._core.cancel_on_timeout:
+        self._gone(handles, cancelled=False)
+
+    def _abandoned(self, handles: list[AsyncHandle]) -> None:
+        """The caller's task was cancelled while it waited for ``handles``."""
+        self._gone(handles, cancelled=True)
+
+    def _gone(self, handles: list[AsyncHandle], *, cancelled: bool) -> None:
+        """Nobody waits for ``handles`` any more (a timeout, or the waiting task cancelled):
+        with the producer's matching setting, their requests are cancelled, in a task."""
+        wanted = self._core.cancel_on_cancel if cancelled else self._core.cancel_on_timeout
+        if wanted and not self._closed:
             self._background.submit(lambda: self._cancel_timed_out(handles))
 
     async def _cancel_timed_out(self, handles: list[AsyncHandle]) -> None:
@@ -346,6 +428,9 @@ class AsyncProducer:
             except ResultTimeout:
                 self._timed_out([h for h in handles if not h.done()])
                 raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
+            except asyncio.CancelledError:
+                self._abandoned([h for h in handles if not h.done()])
+                raise
             try:
                 gathered.results.append(self._core.value(outcome, handle._ct))
             except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from redbatch.errors import ResultTimeout
 from redbatch.producer._core import ProducerCore
@@ -12,15 +12,19 @@ from redbatch.protocol.fields import Outcome
 
 # Sets the cancel keys of (queue, request ids); raises ConnectionFailed.
 CancelFn = Callable[[str, list[str]], Awaitable[None]]
-# Takes note that the local waits of these handles timed out (returns at once: the cancel
-# goes to Redis in a task).
-TimedOutFn = Callable[[list["AsyncHandle"]], None]
+
+
+# Takes note that nobody waits for these handles any more: their local wait timed out, or
+# (``cancelled``) the waiting task was cancelled. Returns at once: any cancel goes to Redis
+# in a task.
+class GoneFn(Protocol):
+    def __call__(self, handles: list[AsyncHandle], *, cancelled: bool) -> None: ...
 
 
 class AsyncHandle:
     """A submitted request; ``await result()`` waits for its outcome."""
 
-    __slots__ = ("_cancel", "_core", "_ct", "_future", "_timed_out", "id", "once", "queue")
+    __slots__ = ("_cancel", "_core", "_ct", "_future", "_gone", "id", "once", "queue")
 
     def __init__(
         self,
@@ -29,17 +33,17 @@ class AsyncHandle:
         queue: str,
         request_id: str,
         ct: str,
-        timed_out: TimedOutFn | None = None,
+        gone: GoneFn | None = None,
         once: bool = False,
     ) -> None:
-        """``timed_out`` is told of a local timeout (with ``cancel_on_timeout``); ``once``:
-        submitted with a caller-chosen id."""
+        """``gone`` is told of a local timeout or a cancelled wait; ``once``: submitted with a
+        caller-chosen id."""
         self.id = request_id
         self.queue = queue
         self.once = once
         self._core = core
         self._cancel = cancel
-        self._timed_out = timed_out
+        self._gone = gone
         self._ct = ct
         self._future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
@@ -51,8 +55,9 @@ class AsyncHandle:
 
     async def result(self, timeout: float | None = None) -> Any:
         """Like ``Handle.result`` (a timeout cancels the request with the producer's
-        ``cancel_on_timeout``, in a task); cancelling the wait itself leaves the request
-        alone."""
+        ``cancel_on_timeout``, in a task). Cancelling the awaiting task (``asyncio.wait_for``,
+        a TaskGroup, a disconnected HTTP client) cancels the request too, unless the
+        producer was made with ``cancel_on_cancel=False``."""
         return await self._result(timeout, timeout)
 
     async def _result(self, wait: float | None, timeout: float | None) -> Any:
@@ -60,8 +65,12 @@ class AsyncHandle:
         try:
             outcome = await self._wait(wait, timeout)
         except ResultTimeout:
-            if self._core.cancel_on_timeout and self._timed_out is not None:
-                self._timed_out([self])
+            if self._gone is not None:
+                self._gone([self], cancelled=False)
+            raise
+        except asyncio.CancelledError:
+            if self._gone is not None and not self.done():
+                self._gone([self], cancelled=True)
             raise
         return self._core.value(outcome, self._ct)
 

@@ -42,15 +42,17 @@ log = logging.getLogger(__name__)
 _CLUSTER_LISTEN_S = 2.0
 
 
-def _listener(client: redis.asyncio.Redis) -> redis.asyncio.Redis:
+def _listener(client: redis.asyncio.Redis, name: str) -> redis.asyncio.Redis:
     """A one-connection client for the single-node listener's blocking pops."""
     pool = client.connection_pool
+    kwargs = clone_kwargs(client, socket_timeout=LISTEN_SOCKET_TIMEOUT_S)
+    kwargs["client_name"] = name
     return redis.asyncio.Redis(
         connection_pool=redis.asyncio.ConnectionPool(
             connection_class=pool.connection_class,
             max_connections=1,
             retry=backoff_retry_async(LISTEN_RETRIES),
-            **clone_kwargs(client, socket_timeout=LISTEN_SOCKET_TIMEOUT_S),
+            **kwargs,
         )
     )
 
@@ -67,7 +69,9 @@ class AsyncReplyListener:
         self._pending = pending
         self._cluster = isinstance(client, AsyncRedisCluster)
         self._listen_client: AsyncClient = (
-            client if isinstance(client, AsyncRedisCluster) else _listener(client)
+            client
+            if isinstance(client, AsyncRedisCluster)
+            else _listener(client, core.client_name("listener"))
         )
         self.outage = Outage()  # read by the producer's timeout path
         self._reply_keys: dict[str, str] = {}  # physical queue -> reply key
