@@ -45,9 +45,7 @@ def _commands(*groups: str) -> str:
 
 ROLE_COMMANDS: dict[str, str] = {
     # CLIENT SETNAME: its connections name themselves (redbatch:producer:<name>, listener).
-    "producer": _commands(
-        _COMMON, _QUEUE, _ADMIT, _LEAVE, "+blmpop +hgetall +set +client|setname"
-    ),
+    "producer": _commands(_COMMON, _QUEUE, _ADMIT, _LEAVE, "+blmpop +hgetall +set +client|setname"),
     "worker": _commands(
         _COMMON,
         _QUEUE,
