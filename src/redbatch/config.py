@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from redbatch import config_shared as shared
 from redbatch.config_env import (
     ENV_PREFIX,
     parse_cluster,
@@ -22,7 +23,7 @@ from redbatch.config_env import (
     split_handlers,
     words,
 )
-from redbatch.connection import DEFAULT_URL, check_url
+from redbatch.connection import check_url
 from redbatch.errors import ConfigError
 from redbatch.protocol.keys import KeySpace, check_queue_name
 from redbatch.service_links import check_service_links, is_service_link
@@ -30,74 +31,9 @@ from redbatch.settings import check_all, config_class, declared, declared_as, se
 
 MAX_BATCH_SIZE_LIMIT = 4096
 
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-_LOG_FORMATS = ("text", "json")
-# TCP port of the Prometheus endpoint; 0 = no endpoint.
-MAX_PORT = 65535
-
 
 def default_worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-# Settings both processes read: declared once here, a field of each class below.
-def _redis_url() -> Any:
-    return setting(
-        default=DEFAULT_URL, env="REDBATCH_REDIS_URL", metavar="URL",
-        help="the Redis to use (redis://, rediss:// or unix://)",
-    )  # fmt: skip
-
-
-def _namespace() -> Any:
-    return setting(
-        default="rb", env="REDBATCH_NAMESPACE", help="key prefix, for several tenants on one Redis"
-    )
-
-
-def _result_ttl() -> Any:
-    return setting(
-        default=3600, env="REDBATCH_RESULT_TTL", flag="--result-ttl", bounds=(1, 30 * 86_400),
-        help="seconds results and reply lists live",
-    )  # fmt: skip
-
-
-def _dead_maxlen() -> Any:
-    return setting(
-        default=100_000, env="REDBATCH_DEAD_MAXLEN", bounds=(1, 10**9),
-        help="the dead-letter stream is trimmed (approximately) past this many entries",
-    )  # fmt: skip
-
-
-def _max_attempts() -> Any:
-    return setting(
-        default=3, env="REDBATCH_MAX_ATTEMPTS", bounds=(1, 1000),
-        help="deliveries before a request is dead-lettered",
-    )  # fmt: skip
-
-
-def _log_level() -> Any:
-    return setting(default="INFO", env="REDBATCH_LOG_LEVEL", choices=_LOG_LEVELS, help="log level")
-
-
-def _log_format() -> Any:
-    return setting(
-        default="text", env="REDBATCH_LOG_FORMAT", choices=_LOG_FORMATS,
-        help="text, or json (one object per line, for log collectors)",
-    )  # fmt: skip
-
-
-def _metrics_port() -> Any:
-    return setting(
-        default=0, env="REDBATCH_METRICS_PORT", bounds=(0, MAX_PORT),
-        help="serve Prometheus metrics on this port; 0 = off",
-    )  # fmt: skip
-
-
-def _cluster() -> Any:
-    return setting(
-        default=None, env="REDBATCH_CLUSTER", flag="--cluster/--no-cluster", shown="auto",
-        help="Redis Cluster client (yes), single node (no), or ask the server (auto)",
-    )  # fmt: skip
 
 
 @config_class
@@ -122,8 +58,17 @@ class WorkerConfig:
         parse=parse_handler_options,
         help="keyword arguments for the handlers: name=value, or QUEUE:name=value for one",
     )
-    redis_url: str = _redis_url()
-    namespace: str = _namespace()
+    # Where handler modules are imported from, before site-packages (rq's --path).
+    path: tuple[str, ...] = setting(
+        default=(".",), env="REDBATCH_PATH", metavar="DIR",
+        help="directory to import handlers from, put first on sys.path",
+    )  # fmt: skip
+    encoder: str = setting(
+        default="", env="REDBATCH_ENCODER", metavar="MODULE:FUNCTION", shown="none",
+        help="function turning result types the codec cannot carry into ones it can (default=)",
+    )  # fmt: skip
+    redis_url: str = shared.redis_url()
+    namespace: str = shared.namespace()
     name: str = setting(
         default_factory=default_worker_name,
         env="REDBATCH_WORKER_NAME",
@@ -161,13 +106,13 @@ class WorkerConfig:
         default=1000, env="REDBATCH_BLOCK_MS", bounds=(1, 60_000),
         help="idle blocking read (ms); bounds how fast a stop request is noticed",
     )  # fmt: skip
-    result_ttl_s: int = _result_ttl()
-    dead_maxlen: int = _dead_maxlen()
+    result_ttl_s: int = shared.result_ttl()
+    dead_maxlen: int = shared.dead_maxlen()
     max_payload_bytes: int = setting(
         default=16 * 1024 * 1024, env="REDBATCH_MAX_PAYLOAD_BYTES",
         bounds=(1, 512 * 1024 * 1024), help="largest payload a worker accepts, bytes",
     )  # fmt: skip
-    log_level: str = _log_level()
+    log_level: str = shared.log_level()
     # A hung GPU kernel cannot be interrupted: the heartbeat stops and the process ends; the
     # scheduler then re-queues what it held.
     batch_timeout_s: int = setting(
@@ -185,7 +130,7 @@ class WorkerConfig:
         help="seconds the running batch may take after SIGTERM",
     )  # fmt: skip
     # A Retry past this ends the request dead too.
-    max_attempts: int = _max_attempts()
+    max_attempts: int = shared.max_attempts()
     retry_on: tuple[str, ...] = setting(
         default=(), env="REDBATCH_RETRY_ON", metavar="MODULE.EXCEPTION",
         help="exception types that re-queue the batch with backoff instead of failing it",
@@ -194,9 +139,9 @@ class WorkerConfig:
         default=1.0, env="REDBATCH_RETRY_DELAY", flag="--retry-delay", bounds=(0.0, 86_400.0),
         help="first retry delay, seconds; doubles per attempt",
     )  # fmt: skip
-    metrics_port: int = _metrics_port()
-    log_format: str = _log_format()
-    cluster: bool | None = _cluster()
+    metrics_port: int = shared.metrics_port()
+    log_format: str = shared.log_format()
+    cluster: bool | None = shared.cluster()
     # A pool (worker/pool.py): one supervising parent, its children the workers.
     processes: int = setting(
         default=1, env="REDBATCH_PROCESSES", bounds=(1, 256),
@@ -288,8 +233,8 @@ class WorkerConfig:
 class SchedulerConfig:
     """The scheduler process: reaping, delayed retries, consumer clean-up on every queue."""
 
-    redis_url: str = _redis_url()
-    namespace: str = _namespace()
+    redis_url: str = shared.redis_url()
+    namespace: str = shared.namespace()
     interval_s: float = setting(
         default=1.0, env="REDBATCH_SCHEDULER_INTERVAL", flag="--interval",
         bounds=(0.05, 3600.0), help="seconds between the scheduler's passes",
@@ -299,13 +244,13 @@ class SchedulerConfig:
         default=30, env="REDBATCH_HUNG_MARGIN", flag="--hung-margin", bounds=(0, 86_400),
         help="a request held longer than its worker's batch_timeout plus this (s) is hung",
     )  # fmt: skip
-    max_attempts: int = _max_attempts()
-    result_ttl_s: int = _result_ttl()
-    dead_maxlen: int = _dead_maxlen()
-    log_level: str = _log_level()
-    metrics_port: int = _metrics_port()
-    log_format: str = _log_format()
-    cluster: bool | None = _cluster()
+    max_attempts: int = shared.max_attempts()
+    result_ttl_s: int = shared.result_ttl()
+    dead_maxlen: int = shared.dead_maxlen()
+    log_level: str = shared.log_level()
+    metrics_port: int = shared.metrics_port()
+    log_format: str = shared.log_format()
+    cluster: bool | None = shared.cluster()
 
     def __post_init__(self) -> None:
         check_url(self.redis_url)
