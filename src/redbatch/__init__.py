@@ -36,6 +36,7 @@ from redbatch.producer import AsyncHandle, AsyncProducer, Handle, Producer
 if TYPE_CHECKING:  # the type checker sees them as plain imports; at run time see __getattr__
     from redbatch.config import SchedulerConfig, WorkerConfig
     from redbatch.worker import Worker
+    from redbatch.worker.request_info import RequestInfo
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "RequestDead",
     "RequestExpired",
     "RequestFailed",
+    "RequestInfo",
     "ResultNotFound",
     "ResultTimeout",
     "Retry",
@@ -71,6 +73,7 @@ __all__ = [
 # The names loaded on first use (PEP 562), each with the one module that defines it: the
 # worker pulls in prometheus_client and its whole pipeline, ~150 ms a web pod never needs.
 _ON_FIRST_USE = {
+    "RequestInfo": "redbatch.worker.request_info",
     "SchedulerConfig": "redbatch.config",
     "Worker": "redbatch.worker",
     "WorkerConfig": "redbatch.config",

@@ -69,18 +69,22 @@ def start_worker(
     handler: str = "redbatch.handlers:echo",
     extra: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    python_options: tuple[str, ...] = (),
 ) -> WorkerProcess:
-    """``env``: additions to the child's environment (``helpers.skew.merged_env`` rules)."""
+    """``env``: additions to the child's environment (``helpers.skew.merged_env`` rules);
+    ``python_options``: the interpreter's own (``-P``: the working directory not on sys.path,
+    as with the installed ``redbatch`` script)."""
     name = f"w-{uuid.uuid4().hex[:8]}"
     args = [
-        sys.executable, "-m", "redbatch", "worker", *queues,
+        sys.executable, *python_options, "-m", "redbatch", "worker", *queues,
         "--handler", handler, "--redis-url", redis_url, "--namespace", namespace,
         "--name", name, "--block-ms", "200", *extra,
     ]  # fmt: skip
     log_path = f"{log_dir}/{name}.log"
     with open(log_path, "wb") as log:
         child_env = merged_env(subprocess_env(), env or {})
-        proc = subprocess.Popen(args, env=child_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, env=child_env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     return WorkerProcess(name, proc, log_path, args)
 
 

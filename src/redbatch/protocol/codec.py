@@ -2,7 +2,8 @@
 
 Decoding never executes code (data formats only, no object serialization), bounds sizes and
 nesting, and turns anything it cannot read into ``PayloadError`` with a reason. numpy is
-optional: it is imported only when an array is encoded or decoded. msgpack's own timestamp
+optional: it is imported only when an array is encoded or decoded. torch tensors are encoded
+as numpy arrays (``tensors``: torch itself is never imported here). msgpack's own timestamp
 extension (-1) decodes to ``msgpack.Timestamp``, plain data; every other extension code but
 ours is refused.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import msgpack
 
 from redbatch.errors import ConfigError, PayloadError, PayloadTooLarge
+from redbatch.protocol import tensors
 
 MSGPACK = "msgpack"
 JSON = "json"
@@ -139,6 +141,8 @@ def _is_numpy(obj: Any) -> bool:
 
 
 def _msgpack_default(obj: Any) -> Any:
+    if tensors.is_tensor(obj):
+        obj = tensors.to_numpy(obj)
     if _is_numpy(obj):
         np = _numpy()
         if isinstance(obj, np.ndarray):
@@ -157,13 +161,21 @@ def _with_hook(builtin: Encoder, encoder: Encoder | None) -> Encoder:
         try:
             return builtin(obj)
         except TypeError:
-            return encoder(obj)
+            converted = encoder(obj)
+        # msgpack asks default= once per object: a hook that answers with an array or a
+        # tensor needs the codec's own conversion applied to that answer here.
+        try:
+            return builtin(converted)
+        except TypeError:
+            return converted
 
     return default
 
 
 def _json_default(obj: Any) -> Any:
     # JSON has no array type of its own: a JSON client gets lists and plain numbers.
+    if tensors.is_tensor(obj):
+        obj = tensors.to_numpy(obj)
     if _is_numpy(obj) and hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")

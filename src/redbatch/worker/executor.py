@@ -8,7 +8,7 @@ number of results breaks its contract; the whole batch fails with a message that
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Set
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,10 @@ from redbatch.clock import now_ms
 from redbatch.errors import PayloadError, Retry
 from redbatch.protocol import codec
 from redbatch.protocol.fields import CANCELLED, DEAD, ERROR, EXPIRED, OK, Outcome, Request
+from redbatch.worker.calling import Handler, HandlerCall, HandlerLoop
+from redbatch.worker.request_info import RequestInfo, request_info
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[list[Any]], list[Any]]
 
 _OK, _ERROR, _RETRY = "ok", "error", "retry"
 
@@ -63,8 +63,14 @@ class Executor:
         limits: codec.Limits = codec.DEFAULT_LIMITS,
         clock_ms: Callable[[], int] = now_ms,
         retry_on: tuple[type[BaseException], ...] = (),
+        *,
+        loop: HandlerLoop | None = None,
+        encoder: codec.Encoder | None = None,
     ) -> None:
         self.handler = handler
+        # Async handlers of every executor of a worker share its one loop.
+        self._call = HandlerCall(handler, loop or HandlerLoop())
+        self._encoder = encoder
         self._limits = limits
         self._clock_ms = clock_ms
         self._retry_on: tuple[type[BaseException], ...] = (Retry, *retry_on)
@@ -102,7 +108,8 @@ class Executor:
             else:
                 live.append(i)
         if live:
-            results = self._isolated([prepared.payloads[i] for i in live])
+            infos = self._infos([requests[i] for i in live], cancelled)
+            results = self._isolated([prepared.payloads[i] for i in live], infos)
             for i, (kind, value) in zip(live, results, strict=True):
                 if kind == _RETRY:
                     delay, text = value
@@ -119,19 +126,27 @@ class Executor:
             for i, request in enumerate(requests)
         ]  # fmt: skip
 
+    def _infos(self, requests: list[Request], cancelled: Set[str]) -> list[RequestInfo]:
+        """The ``requests`` argument, built only for a handler that declares it."""
+        if not self._call.wants_requests:
+            return []
+        return [request_info(r, cancelled) for r in requests]
+
     def _outcome(self, request: Request, ok: bool, value: Any) -> Outcome:
         if not ok:
             return Outcome(request.id, ERROR, str(value).encode())
         try:
-            return Outcome(request.id, OK, codec.encode(value, request.ct, self._limits))
+            body = codec.encode(value, request.ct, self._limits, encoder=self._encoder)
+            return Outcome(request.id, OK, body)
         except PayloadError as exc:
             return Outcome(request.id, ERROR, f"PayloadError: result: {exc}".encode())
 
-    def _isolated(self, payloads: list[Any]) -> list[tuple[str, Any]]:
+    def _isolated(self, payloads: list[Any], infos: Sequence[RequestInfo]) -> list[tuple[str, Any]]:
         """(_OK, result), (_ERROR, error text) or (_RETRY, (delay, text)) per payload,
-        bisecting on exceptions so only the items that raise fail."""
+        bisecting on exceptions so only the items that raise fail. ``infos``: the payloads'
+        RequestInfo (empty when the handler does not take them)."""
         try:
-            results = self.handler(list(payloads))
+            results = self._call(list(payloads), infos)
         except self._retry_on as exc:
             # A retry request (or a retryable error such as running out of GPU memory) is
             # about the batch, not one item: re-queue all of it, no bisection.
@@ -142,7 +157,9 @@ class Executor:
                 return [(_ERROR, error_text(exc))]
             log.debug("handler raised on a batch of %d; bisecting: %s", len(payloads), exc)
             middle = len(payloads) // 2
-            return self._isolated(payloads[:middle]) + self._isolated(payloads[middle:])
+            return self._isolated(payloads[:middle], infos[:middle]) + self._isolated(
+                payloads[middle:], infos[middle:]
+            )
         if not isinstance(results, list | tuple) or len(results) != len(payloads):
             got = len(results) if isinstance(results, list | tuple) else type(results).__name__
             text = (

@@ -38,9 +38,10 @@ from redbatch.protocol.capabilities import detect
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.worker.batch import Batch, Turn, attempt_of
-from redbatch.worker.executor import Executor, Handler, Ran
+from redbatch.worker.calling import Handler, HandlerLoop
+from redbatch.worker.executor import Executor, Ran
 from redbatch.worker.heartbeat import Heartbeat, Progress
-from redbatch.worker.loader import load_executors, warm_up
+from redbatch.worker.loader import load_executors, warm_up_all
 from redbatch.worker.pending import PendingAudit, held_keys
 from redbatch.worker.probes import Bounds, WorkerHealth
 from redbatch.worker.reader import RawEntry, Reader
@@ -114,7 +115,9 @@ class Worker:
             block_ms=config.block_ms,
         )
         self._shards = ShardWatch(self._keyspace, config.queues)
-        self._executors = load_executors(config, handler)
+        # The event loop of async handlers: made and run by the handler thread only.
+        self._handler_loop = HandlerLoop()
+        self._executors = load_executors(config, handler, self._handler_loop)
         # One thread runs every handler call, so the loop can do Redis work meanwhile.
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redbatch-handler")
         self._writer = Writer(
@@ -163,8 +166,7 @@ class Worker:
     def run(self) -> None:
         check_reachable(self.config.redis_url, None if self._owns_client else self._client)
         self.telemetry.serve()  # before a warm-up that may take minutes: a taken port fails now
-        for executor in {id(e.handler): e for e in self._executors.values()}.values():
-            warm_up(executor.handler)
+        warm_up_all(self._executors.values(), self._compute, self._handler_loop)
         self._serve_shards()
         self._reader.ensure_groups()
         self._set_state(State.SERVING)
@@ -185,6 +187,8 @@ class Worker:
                 running = self._turn(running)
             self._recorder.last(running)
         finally:
+            # Closed on its own thread, after the running batch (never, if that one hangs).
+            self._compute.submit(self._handler_loop.close)
             self._compute.shutdown(wait=False)
         self._drain()
         self.telemetry.close()
