@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import optional, subprocess_env
+from redbatch.config import WorkerConfig
 from redbatch.errors import ConfigError, PayloadError
 from redbatch.protocol import codec
 from redbatch.protocol.fields import ERROR, OK, Request
@@ -145,3 +146,13 @@ def test_a_tensor_numpy_cannot_hold_fails_naming_its_dtype() -> None:
         pytest.skip("this torch has no float8")
     with pytest.raises(PayloadError, match="float8_e4m3fn"):
         codec.encode(torch.zeros(2, dtype=torch.float8_e4m3fn))
+
+
+def test_path_and_encoder_settings() -> None:
+    base = {"queues": ("q",), "handler": "m:f"}
+    assert WorkerConfig.from_env({}, **base).path == (".",)
+    assert WorkerConfig.from_env({}, **base).encoder == ""
+    env = {"REDBATCH_PATH": "/srv/app, /srv/lib", "REDBATCH_ENCODER": "enc:default"}
+    config = WorkerConfig.from_env(env, **base)
+    assert config.path == ("/srv/app", "/srv/lib")
+    assert config.encoder == "enc:default"
