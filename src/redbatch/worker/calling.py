@@ -79,6 +79,8 @@ class HandlerCall:
             result = self.handler(payloads, requests=list(requests))
         else:
             result = self.handler(payloads, list(requests))
-        if inspect.isawaitable(result):
+        # The list check first: isawaitable asks an ABC, which costs more than the rest of
+        # the call, and the plain form's answer is a list.
+        if type(result) is not list and inspect.isawaitable(result):
             return self.loop.run(result)
         return result
