@@ -7,7 +7,7 @@ import logging
 import sys
 
 from redbatch.config import SchedulerConfig, WorkerConfig
-from redbatch.logconfig import JsonFormatter, settings_line
+from redbatch.logconfig import MAX_LOGGED_IDS, JsonFormatter, request_ids, settings_line
 
 
 def record(msg: str, *args: object, exc: bool = False) -> logging.LogRecord:
@@ -51,3 +51,20 @@ def test_describe_lists_every_setting_masks_the_password_and_option_values() -> 
     assert "preferred_batch_sizes=-" in text
     assert "queues=" not in text
     assert "interval_s=1.0" in settings_line(SchedulerConfig())
+
+
+def test_json_line_carries_the_context_and_the_calls_extra_fields() -> None:
+    rec = record("batch done")
+    rec.__dict__.update({"event": "batch_done", "queue": "q", "batch": {"id": 3, "size": 2}})
+    parsed = json.loads(JsonFormatter({"worker": "w1", "queue": "ctx"}).format(rec))
+    assert parsed["worker"] == "w1"
+    assert parsed["event"] == "batch_done"
+    assert parsed["queue"] == "q"  # the call's own field wins over the context's
+    assert parsed["batch"] == {"id": 3, "size": 2}
+
+
+def test_request_ids_are_bounded_and_counted() -> None:
+    ids = [f"r{i}" for i in range(100)]
+    fields = request_ids(ids)
+    assert fields["request_ids"] == ids[:MAX_LOGGED_IDS] and fields["request_count"] == 100
+    assert request_ids(["a"]) == {"request_ids": ["a"], "request_count": 1}

@@ -61,7 +61,8 @@ ENTRY_FIELDS = [
     value
     for name, value in vars(fields).items()
     if name.isupper() and isinstance(value, str) and name in {
-        "ID", "REPLY", "ENQ", "DEADLINE", "ATTEMPT", "COST", "CT", "PAYLOAD", "PRIORITY"
+        "ID", "REPLY", "ENQ", "DEADLINE", "ATTEMPT", "COST", "CT", "PAYLOAD", "PRIORITY",
+        "TRACEPARENT", "TRACESTATE",
     }
 ]  # fmt: skip
 

@@ -31,7 +31,7 @@ def command(check: bool, **options: Any) -> None:
     on_stop_signals(stop.set)
     try:
         config = WorkerConfig.from_env(**options)
-        setup_logging(config.log_level, config.log_format)
+        setup_logging(config.log_level, config.log_format, context={"worker": config.name})
         if config.processes > 1 or config.gpus:
             argv = sys.argv[sys.argv.index("worker") + 1 :]
             sys.exit(run_pool(config, argv, config.processes, config.gpus, stop))

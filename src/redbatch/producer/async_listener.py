@@ -120,7 +120,11 @@ class AsyncReplyListener:
             pipe.pexpire(key, WAKE_TTL_MS, nx=True)
             await pipe.execute()
         except redis.RedisError as exc:
-            log.warning("could not wake the reply listener: %s", exc)
+            log.warning(
+                "could not wake the reply listener: %s",
+                exc,
+                extra={"event": "listener_wake_failed"},
+            )
 
     async def _listen(self, only: str | None) -> None:
         """Like ``Producer._listen``: redis-py reconnects with backoff, this loop carries on."""

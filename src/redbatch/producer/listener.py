@@ -121,7 +121,11 @@ class ReplyListener:
             pipe.pexpire(key, WAKE_TTL_MS, nx=True)
             pipe.execute()
         except redis.RedisError as exc:
-            log.warning("could not wake the reply listener: %s", exc)
+            log.warning(
+                "could not wake the reply listener: %s",
+                exc,
+                extra={"event": "listener_wake_failed"},
+            )
 
     def _listen(self, only: str | None) -> None:
         """Pop replies until closed: of every queue, or ``only`` that one's (a cluster). A

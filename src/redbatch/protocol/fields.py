@@ -40,6 +40,10 @@ PAYLOAD = "payload"
 # The request's priority (high|normal|low), left out at normal. The lane (stream) an entry
 # sits in is what orders it; the field lets a delayed retry or a dead letter remember it.
 PRIORITY = "priority"
+# Optional W3C trace context of the producer's submit span (docs/observability.md); workers
+# without tracing ignore them, as every reader ignores fields it does not know.
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
 
 # The delivery count a worker gives the entries of a batch just before it runs them: the
 # "started" mark (requeue.lua counts an attempt only against started entries).

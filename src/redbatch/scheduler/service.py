@@ -113,6 +113,7 @@ class Scheduler:
             detect(self._client).describe(),
             self.config.namespace,
             settings_line(self.config, skip=("redis_url", "namespace")),
+            extra={"event": "scheduler_started"},
         )
         next_run = {d.name: 0.0 for d in self.duties}
         while not self._stop.is_set():
@@ -124,7 +125,7 @@ class Scheduler:
                     next_run[duty.name] = now + duty.interval_s
             self._stop.wait(wait_time(next_run, self._clock()))
         liveness_files.remove(liveness_files.SCHEDULER, self._name)
-        log.info("scheduler stopped")
+        log.info("scheduler stopped", extra={"event": "scheduler_stopped"})
         if self._endpoint is not None:
             self._endpoint.close()
         if self._owns_client:
@@ -144,13 +145,17 @@ class Scheduler:
             # redis-py already retried with backoff; the next pass tries again. One line per
             # outage, not one per pass.
             if not self._unreachable:
-                log.warning("Redis unavailable (%s); retrying every pass", exc)
+                log.warning(
+                    "Redis unavailable (%s); retrying every pass",
+                    exc,
+                    extra={"event": "redis_unavailable"},
+                )
                 self._unreachable = True
                 self.beat.unreachable_since = started
             self.beat.passed = started
             return
         if self._unreachable:
-            log.info("Redis reachable again")
+            log.info("Redis reachable again", extra={"event": "redis_reachable"})
             self._unreachable = False
             self.beat.unreachable_since = None
         self.beat.passed = started
@@ -172,9 +177,13 @@ class Scheduler:
             raise  # the pass ends: the other queues would only wait on the same outage
         except Exception as exc:  # a duty's failure must not stop the others
             log.error(
-                "%s on queue %s failed: %s: %s", duty.name, keys.name, type(exc).__name__, exc
-            )
-            log.debug("%s on queue %s", duty.name, keys.name, exc_info=True)
+                "%s on queue %s failed: %s: %s", duty.name, keys.name, type(exc).__name__, exc,
+                extra={"event": "duty_failed", "queue": keys.name, "duty": duty.name},
+            )  # fmt: skip
+            log.debug(
+                "%s on queue %s", duty.name, keys.name, exc_info=True,
+                extra={"event": "duty_failed_traceback", "queue": keys.name, "duty": duty.name},
+            )  # fmt: skip
 
     def _queues(self) -> list[QueueKeys]:
         queues = []
@@ -185,5 +194,8 @@ class Scheduler:
             except ConfigError:
                 if name not in self._bad_names:  # say it once, not every pass
                     self._bad_names.add(name)
-                    log.warning("ignoring invalid queue name %r in %s", name, self._keyspace.queues)
+                    log.warning(
+                        "ignoring invalid queue name %r in %s", name, self._keyspace.queues,
+                        extra={"event": "queue_name_invalid"},
+                    )  # fmt: skip
         return queues

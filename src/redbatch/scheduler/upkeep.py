@@ -19,6 +19,7 @@ import redis
 from redbatch import clock
 from redbatch.config import SchedulerConfig
 from redbatch.connection import Client
+from redbatch.logconfig import request_ids
 from redbatch.protocol.keys import GROUP, PRIORITIES, QueueKeys
 from redbatch.protocol.scripts import (
     RETRY,
@@ -209,6 +210,12 @@ class Upkeep:
             log.info(
                 "queue %s (%s): re-queued %d, dead-lettered %d, skipped %d held by %s: %s",
                 keys.name, priority, requeued, dead, skipped, name, reason,
+                extra={
+                    "event": "entries_requeued", "queue": keys.name, "worker": name,
+                    "priority": priority, "requeued": requeued, "dead_lettered": dead,
+                    "skipped": skipped, "reason": reason,
+                    **request_ids([h.request_id for h in held if h.request_id]),
+                },
             )  # fmt: skip
         else:
             log.debug(
@@ -217,6 +224,7 @@ class Upkeep:
                 priority,
                 skipped,
                 name,
+                extra={"event": "entries_already_handled", "queue": keys.name, "worker": name},
             )
 
     # -- delayed retries ----------------------------------------------------------------------
@@ -235,12 +243,20 @@ class Upkeep:
                 self._tally.dead_lettered(keys.name, int(dead))
             if dead:
                 log.warning(
-                    "queue %s: dead-lettered %d unreadable delayed retries", keys.name, dead
+                    "queue %s: dead-lettered %d unreadable delayed retries",
+                    keys.name,
+                    dead,
+                    extra={"event": "retries_dead_lettered", "queue": keys.name},
                 )
             if int(count) + int(dead) < MOVE_BATCH:
                 break
         if moved:
-            log.debug("queue %s: moved %d due retries to their lanes", keys.name, moved)
+            log.debug(
+                "queue %s: moved %d due retries to their lanes",
+                keys.name,
+                moved,
+                extra={"event": "retries_moved", "queue": keys.name, "count": moved},
+            )
         return moved
 
     # -- consumer clean-up --------------------------------------------------------------------
@@ -278,6 +294,9 @@ class Upkeep:
             if self._scripts.remove_consumer(keys=script_keys, args=args):
                 removed += 1
                 log.info(
-                    "queue %s: removed consumer %s (no heartbeat, holds nothing)", keys.name, name
+                    "queue %s: removed consumer %s (no heartbeat, holds nothing)",
+                    keys.name,
+                    name,
+                    extra={"event": "consumer_removed", "queue": keys.name, "worker": name},
                 )
         return removed

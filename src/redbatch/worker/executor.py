@@ -155,7 +155,12 @@ class Executor:
         except Exception as exc:
             if len(payloads) == 1:
                 return [(_ERROR, error_text(exc))]
-            log.debug("handler raised on a batch of %d; bisecting: %s", len(payloads), exc)
+            log.debug(
+                "handler raised on a batch of %d; bisecting: %s",
+                len(payloads),
+                exc,
+                extra={"event": "handler_bisect"},
+            )
             middle = len(payloads) // 2
             return self._isolated(payloads[:middle], infos[:middle]) + self._isolated(
                 payloads[middle:], infos[middle:]
@@ -166,6 +171,6 @@ class Executor:
                 f"HandlerContractError: handler returned {got} results for {len(payloads)} "
                 "payloads (it must return a list of the same length, in the same order)"
             )
-            log.error("%s", text)
+            log.error("%s", text, extra={"event": "handler_contract_error"})
             return [(_ERROR, text)] * len(payloads)
         return [(_OK, r) for r in results]

@@ -135,7 +135,11 @@ class Heartbeat:
         try:
             pipe.execute()
         except redis.RedisError as exc:
-            log.warning("could not delete the heartbeat: %s", exc)
+            log.warning(
+                "could not delete the heartbeat: %s",
+                exc,
+                extra={"event": "heartbeat_delete_failed"},
+            )
 
     def beat(self) -> None:
         """Renew the heartbeat and add the statistics gathered since the last beat, in one
@@ -207,13 +211,17 @@ class Heartbeat:
                     log.info(
                         "worker %s: stop requested; finishing the running batch "
                         "(drain_timeout %d s)", self._name, self._drain_timeout_s,
+                        extra={"event": "worker_stop_requested"},
                     )  # fmt: skip
             why = overdue(
                 self._progress, time.monotonic(), self._batch_timeout_s, self._drain_timeout_s
             )
             if why:
                 code = EXIT_DRAIN_TIMEOUT if "drain" in why else EXIT_BATCH_TIMEOUT
-                log.error("worker %s exits (code %d): %s", self._name, code, why)
+                log.error(
+                    "worker %s exits (code %d): %s", self._name, code, why,
+                    extra={"event": "worker_overdue_exit", "exit_code": code},
+                )  # fmt: skip
                 logging.shutdown()
                 self._exit(code)
                 return
@@ -223,9 +231,11 @@ class Heartbeat:
         try:
             self.beat()
             if self._warned:
-                log.info("heartbeat renewed again")
+                log.info("heartbeat renewed again", extra={"event": "heartbeat_renewed"})
                 self._warned = False
         except redis.RedisError as exc:
             if not self._warned:
-                log.warning("cannot renew the heartbeat: %s", exc)
+                log.warning(
+                    "cannot renew the heartbeat: %s", exc, extra={"event": "heartbeat_failed"}
+                )
                 self._warned = True

@@ -108,7 +108,9 @@ def warm_up(handler: Handler, loop: HandlerLoop | None = None) -> None:
     hook = getattr(target, "warm_up", None)
     if not callable(hook):
         return
-    log.info("warming up %s", getattr(target, "__qualname__", target))
+    log.info(
+        "warming up %s", getattr(target, "__qualname__", target), extra={"event": "handler_warm_up"}
+    )
     own_loop = loop is None
     loop = loop or HandlerLoop()
     try:

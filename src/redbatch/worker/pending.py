@@ -100,6 +100,7 @@ class PendingAudit:
             log.info(
                 "took back %d entries pending to worker %s that it never received (a reply "
                 "lost with its connection); re-queued", taken, self._consumer,
+                extra={"event": "pending_taken_back", "count": taken},
             )  # fmt: skip
         return taken
 

@@ -175,6 +175,7 @@ class Pool:
         log.info(
             "pool of %d workers: %s", len(self.children),
             ", ".join(f"{c.name} (pid {self._pid(c)}{self._on(c)})" for c in self.children),
+            extra={"event": "pool_started"},
         )  # fmt: skip
         gave_up = False
         while not self._stop.wait(_POLL_S):
@@ -196,12 +197,16 @@ class Pool:
                 log.error(
                     "pool: worker %s %s; restart budget spent (%d in %g s): the pool exits %d",
                     child.name, why, self._budget.restarts, self._budget.window_s, EXIT_GAVE_UP,
+                    extra={"event": "pool_gave_up", "worker": child.name},
                 )  # fmt: skip
                 return False
             child.restarts += 1
             self._start(child)
             self.on_restart(child)
-            log.warning("pool: worker %s %s; restarted (pid %d)", child.name, why, self._pid(child))
+            log.warning(
+                "pool: worker %s %s; restarted (pid %d)", child.name, why, self._pid(child),
+                extra={"event": "pool_restarted", "worker": child.name},
+            )  # fmt: skip
         return True
 
     def _start(self, child: Child) -> None:
@@ -227,7 +232,10 @@ class Pool:
             try:
                 code = child.proc.wait(max(0.0, deadline - self._clock()))
             except subprocess.TimeoutExpired:
-                log.error("pool: worker %s outlived its drain; killing it", child.name)
+                log.error(
+                    "pool: worker %s outlived its drain; killing it", child.name,
+                    extra={"event": "pool_killed_child", "worker": child.name},
+                )  # fmt: skip
                 child.proc.kill()
                 code = child.proc.wait()
             if code == -signal.SIGTERM:
@@ -235,9 +243,12 @@ class Pool:
                 # own start-up), so it held nothing. A clean stop.
                 code = 0
             if code != 0:
-                log.warning("pool: worker %s %s", child.name, _describe(code))
+                log.warning(
+                    "pool: worker %s %s", child.name, _describe(code),
+                    extra={"event": "pool_child_failed", "worker": child.name},
+                )  # fmt: skip
                 worst = worst or (code if code > 0 else 1)
-        log.info("pool stopped")
+        log.info("pool stopped", extra={"event": "pool_stopped"})
         return worst
 
     def kill(self) -> None:

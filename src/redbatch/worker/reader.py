@@ -244,7 +244,11 @@ class Reader:
             if not _stream_or_group_gone(exc):
                 raise
             # An operator deleted a stream or its group under us: recreate and carry on.
-            log.warning("stream or consumer group missing, recreating it: %s", exc)
+            log.warning(
+                "stream or consumer group missing, recreating it: %s",
+                exc,
+                extra={"event": "group_recreated"},
+            )
             self.ensure_groups()
             return 0
         return sum(self._hold(reply) for reply in replies)
@@ -291,7 +295,11 @@ class Reader:
             try:
                 replies += pipe.execute()
             except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
-                log.debug("a cluster node did not answer a read: %s", exc)
+                log.debug(
+                    "a cluster node did not answer a read: %s",
+                    exc,
+                    extra={"event": "cluster_read_failed"},
+                )
                 failure = exc
         if failure is not None and not replies:
             raise failure

@@ -92,7 +92,10 @@ class Recorder:
         batch.written = True
         if existed:
             log.info(
-                "%d results on %s already existed; kept the first outcome", existed, batch.queue
+                "%d results on %s already existed; kept the first outcome",
+                existed,
+                batch.queue,
+                extra={"event": "results_existed", "queue": batch.queue},
             )
 
     def holding(self) -> list[Batch]:
@@ -114,7 +117,11 @@ class Recorder:
     def lost(self, exc: Exception, running: Batch | None) -> None:
         """Redis went away: keep what it may not have written, to write again."""
         if not self._outage:
-            log.warning("Redis unavailable (%s); carrying on, results kept until it is back", exc)
+            log.warning(
+                "Redis unavailable (%s); carrying on, results kept until it is back",
+                exc,
+                extra={"event": "redis_unavailable"},
+            )
             self._outage = True
         self._keep_all(running)
 
@@ -125,6 +132,7 @@ class Recorder:
             log.warning(
                 "Redis refused a write (%s: %s); results kept, written again with backoff "
                 "until it accepts them", type(exc).__name__, exc,
+                extra={"event": "redis_refused_write"},
             )  # fmt: skip
             self._outage = True
         self._retry_at = time.monotonic() + self._backoff_s
@@ -141,7 +149,7 @@ class Recorder:
     def reachable(self) -> None:
         self._retry_at, self._backoff_s = 0.0, _BACKOFF_MIN_S
         if self._outage:
-            log.info("Redis reachable again")
+            log.info("Redis reachable again", extra={"event": "redis_reachable"})
             self._outage = False
 
     def last(self, running: Batch | None) -> None:
@@ -151,7 +159,10 @@ class Recorder:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.lost(exc, None)
         except redis.ResponseError:
-            log.exception("Redis refused a command; the batch stays pending")
+            log.exception(
+                "Redis refused a command; the batch stays pending",
+                extra={"event": "redis_refused_command"},
+            )
         for batch in [*self.unwritten, *([running] if running is not None else [])]:
             try:
                 self.record(batch, wait=True)
@@ -159,6 +170,7 @@ class Recorder:
                 log.warning(
                     "could not write a batch of %d (%s); its entries stay pending for the "
                     "scheduler", len(batch.entries), exc,
+                    extra={"event": "batch_unwritten", "queue": batch.queue},
                 )  # fmt: skip
         self.unwritten = []
         self._writer.close()

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from redbatch import liveness_files
+from redbatch import liveness_files, tracing
 from redbatch.batching import BatchPolicy
 from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.clock import now_ms
@@ -138,6 +138,7 @@ class Worker:
             config.queues, self.progress,
             max_attempts=config.max_attempts, metrics_port=config.metrics_port,
             health=WorkerHealth(self.progress, Bounds.of(config)),
+            worker=config.name, tracer=tracing.batch_tracer(),
         )  # fmt: skip
         self._heartbeat = Heartbeat(
             self._client,
@@ -177,6 +178,7 @@ class Worker:
             "worker %s serving %s on %s, %s (%s)", c.name, " ".join(self._reader.queues),
             redacted(c.redis_url), detect(self._client).describe(),
             settings_line(c, skip=("name", "queues", "redis_url")),
+            extra={"event": "worker_serving", "queues": list(self._reader.queues)},
         )  # fmt: skip
         running: Batch | None = None
         try:
@@ -206,11 +208,18 @@ class Worker:
         except redis.RedisError:
             if not quiet:
                 raise
-            log.debug("could not re-read the queues' shard counts", exc_info=True)
+            log.debug(
+                "could not re-read the queues' shard counts",
+                exc_info=True,
+                extra={"event": "shards_read_failed"},
+            )
         except ConfigError as exc:
             if not quiet:
                 raise
-            log.warning("%s; serving the shards known before", exc)  # a hand-edited count
+            # a hand-edited count
+            log.warning(
+                "%s; serving the shards known before", exc, extra={"event": "shards_invalid"}
+            )
 
     def _drain(self) -> None:
         self._set_state(State.DRAINING)
@@ -219,21 +228,34 @@ class Worker:
         try:
             handed = self._writer.hand_back(held) if held else 0
             log.info(
-                "worker %s draining: handed %d unstarted entries back", self.config.name, handed
+                "worker %s draining: handed %d unstarted entries back",
+                self.config.name,
+                handed,
+                extra={"event": "worker_draining", "handed_back": handed},
             )
         except redis.RedisError as exc:
-            log.warning("could not hand back %d entries (%s); the scheduler will", len(held), exc)
+            log.warning(
+                "could not hand back %d entries (%s); the scheduler will",
+                len(held),
+                exc,
+                extra={"event": "hand_back_failed"},
+            )
         self._heartbeat.stop()
         liveness_files.remove(liveness_files.WORKER, self.config.name)
         try:
             for queue in self._reader.queues:
                 self._writer.leave_group(queue)
         except redis.RedisError as exc:
-            log.warning("could not leave the consumer group (%s); the scheduler will", exc)
+            log.warning(
+                "could not leave the consumer group (%s); the scheduler will",
+                exc,
+                extra={"event": "leave_group_failed"},
+            )
         self._set_state(State.STOPPED)
         log.info(
             "worker %s stopped after %d batches, %d items",
             self.config.name, self.progress.batches, self.progress.items,
+            extra={"event": "worker_stopped"},
         )  # fmt: skip
 
     def _announce(self) -> None:
@@ -269,7 +291,10 @@ class Worker:
             if passing_refusal(exc):  # OOM, READONLY, ...: kept and written again
                 self._recorder.refused(exc, running)
             else:  # a script error: the batch stays pending; the pending audit re-queues it
-                log.exception("Redis refused a command; the batch stays pending")
+                log.exception(
+                    "Redis refused a command; the batch stays pending",
+                    extra={"event": "redis_refused_command"},
+                )
         if turn.following is not None:
             self._reader.hold_again(turn.following.entries)
         if turn.launched is not None:
@@ -332,7 +357,11 @@ class Worker:
                 malformed.append(Malformed(entry, str(exc)))
         for bad in malformed:
             log.warning(
-                "dead-lettering malformed entry %s on %s: %s", bad.entry.entry_id, queue, bad.reason
+                "dead-lettering malformed entry %s on %s: %s",
+                bad.entry.entry_id,
+                queue,
+                bad.reason,
+                extra={"event": "entry_malformed", "queue": queue, "entry": bad.entry.entry_id},
             )
         prepared = self._executors[logical_name(queue)].prepare(requests)
         return Batch(queue, entries, malformed, prepared, alone=alone or not self._overlap)
@@ -388,12 +417,14 @@ class Worker:
         )
         before, self._reader.policy = self._reader.policy, self._tuner.policy
         if self._reader.policy != before:
-            log.debug("%s", self._tuner.status_line())
+            log.debug("%s", self._tuner.status_line(), extra={"event": "window_tuned"})
 
     def _counted(self, batch: Batch, ran: list[Ran]) -> None:
         """A batch's results are on their way to Redis: count it, tune the window."""
         self._tune(batch, ran)
-        self.telemetry.batch_done(batch.queue, ran, len(batch.malformed), batch.service_s)
+        self.telemetry.batch_done(
+            batch.queue, ran, len(batch.malformed), batch.service_s, batch.entries
+        )
         self.progress.batches += 1
         self.progress.items += len(batch.entries)
         self.progress.busy_us += round(batch.service_s * 1_000_000)

@@ -51,6 +51,9 @@ class ShardWatch:
         for queue, row in zip(self._queues, pipe.execute(), strict=True):
             count = parse_shards(queue, row[0])
             if count > self._counts[queue]:
-                log.info("queue %s has %d shards: serving all of them", queue, count)
+                log.info(
+                    "queue %s has %d shards: serving all of them", queue, count,
+                    extra={"event": "shards_found", "queue": queue, "shards": count},
+                )  # fmt: skip
                 self._counts[queue] = count
         return self.served()

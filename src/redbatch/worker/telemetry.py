@@ -1,5 +1,5 @@
 """What a worker tells its operators about its work: statistics in Redis, Prometheus metrics,
-and one log line per batch that failed.
+and, through ``BatchReport``, the batch's log lines and trace span.
 
 ``Worker._finish`` calls ``Telemetry.batch_done`` once per recorded batch (on the main loop,
 after the batch's one write succeeded, so a batch that is re-run after a Redis error is not
@@ -23,14 +23,16 @@ from prometheus_client.registry import Collector
 
 from redbatch import exporter
 from redbatch.protocol.fields import CANCELLED, DEAD, ERROR, EXPIRED, OK
+from redbatch.tracing import BatchTracer
+from redbatch.worker.batch_report import RETRY, BatchReport
 from redbatch.worker.executor import Ran
 from redbatch.worker.heartbeat import Progress
+from redbatch.worker.reader import RawEntry
 from redbatch.worker.stats_buffer import StatsBuffer
 
 log = logging.getLogger(__name__)
 
 # Outcome label values: the result statuses, plus "retry" for items re-queued with backoff.
-RETRY = "retry"
 OUTCOMES = (OK, ERROR, EXPIRED, CANCELLED, DEAD, RETRY)
 # Items per batch: powers of two up to the largest batch a worker may run.
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(13))  # 1 .. 4096
@@ -40,10 +42,6 @@ SECONDS_BUCKETS = (
     30.0, 60.0, 120.0, 300.0,
 )  # fmt: skip
 BUSY_WINDOW_S = 10.0
-# Handler errors already logged where they are found (executor.py logs a broken handler
-# contract): the batch line would only say it again.
-_LOGGED_ELSEWHERE = "HandlerContractError:"
-_MAX_ERROR_CHARS = 300  # of the first error quoted in the failed-batch line
 
 
 def outcome_of(ran: Ran, max_attempts: int) -> str:
@@ -161,7 +159,7 @@ class WorkerMetrics:
 
 
 class Telemetry:
-    """Statistics, metrics and the failed-batch log line of one worker."""
+    """Statistics, metrics, batch log lines and batch spans of one worker."""
 
     def __init__(
         self,
@@ -172,6 +170,8 @@ class Telemetry:
         metrics_port: int = 0,
         health: exporter.Health | None = None,
         clock: Callable[[], float] = time.monotonic,
+        worker: str = "",
+        tracer: BatchTracer | None = None,
     ) -> None:
         self._progress = progress
         self._max_attempts = max_attempts
@@ -183,6 +183,7 @@ class Telemetry:
         # Per-item histogram updates cost ~1 us each: only when someone can scrape them.
         self.metrics = WorkerMetrics(queues, progress, self.busy) if metrics_port else None
         self._endpoint: exporter.Endpoint | None = None
+        self.report = BatchReport(worker, tracer)
 
     def serve(self) -> None:
         """Start the endpoint (``--metrics-port``); ConfigError if the port is taken."""
@@ -195,9 +196,17 @@ class Telemetry:
             self._endpoint.close()
             self._endpoint = None
 
-    def batch_done(self, queue: str, ran: Sequence[Ran], malformed: int, service_s: float) -> None:
+    def batch_done(
+        self,
+        queue: str,
+        ran: Sequence[Ran],
+        malformed: int,
+        service_s: float,
+        entries: Sequence[RawEntry] = (),
+    ) -> None:
         """Count one recorded batch: ``ran`` from the handler thread, ``malformed`` entries
-        dead-lettered without running, ``service_s`` the handler's time."""
+        dead-lettered without running, ``service_s`` the handler's time, ``entries`` as read
+        (their trace context, if any, for the batch span)."""
         outcomes = [outcome_of(r, self._max_attempts) for r in ran]
         # Clocks of producer and worker hosts differ a little: a wait is never negative.
         waits_ms = [max(0, r.start - r.request.enq) for r in ran if r.request.enq]
@@ -211,7 +220,9 @@ class Telemetry:
                 self.metrics.observe(queue, outcomes, waits_ms, service_s)
             if malformed:
                 self.metrics.requests.labels(queue, DEAD).inc(malformed)
-        _log_failures(queue, ran, outcomes)
+        self.report.done(
+            queue, ran, outcomes, waits_ms=waits_ms, service_s=service_s, entries=entries
+        )
 
     def _record_busy(self, service_s: float) -> None:
         # The handler thread runs one batch at a time, so this one ended before the next
@@ -220,19 +231,3 @@ class Telemetry:
         running = self._progress.batch_started
         end = min(now, running) if running is not None else now
         self.busy.record(end - service_s, end)
-
-
-def _log_failures(queue: str, ran: Sequence[Ran], outcomes: Sequence[str]) -> None:
-    """One line for a batch in which items failed, retried or died; nothing otherwise."""
-    failed = [(r, o) for r, o in zip(ran, outcomes, strict=True) if o in (ERROR, RETRY, DEAD)]
-    if not failed:
-        return
-    first = failed[0][0].outcome.error[:_MAX_ERROR_CHARS]
-    if first.startswith(_LOGGED_ELSEWHERE):
-        return
-    tally = {o: sum(1 for _, x in failed if x == o) for o in (ERROR, RETRY, DEAD)}
-    log.warning(
-        "queue %s: %d of %d items in a batch failed (%s): %s",
-        queue, len(failed), len(ran),
-        ", ".join(f"{n} {o}" for o, n in tally.items() if n), first,
-    )  # fmt: skip
