@@ -29,8 +29,10 @@ from redbatch.errors import (
     ResultNotFound,
     ResultTimeout,
     Retry,
+    StreamRestarted,
     WrongEventLoop,
 )
+from redbatch.final import Final
 from redbatch.producer import AsyncHandle, AsyncProducer, Handle, Producer
 
 if TYPE_CHECKING:  # the type checker sees them as plain imports; at run time see __getattr__
@@ -46,6 +48,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "DuplicateRequestId",
+    "Final",
     "Handle",
     "MalformedEntry",
     "MapQueueFull",
@@ -65,6 +68,7 @@ __all__ = [
     "ResultTimeout",
     "Retry",
     "SchedulerConfig",
+    "StreamRestarted",
     "Worker",
     "WorkerConfig",
     "WrongEventLoop",

@@ -70,6 +70,18 @@ class RequestCancelled(RedbatchError):
         super().__init__(f"request {request_id} cancelled: {detail}")
 
 
+class StreamRestarted(RedbatchError):
+    """A streaming request's worker died mid-stream and the request runs again from its
+    start (``attempt``): the chunks yielded so far belong to an attempt that will not end.
+    Reset what was built from them; ``result()`` gives the new attempt's final value, and
+    ``stream()`` called again yields the new attempt's chunks from the first."""
+
+    def __init__(self, request_id: str, attempt: int) -> None:
+        self.request_id = request_id
+        self.attempt = attempt
+        super().__init__(f"request {request_id} restarted mid-stream: attempt {attempt} runs")
+
+
 class RequestDead(RedbatchError):
     """The request was dead-lettered (malformed, or out of attempts); see ``reason``."""
 

@@ -24,6 +24,7 @@ PLACEHOLDERS = {
     "reply": "<producer>",
     "guard": "<id>",
     "cancel": "<id>",
+    "chunks": "<id>",
     "admitted": "<producer>",
     "stats": "<slot>",
     "worker": "<name>",
@@ -63,6 +64,7 @@ ENTRY_FIELDS = [
     if name.isupper() and isinstance(value, str) and name in {
         "ID", "REPLY", "ENQ", "DEADLINE", "ATTEMPT", "COST", "CT", "PAYLOAD", "PRIORITY",
         "TRACEPARENT", "TRACESTATE",
+        "STREAM",
     }
 ]  # fmt: skip
 

@@ -44,6 +44,9 @@ PRIORITY = "priority"
 # without tracing ignore them, as every reader ignores fields it does not know.
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+# Streaming interest: "1" asks the worker to send a generator handler's chunks to the
+# producer as they come (and keep them in rb:{Q}:chunks:<id>); left out otherwise.
+STREAM = "stream"
 
 # The delivery count a worker gives the entries of a batch just before it runs them: the
 # "started" mark (requeue.lua counts an attempt only against started entries).
@@ -89,6 +92,7 @@ class Request:
     cost: int = 1
     ct: str = MSGPACK
     priority: str = DEFAULT_PRIORITY
+    stream: bool = False  # the producer wants the chunks as they come
 
     def expired(self, now_ms: int) -> bool:
         return self.deadline > 0 and now_ms >= self.deadline
@@ -105,6 +109,7 @@ def build_entry(
     cost: int = 1,
     ct: str = MSGPACK,
     priority: str = DEFAULT_PRIORITY,
+    stream: bool = False,
 ) -> dict[str, str | bytes | int]:
     """Stream fields for one request, defaults left out as the contract asks. ``priority``
     is not checked here (the producer checks it); the entry belongs in that lane's stream."""
@@ -123,6 +128,8 @@ def build_entry(
         fields[CT] = ct
     if priority != DEFAULT_PRIORITY:
         fields[PRIORITY] = priority
+    if stream:
+        fields[STREAM] = "1"
     fields[PAYLOAD] = payload
     return fields
 
@@ -139,6 +146,7 @@ def entry_key(priority: str, entry_id: str) -> str:
 _B_ID, _B_REPLY, _B_ENQ, _B_DEADLINE, _B_ATTEMPT, _B_COST, _B_CT, _B_PAYLOAD, _B_PRIORITY = (
     name.encode() for name in (ID, REPLY, ENQ, DEADLINE, ATTEMPT, COST, CT, PAYLOAD, PRIORITY)
 )
+_B_STREAM = STREAM.encode()
 # Reply fields already checked: a worker sees the same few producers over and over.
 _VALID_REPLIES: set[bytes] = set()
 _MAX_VALID_REPLIES = 4096
@@ -202,6 +210,7 @@ def parse_entry(
         integer_field(fields, COST),
         ct,
         priority if lane is None else lane,
+        fields.get(_B_STREAM) == b"1",  # any other value: no interest (old readers ignore it)
     )
 
 

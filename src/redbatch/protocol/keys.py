@@ -161,6 +161,11 @@ class QueueKeys:
         a re-sent admission finds its number and adds nothing."""
         return f"{self._base}:admitted:{producer_id}"
 
+    def chunks(self, request_id: str) -> str:
+        """Stream of a streaming request's chunks, entry id ``<attempt>-<seq>`` (kept with the
+        result TTL so a producer that reconnects, or another process, can read them)."""
+        return f"{self._base}:chunks:{request_id}"
+
     def cancel(self, request_id: str) -> str:
         return f"{self._base}:cancel:{request_id}"
 

@@ -7,6 +7,7 @@ number of results breaks its contract; the whole batch fails with a message that
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
@@ -18,10 +19,13 @@ from redbatch.protocol import codec
 from redbatch.protocol.fields import CANCELLED, DEAD, ERROR, EXPIRED, OK, Outcome, Request
 from redbatch.worker.calling import Handler, HandlerCall, HandlerLoop
 from redbatch.worker.request_info import RequestInfo, request_info
+from redbatch.worker.streaming import CANCELLED_KIND, Publish, StreamRun, publish_nothing
 
 log = logging.getLogger(__name__)
 
 _OK, _ERROR, _RETRY = "ok", "error", "retry"
+# The handler returned a generator (sync or async): a streaming handler, stepped by StreamRun.
+_STREAM = "stream"
 
 
 # Not frozen: one is built per request on the hot path, and a frozen dataclass's __init__
@@ -87,10 +91,21 @@ class Executor:
                 undecodable[i] = error_text(exc)
         return Prepared(requests, payloads, undecodable)
 
-    def run(self, requests: list[Request], cancelled: Set[str] = frozenset()) -> list[Ran]:
-        return self.execute(self.prepare(requests), cancelled)
+    def run(
+        self,
+        requests: list[Request],
+        cancelled: Set[str] = frozenset(),
+        publish: Publish = publish_nothing,
+    ) -> list[Ran]:
+        return self.execute(self.prepare(requests), cancelled, publish)
 
-    def execute(self, prepared: Prepared, cancelled: Set[str] = frozenset()) -> list[Ran]:
+    def execute(
+        self,
+        prepared: Prepared,
+        cancelled: Set[str] = frozenset(),
+        publish: Publish = publish_nothing,
+    ) -> list[Ran]:
+        """Run a batch; a streaming handler's steps go to ``publish`` as they come."""
         requests = prepared.requests
         start = self._clock_ms()
         outcomes: dict[int, Outcome] = {}
@@ -108,10 +123,22 @@ class Executor:
             else:
                 live.append(i)
         if live:
-            infos = self._infos([requests[i] for i in live], cancelled)
+            # Grows while a streaming handler runs: each step's cancel check adds to it.
+            alive_cancelled = set(cancelled)
+            infos = self._infos([requests[i] for i in live], alive_cancelled)
             results = self._isolated([prepared.payloads[i] for i in live], infos)
+            if results[0][0] == _STREAM:
+                running = StreamRun(
+                    [requests[i] for i in live], publish, alive_cancelled, self._limits,
+                    encoder=self._encoder,
+                )  # fmt: skip
+                results = running.run(
+                    results[0][1], self._call.loop.run, self._retry_on, error_text
+                )
             for i, (kind, value) in zip(live, results, strict=True):
-                if kind == _RETRY:
+                if kind == CANCELLED_KIND:
+                    outcomes[i] = Outcome(requests[i].id, CANCELLED, str(value).encode())
+                elif kind == _RETRY:
                     delay, text = value
                     retries[i] = delay
                     outcomes[i] = Outcome(requests[i].id, ERROR, text.encode())
@@ -165,6 +192,8 @@ class Executor:
             return self._isolated(payloads[:middle], infos[:middle]) + self._isolated(
                 payloads[middle:], infos[middle:]
             )
+        if inspect.isgenerator(results) or inspect.isasyncgen(results):
+            return [(_STREAM, results)] * len(payloads)
         if not isinstance(results, list | tuple) or len(results) != len(payloads):
             got = len(results) if isinstance(results, list | tuple) else type(results).__name__
             text = (

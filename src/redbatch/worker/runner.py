@@ -39,6 +39,7 @@ from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.worker.batch import Batch, Turn, attempt_of
 from redbatch.worker.calling import Handler, HandlerLoop
+from redbatch.worker.chunk_sender import ChunkSender
 from redbatch.worker.executor import Executor, Ran
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_executors, warm_up_all
@@ -130,6 +131,7 @@ class Worker:
             retry_delay_s=config.retry_delay_s,
         )
         self._recorder = Recorder(self._writer, self._counted)
+        self._chunks = ChunkSender(self._client, self._keyspace, result_ttl_s=config.result_ttl_s)
         self._audit = PendingAudit(self._client, self._keyspace, config.name, self._writer)
         # Entries taken from the reader but never started (a stop came first): handed back.
         self._unstarted: list[RawEntry] = []
@@ -398,7 +400,7 @@ class Worker:
         began = self.progress.batch_started = time.monotonic()
         batch.running.set()
         try:
-            return executor.execute(batch.prepared, cancelled)
+            return executor.execute(batch.prepared, cancelled, self._chunks.publisher(batch.queue))
         finally:
             self.progress.batch_started = None
             batch.service_s = time.monotonic() - began
