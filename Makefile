@@ -1,6 +1,6 @@
 # `make` runs what a change must pass before review: lint, types and the fast tests.
 PYTHON ?= python3
-PATHS := src tests benchmarks
+PATHS := src tests benchmarks examples
 
 .DEFAULT_GOAL := all
 .PHONY: all check lint types test-fast test test-matrix format settings-docs
@@ -19,7 +19,7 @@ lint:
 	PYTHONPATH=src lint-imports  # the layers contract in pyproject.toml
 
 types:
-	mypy src/redbatch
+	mypy src/redbatch examples
 
 test-fast:
 	$(PYTHON) -m pytest tests/unit -q
