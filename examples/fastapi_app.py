@@ -43,16 +43,16 @@ NAMESPACE = os.environ.get("REDBATCH_NAMESPACE", "rb")
 QUEUE = "embed"
 # Longer than a batch takes under load, shorter than the load balancer's idle timeout: past
 # it the caller gets a 504 and the request is cancelled in Redis (no worker starts it late).
-TIMEOUT_S = 10.0
+TIMEOUT_S = float(os.environ.get("EMBED_TIMEOUT_S", "10"))
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # One producer per process and event loop, shared by all requests. The ping makes a Redis
-    # that is down fail the start-up (without it the app starts, /healthz answers 503 until
-    # Redis does, and requests get ConnectionFailed: 503).
+    # One producer per process and event loop, shared by all requests. from_url does no I/O;
+    # connect() makes a Redis that is down fail the start-up (without it the app starts,
+    # /healthz answers 503 until Redis does, and requests get ConnectionFailed: 503).
     async with AsyncProducer.from_url(REDIS_URL, namespace=NAMESPACE) as producer:
-        await producer.ping()
+        await producer.connect()
         app.state.producer = producer
         yield
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -112,3 +113,13 @@ def block_until_file(
 def cuda_devices(payloads: list[Any]) -> list[Any]:
     """Answers each payload with this process's CUDA_VISIBLE_DEVICES (a pool's --gpus)."""
     return [os.environ.get("CUDA_VISIBLE_DEVICES", "") for _ in payloads]
+
+
+def record_echo(payloads: list[Any], log: str = "") -> list[Any]:
+    """Echo, and append each payload (one JSON line) to the file ``log``: what the handler
+    saw, for tests that check a request never reached it."""
+    if not log:
+        raise ValueError("record_echo needs --handler-option log=PATH")
+    with open(log, "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(p) + "\n" for p in payloads)
+    return list(payloads)

@@ -33,18 +33,30 @@ class AppProcess:
         producer) and then re-raises the signal, so a clean stop dies of SIGTERM."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(STOP_TIMEOUT_S)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # a request still running holds the graceful shutdown
+            self.proc.wait(STOP_TIMEOUT_S)
+            raise AssertionError(f"uvicorn did not stop:\n{self.log()[-3000:]}") from None
         log = self.log()
         assert code in (0, -signal.SIGTERM), log[-3000:]
         assert "Application shutdown complete." in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
 
 
-def start_app(redis_url: str, namespace: str, *, log_dir: str) -> AppProcess:
+def start_app(
+    redis_url: str, namespace: str, *, log_dir: str, timeout_s: float = 120.0
+) -> AppProcess:
     """``uvicorn fastapi_app:app`` from examples/, once it listens (after its lifespan
-    started, so the producer has answered a ping)."""
+    started, so the producer has answered a ping). ``timeout_s``: the app's per-call timeout,
+    longer than any test waits, so no request is cancelled by its timeout in a test."""
     log_path = f"{log_dir}/fastapi_app.log"
-    env = subprocess_env() | {"REDBATCH_REDIS_URL": redis_url, "REDBATCH_NAMESPACE": namespace}
+    env = subprocess_env() | {
+        "REDBATCH_REDIS_URL": redis_url,
+        "REDBATCH_NAMESPACE": namespace,
+        "EMBED_TIMEOUT_S": str(timeout_s),
+    }
     args = [
         sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(EXAMPLES_DIR),
         "--host", "127.0.0.1", "--port", "0", "--no-access-log",

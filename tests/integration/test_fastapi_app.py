@@ -4,14 +4,21 @@ uvicorn process, with real worker processes and a private redis-server."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis
 
 from helpers.webapp import AppProcess, start_app
-from helpers.workers import WorkerProcess, wait_serving
+from helpers.workers import WorkerProcess, wait_serving, wait_until
+from redbatch import Producer, RequestCancelled, ResultNotFound
+from redbatch.protocol import fields
+from redbatch.protocol.keys import KeySpace
 
 QUEUE = "embed"  # the example's queue
 CONCURRENT = 500
@@ -41,3 +48,50 @@ def test_concurrent_requests_each_get_their_own_answer(
     answers = asyncio.run(main())
     assert [a.status_code for a in answers] == [200] * CONCURRENT
     assert [a.json() for a in answers] == [{"embedding": f"t{i}"} for i in range(CONCURRENT)]
+
+
+def test_a_client_that_hangs_up_cancels_its_request(
+    app: AppProcess,
+    worker_factory: Callable[..., WorkerProcess],
+    redis_client: redis.Redis,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    keys = KeySpace(namespace).queue(QUEUE)
+    # No worker yet: the request waits in the queue while its client is still connected.
+    host, port = urlsplit(app.url).hostname, urlsplit(app.url).port
+    assert host is not None and port is not None
+    body = json.dumps({"text": "hung-up"}).encode()
+    with socket.create_connection((host, port), timeout=10) as client:
+        client.sendall(
+            b"POST /embed HTTP/1.1\r\nHost: app\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        entries = wait_until(lambda: redis_client.xrange(keys.stream), what="the request queued")
+    # The client hung up. The endpoint's task is cancelled (redbatch.asgi), and with it the
+    # producer's call: it marks the request cancelled in Redis.
+    request_id = entries[0][1][fields.ID.encode()].decode()
+    wait_until(lambda: redis_client.exists(keys.cancel(request_id)), what="the cancel mark")
+
+    seen = tmp_path / "seen.jsonl"
+    worker = worker_factory(
+        [QUEUE], "helpers.handlers:record_echo", "--handler-option", f"log={seen}"
+    )
+    wait_serving(worker)
+    answer = httpx.post(f"{app.url}/embed", json={"text": "after"}, timeout=60)
+    assert (answer.status_code, answer.json()) == (200, {"embedding": "after"})
+
+    with Producer(redis_client, namespace=namespace) as producer:
+
+        def outcome() -> BaseException | None:
+            try:
+                producer.get_result(QUEUE, request_id)
+            except ResultNotFound:
+                return None
+            except RequestCancelled as exc:
+                return exc
+            raise AssertionError("the request ran")
+
+        assert isinstance(wait_until(outcome, what="its outcome"), RequestCancelled)
+    # The worker read it before "after" (one stream, in order) and never gave it the handler.
+    assert seen.read_text(encoding="utf-8").splitlines() == ['"after"']
