@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import redis
-from benchlib import cpu_seconds
 
 from redbatch.embedded import EmbeddedRedis, find_redis_server
 from redbatch.errors import RedbatchError
@@ -56,6 +55,8 @@ DEFAULT_BATCH = 32
 # Loop (a) keeps at most this many in flight; redbatch's closed loop gets the same.
 IN_FLIGHT = 2_000
 SLEEP_BATCH, SLEEP_S = 64, 0.02
+# The short-batch overlap row: at 5 ms a batch, decode and finish work must hide behind it.
+SLEEP_SHORT_S = 0.005
 # One measurement may not take longer than this (the slowest takes ~15 s; bench itself
 # counts a request lost 65 s after its send).
 RUN_TIMEOUT_S = 90
@@ -96,6 +97,12 @@ def plan(bench: list[str], sizes: Sizes) -> list[Measurement]:
     def rq_url(url: str, ns: str) -> list[str]:
         return script("rq_baseline.py", "--jobs", sizes.rq_jobs)(url[: -len("/0")] + "/1", ns)
 
+    def sleep(seconds: float, batches: int) -> Callable[[str, str], list[str]]:
+        return redbatch("--handler", "redbatch.handlers:sleep",
+                        "--handler-option", f"seconds={seconds}", "--max-batch-size", SLEEP_BATCH,
+                        "--requests", SLEEP_BATCH * batches,
+                        "--concurrency", SLEEP_BATCH * 8)  # fmt: skip
+
     echo = ["--handler", "redbatch.handlers:echo"]
     sequential = [*echo, "--requests", sizes.sequential, "--concurrency", 1]
     measurements = [
@@ -114,10 +121,8 @@ def plan(bench: list[str], sizes: Sizes) -> list[Measurement]:
                     script("loop_same_work.py", "--sequential", "--requests", sizes.sequential)),
         Measurement("seq_default", redbatch(*sequential)),
         Measurement("seq_wait0", redbatch(*sequential, "--max-wait-ms", 0)),
-        Measurement("sleep_b64", redbatch(
-            "--handler", "redbatch.handlers:sleep", "--handler-option", f"seconds={SLEEP_S}",
-            "--max-batch-size", SLEEP_BATCH, "--requests", SLEEP_BATCH * 100,
-            "--concurrency", SLEEP_BATCH * 8)),
+        Measurement("sleep_b64", sleep(SLEEP_S, 100)),
+        Measurement("sleep5_b64", sleep(SLEEP_SHORT_S, 300)),
     ]  # fmt: skip
     # The sweep goes between the baselines, not in one block, so drift hits both sides.
     for position, batch in enumerate(SWEEP):
@@ -162,6 +167,26 @@ def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-15:])
 
 
+def redis_cpu_s(client: redis.Redis) -> float:
+    """Redis's CPU so far from INFO cpu (to the microsecond; /proc counts 10 ms ticks, too
+    coarse for a one-at-a-time run's few µs per request)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def per_request(summary: dict[str, Any], redis_cpu: float) -> None:
+    """The three CPU columns every row has, under one name each: Redis's (measured here),
+    the worker's or consumer's, and the producer's (bench's own CPU: its load generator)."""
+    requests = summary.get("all_requests", summary["requests"])
+    summary["suite_redis_cpu_us_per_request"] = redis_cpu / requests * 1e6
+    worker = summary.get("worker_cpu_us_per_request", summary.get("consumer_cpu_us_per_request"))
+    summary["suite_worker_cpu_us_per_request"] = worker
+    producer = summary.get("producer_cpu_us_per_request")
+    if "bench_cpu_s" in summary:
+        producer = summary["bench_cpu_s"] / summary["requests"] * 1e6
+    summary["suite_producer_cpu_us_per_request"] = producer
+
+
 class Rounds:
     """Runs the rounds on one server; keeps what was measured and what failed."""
 
@@ -174,14 +199,13 @@ class Rounds:
         """Round `number`: every measurement once, the order rotated by the round."""
         shift = number * len(self.measurements) // rounds
         order = self.measurements[shift:] + self.measurements[:shift]
-        url, pid = self.server.url, self.server.pid
-        assert pid is not None
+        url = self.server.url
         client, this_round = redis.Redis.from_url(url), {}
         hsetex = detect(client).hsetex_fnx
         for index, measurement in enumerate(order):
             if measurement.needs_hsetex and not hsetex:
                 continue
-            redis_cpu = cpu_seconds(pid)
+            redis_cpu = redis_cpu_s(client)
             try:
                 summary = run_one(measurement, url, f"s{number}m{index}")
             except MeasurementFailed as failed:
@@ -194,10 +218,7 @@ class Rounds:
                 continue
             # The same reading for every path, baselines included (setup and warm-up are
             # in it too: a few requests' worth).
-            redis_cpu = cpu_seconds(pid) - redis_cpu
-            summary["suite_redis_cpu_us_per_request"] = (
-                redis_cpu / summary.get("all_requests", summary["requests"]) * 1e6
-            )
+            per_request(summary, redis_cpu_s(client) - redis_cpu)
             this_round[measurement.name] = summary
             client.flushall()
             print(f"  round {number + 1} {measurement.name:14} "

@@ -15,13 +15,17 @@ hypothesis over random arrivals, costs and knobs. The rules:
   and never blocks the queue behind it (seed 003: a former that returns nothing for ever).
 - A batch is due when it is full (by size, or because the next request would break the
   budget), when it reaches one of ``preferred_batch_sizes`` with nothing more held, or when
-  the window (``max_wait_ms`` after the oldest held request arrived) has passed. Otherwise the
-  answer is "wait this long", never negative and never longer than the window.
+  the window (``max_wait_ms`` after the oldest held request arrived) has passed, or when
+  waiting cannot pay: the recent rate of arriving company (``rate``, see
+  ``redbatch.batching.company``) predicts fewer than ``WORTH`` more requests before the window
+  closes. Otherwise the answer is "wait this long", never negative and never longer than
+  the window.
 - Only held requests count against the budget: finished ones are gone from ``held``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +33,10 @@ from typing import Any
 from redbatch.config import WorkerConfig
 from redbatch.errors import ConfigError
 from redbatch.settings import declared_as
+
+# Wait for the window only while at least this many more requests are expected before it
+# closes: one more is what makes the batch fuller; fewer, and the wait is mostly latency.
+WORTH = 1.0
 
 
 # Not frozen: one is built per request on the hot path, and a frozen dataclass's __init__
@@ -98,7 +106,11 @@ def ordered(held: Sequence[Held], now: float = 0.0, aging_ms: int = 0) -> list[H
     return sorted(held, key=lambda h: (-aged(h), h.arrived))
 
 
-def decide(held: Sequence[Held], policy: BatchPolicy, now: float) -> Decision:
+def decide(
+    held: Sequence[Held], policy: BatchPolicy, now: float, rate: float = math.inf
+) -> Decision:
+    """What to do with ``held`` at ``now``; ``rate`` is the recent rate of arriving company
+    (requests per second; the default, infinity, always waits out the window)."""
     expired = tuple(h for h in held if h.deadline is not None and h.deadline <= now)
     live = ordered(
         [h for h in held if h.deadline is None or h.deadline > now], now, policy.priority_aging_ms
@@ -108,7 +120,7 @@ def decide(held: Sequence[Held], policy: BatchPolicy, now: float) -> Decision:
     batch, full = _prefix(live, policy)
     window_end = min(h.arrived for h in live) + policy.window_s
     preferred = len(batch) == len(live) and len(batch) in policy.preferred_batch_sizes
-    if full or preferred or now >= window_end:
+    if full or preferred or now >= window_end or rate * (window_end - now) < WORTH:
         return Decision(batch=tuple(batch), expired=expired)
     return Decision(expired=expired, wait_s=min(policy.window_s, max(0.0, window_end - now)))
 

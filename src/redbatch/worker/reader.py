@@ -2,9 +2,11 @@
 
 The first item is awaited with ``XREADGROUP ... BLOCK``; which held entries then form the batch,
 and how long to wait for more, is the batch former's decision (``redbatch.batching``: size,
-cost budget, window, preferred sizes). The window is timed here, by the client, because Redis
-times ``BLOCK`` with only about 0.1 s resolution. A batch that is already full (a burst of
-exactly ``max_batch_size``) is returned at once without waiting for the window.
+cost budget, window, preferred sizes, and whether waiting can pay: every read is reported to
+a ``Company``, whose rate tells the former whether more is coming). The window is timed here,
+by the client, because Redis times ``BLOCK`` with only about 0.1 s resolution. A batch that
+is already full (a burst of exactly ``max_batch_size``) is returned at once without waiting
+for the window.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError
 
 from redbatch import clock as server_clock
-from redbatch.batching import BatchPolicy, Held, decide
+from redbatch.batching import BatchPolicy, Company, Held, decide
 from redbatch.connection import Client
 from redbatch.protocol.fields import COST, DEADLINE, entry_key, integer_field_or_default
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
@@ -113,6 +115,7 @@ class Reader:
         self._block_ms = block_ms
         # Redis's clock, like the requests' deadlines (ms since epoch) the former compares with.
         self._clock = clock
+        self._company = Company()
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -211,7 +214,7 @@ class Reader:
         wait_s = self.policy.window_s
         for queue in waiting:
             held = self._held[queue]
-            decision = decide([h for h, _ in held.values()], self.policy, now)
+            decision = decide([h for h, _ in held.values()], self.policy, now, self._company.rate)
             chosen = decision.batch + decision.expired
             if chosen:
                 return [held.pop(str(h.key))[1] for h in chosen], 0.0
@@ -229,6 +232,7 @@ class Reader:
         (nothing is held then); without, one non-blocking read per lane, of as many as fit
         in a batch beside what is held at that priority or higher, so held low-priority
         entries never keep a worker from reading the high ones."""
+        holding = self.holding
         try:
             if block_ms is not None and self._cluster:
                 replies = self._poll_idle(count, block_ms)
@@ -251,7 +255,9 @@ class Reader:
             )
             self.ensure_groups()
             return 0
-        return sum(self._hold(reply) for reply in replies)
+        got = sum(self._hold(reply) for reply in replies)
+        self._company.read(self._clock(), got, holding)
+        return got
 
     def _lane_counts(self) -> dict[int, dict[Any, Any]]:
         """count -> {stream: ">"}: how many to read from each lane that has room."""
