@@ -26,6 +26,7 @@ _ALPHA = 0.1  # weight of one read: about ten reads of memory
 # each by default) before a burst are forgotten within a few of its reads. A lone client
 # reads as no company whatever its gaps: clamping them changes nothing for it.
 _MAX_GAP_S = 0.1
+_MAX_RATE = 1e9  # requests/s; reads a moment apart (a burst) read as this, never infinity
 
 
 class Company:
@@ -39,7 +40,9 @@ class Company:
     @property
     def rate(self) -> float:
         """Company per second, recently; 0 before two reads."""
-        return self._company / self._gap if self._gap > 0 else 0.0
+        if not self._company:
+            return 0.0
+        return min(_MAX_RATE, self._company / self._gap) if self._gap > 0 else _MAX_RATE
 
     def read(self, now: float, got: int, held_before: int) -> None:
         """A read returned at ``now`` with ``got`` requests, while ``held_before`` were held
