@@ -61,14 +61,16 @@ ROLE_COMMANDS: dict[str, str] = {
         _REQUEUE,
         _REMOVE_CONSUMER,
         _PUSH_OUTCOME,
-        "+exists +hget +xlen +xpending +xrange +smembers +xinfo|consumers +zcard +time",
+        "+exists +hget +xlen +xpending +xrange +smembers +xinfo|consumers +zcard +time "
+        # its index of queues holding work (rb:watch) and the sweep of rb:queues
+        "+zadd +zremrangebyscore +zrangebyscore +scard +sscan +xinfo|groups",
     ),
     "operator": _commands(
         _COMMON,
         _QUEUE,
         _REPLAY,
         "+scan +zscan +smembers +exists +pttl +hgetall +hmget +xlen +xrange +xrevrange +xtrim "
-        "+zcard +xpending +xinfo|groups +xinfo|consumers",
+        "+zcard +xpending +xinfo|groups +xinfo|consumers +zrangebyscore",  # status: rb:watch
     ),
 }
 

@@ -39,7 +39,7 @@ def page() -> str:
 def documented_keys() -> list[str]:
     """Every key name QueueKeys builds, spelled as the contract spells it."""
     keys = QueueKeys("rb", "Q")
-    names = [KeySpace("rb").queues, KeySpace("rb").config("Q"), *keys.streams]
+    names = [KeySpace("rb").queues, KeySpace("rb").watch, KeySpace("rb").config("Q"), *keys.streams]
     for name, member in inspect.getmembers(QueueKeys):
         if name.startswith("_") or name in ("namespace", "name", "streams"):
             continue

@@ -22,14 +22,16 @@ from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.ops.status import Snapshot, collect, render, to_json
 from redbatch.protocol.keys import KeySpace
 
+# Above this many queues, status shows a summary unless --all (redbatch.ops.status.choose).
+SUMMARY_ROWS = 20
 MIN_INTERVAL_S = 0.1
 MAX_INTERVAL_S = 3600.0
 
 
-def _snapshot(client: Client, keyspace: KeySpace, url: str) -> Snapshot:
+def _snapshot(client: Client, keyspace: KeySpace, url: str, every: bool) -> Snapshot:
     """``collect`` now, with Redis errors turned into one-line RedbatchErrors."""
     try:
-        return collect(client, keyspace, time.time())
+        return collect(client, keyspace, time.time(), limit=None if every else SUMMARY_ROWS)
     except (
         redis.ConnectionError,
         redis.TimeoutError,
@@ -41,13 +43,13 @@ def _snapshot(client: Client, keyspace: KeySpace, url: str) -> Snapshot:
         raise RedbatchError(describe_error(url, exc)) from None
 
 
-def _watch(client: Client, keyspace: KeySpace, url: str, interval: float) -> None:
+def _watch(client: Client, keyspace: KeySpace, url: str, interval: float, every: bool) -> None:
     """Redraw in place every ``interval`` s until Ctrl-C; a Redis outage is shown, not fatal."""
 
     def frame() -> RenderableType:
         stamp = time.strftime("%H:%M:%S")
         try:
-            body = render(_snapshot(client, keyspace, url))
+            body = render(_snapshot(client, keyspace, url, every))
         except RedbatchError as exc:
             body = Text(f"{exc} (trying again)", style="red")
         return Group(Text(f"redbatch status at {stamp}, every {interval:g} s; Ctrl-C quits"), body)
@@ -74,6 +76,7 @@ def _run(
     watch: bool,
     interval: float,
     as_json: bool,
+    every: bool,
 ) -> None:
     check_environment(os.environ)
     if watch and as_json:
@@ -87,9 +90,9 @@ def _run(
     try:
         check_reachable(redis_url, client)
         if watch:
-            _watch(client, keyspace, redis_url, interval)
+            _watch(client, keyspace, redis_url, interval, every)
             return
-        snapshot = _snapshot(client, keyspace, redis_url)
+        snapshot = _snapshot(client, keyspace, redis_url, every)
         if as_json:
             click.echo(json.dumps(to_json(snapshot), indent=2))
         else:
@@ -105,6 +108,13 @@ def _run(
     "--interval", type=float, default=2.0, show_default=True, help="seconds between redraws"
 )
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (for scripts)")
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help=f"every queue in detail (default above {SUMMARY_ROWS} queues: totals, and the served "
+    f"queues and the {SUMMARY_ROWS} holding most)",
+)
 def command(
     redis_url: str,
     namespace: str,
@@ -112,13 +122,15 @@ def command(
     watch: bool,
     interval: float,
     as_json: bool,
+    every: bool,
 ) -> None:
     """Show every queue (waiting, in flight, delayed, dead, consumers, oldest waiting, lag,
     the last minute's throughput and p50/p99 queue wait and service time) and every worker
-    (state, host, pid, queues, counts). ``--json``: the object described in
-    ``redbatch.ops.status``."""
+    (state, host, pid, queues, counts). Above 20 queues: totals over all, details of the
+    served ones and the 20 holding most; ``--all`` for every queue. ``--json``: the object
+    described in ``redbatch.ops.status``."""
     try:
-        _run(redis_url, namespace, cluster, watch, interval, as_json)
+        _run(redis_url, namespace, cluster, watch, interval, as_json, every)
     except RedbatchError as exc:
         fail(exc)
     except KeyboardInterrupt:  # Ctrl-C before a one-shot answer (a slow or far Redis)

@@ -90,6 +90,13 @@ class KeySpace:
     def queues(self) -> str:
         return f"{self.namespace}:queues"
 
+    @property
+    def watch(self) -> str:
+        """Sorted set of physical queues that may need the scheduler (member = queue name,
+        score = when a party last said so, ms of Redis's clock): workers mark the queues they
+        serve on every heartbeat, the scheduler the ones it found holding work."""
+        return f"{self.namespace}:watch"
+
     def queue(self, queue: str) -> QueueKeys:
         """The keys of a queue, or of one shard ``Q#k`` of one (a physical queue)."""
         if not isinstance(queue, str) or not PHYSICAL_NAME.fullmatch(queue):

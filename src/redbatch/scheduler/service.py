@@ -1,12 +1,17 @@
-"""The scheduler process's loop: periodic duties, held as data, run over every known queue.
+"""The scheduler process's loop: periodic duties, held as data, run over the queues that hold
+work.
 
 Each duty is (name, per-queue function, interval). The loop runs the duties that are due over
-the queues listed in ``rb:queues`` at that moment (a queue added later is picked up on the
-next pass, no restart), then waits on an Event until the next one is due, so ``stop()`` from a
-signal handler ends the wait at once. A duty that fails on one queue logs one line and the
-others carry on; an unreachable Redis (after redis-py's own retries) logs one line when the
-outage starts and one when it ends. With ``--metrics-port``, one more duty reads each queue's
-depths for Prometheus (``metrics``).
+the queues ``Watch`` selects for the pass: those marked in ``rb:watch`` or met by the sweep of
+``rb:queues`` that hold entries in flight, consumers or delayed retries (an idle queue costs
+one probe per sweep; a queue added later is picked up by the sweep or by its worker's first
+heartbeat, no restart). If the index cannot be used (an ACL from before it), a pass visits
+every queue of ``rb:queues``, as schedulers did before. Then the loop waits on an Event until
+the next duty is due, so ``stop()`` from a signal handler ends the wait at once. A duty that
+fails on one queue logs one line and the others carry on; an unreachable Redis (after
+redis-py's own retries) logs one line when the outage starts and one when it ends. With
+``--metrics-port``, one more duty reads the depths of every queue probed for Prometheus
+(``metrics``): busy queues each pass, idle ones as the sweep reaches them.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.scheduler.metrics import SchedulerMetrics
 from redbatch.scheduler.probes import Beat, SchedulerHealth
 from redbatch.scheduler.upkeep import Upkeep
+from redbatch.scheduler.watch import Selection, Watch
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,9 @@ class Duty:
     name: str
     run: Callable[[QueueKeys], object]
     interval_s: float
+    # Run on every queue probed this pass, not only the busy ones (the gauges of idle
+    # queues are refreshed as the sweep reaches them).
+    probed_too: bool = False
 
 
 def due_duties(duties: Sequence[Duty], next_run: Mapping[str, float], now: float) -> list[Duty]:
@@ -61,7 +70,8 @@ def wait_time(next_run: Mapping[str, float], now: float) -> float:
 
 
 class Scheduler:
-    """Runs the upkeep duties over every queue of ``config.namespace`` until stopped."""
+    """Runs the upkeep duties over the queues of ``config.namespace`` that hold work, until
+    stopped."""
 
     def __init__(
         self,
@@ -79,6 +89,8 @@ class Scheduler:
         self._clock = clock
         self._keyspace = KeySpace(config.namespace)
         self._bad_names: set[str] = set()
+        self._watch = Watch(self._client, self._keyspace, config.interval_s)
+        self._fallback_said = False
         self._unreachable = False
         self.beat = Beat()
         self._name = f"{socket.gethostname()}-{os.getpid()}"
@@ -96,7 +108,7 @@ class Scheduler:
         ]
         if self.metrics is not None:
             # Last in the pass: the gauges show the queues after this pass's moves.
-            self.duties.append(Duty("metrics", self.metrics.refresh, interval))
+            self.duties.append(Duty("metrics", self.metrics.refresh, interval, probed_too=True))
 
     def stop(self) -> None:
         """Ask the loop to return; safe from signal handlers and other threads."""
@@ -132,12 +144,12 @@ class Scheduler:
             self._client.close()
 
     def run_pass(self, duties: Sequence[Duty]) -> None:
-        """Run ``duties`` once over every known queue; never raises for Redis trouble."""
+        """Run ``duties`` once over the selected queues; never raises for Redis trouble."""
         started = self._clock()
         try:
-            queues = self._queues()
+            selection = self._select()
             for duty in duties:
-                for keys in queues:
+                for keys in selection.probed if duty.probed_too else selection.busy:
                     if self._stop.is_set():
                         return
                     self._guarded(duty, keys)
@@ -160,9 +172,17 @@ class Scheduler:
             self.beat.unreachable_since = None
         self.beat.passed = started
         self._announce(started)
-        self.beat = Beat()
-        self._name = f"{socket.gethostname()}-{os.getpid()}"
-        self._announced = -math.inf
+
+    def _select(self) -> Selection:
+        """This pass's queues from the index; every queue when the index cannot be used."""
+        try:
+            return self._watch.select()
+        except redis.ResponseError as exc:  # e.g. NOPERM: an ACL written before rb:watch
+            if not self._fallback_said:
+                log.warning("cannot use %s (%s); visiting every queue", self._keyspace.watch, exc)
+                self._fallback_said = True
+            queues = self._queues()
+            return Selection(queues, queues)
 
     def _announce(self, now: float) -> None:
         """Tell --check a pass reached Redis (at most once a second: a file write)."""

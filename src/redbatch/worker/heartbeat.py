@@ -11,6 +11,7 @@ and flushes the worker's statistics (``stats_buffer``) into Redis in the heartbe
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -24,7 +25,7 @@ from redis.exceptions import ClusterDownError
 
 from redbatch import clock
 from redbatch.connection import Client
-from redbatch.protocol.keys import QueueKeys
+from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.records import (
     BEAT_BATCH_TIMEOUT,
     BEAT_BATCHES,
@@ -49,6 +50,8 @@ EXIT_DRAIN_TIMEOUT = 5
 # Statistics are flushed (and the heartbeat renewed) at least this often: readers sum
 # 10-second slots, so counts should not sit in a worker's memory much longer than a second.
 FLUSH_INTERVAL_S = 1.0
+# How often the served queues are marked in rb:watch (s); a mark lasts 30 s (scheduler.watch).
+WATCH_MARK_S = 5.0
 
 
 @dataclass
@@ -110,6 +113,8 @@ class Heartbeat:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="redbatch-heartbeat", daemon=True)
         self._warned = False
+        self._watch_marked = -math.inf
+        self._watch_warned = False
 
     def add_queues(self, keys: list[QueueKeys]) -> None:
         """Beat for these queues (new shards) too. New objects, not updates in place: the
@@ -177,9 +182,27 @@ class Heartbeat:
             if self._stats is not None and not refused:
                 self._stats.put_back(taken)
             raise
+        self._mark_watched()
         if lost is not None:
             raise lost
         self._progress.renewed = time.monotonic()
+
+    def _mark_watched(self) -> None:
+        """Mark the served queues in ``rb:watch`` (at most every WATCH_MARK_S): schedulers
+        visit only marked queues and those they find holding work. Best effort: a scheduler
+        also sweeps every queue, only more slowly."""
+        now = time.monotonic()
+        if not self._keys or now - self._watch_marked < WATCH_MARK_S:
+            return
+        watch = KeySpace(self._keys[0].namespace).watch
+        try:
+            self._client.zadd(watch, {k.name: clock.now_ms() for k in self._keys})
+        except redis.RedisError as exc:
+            if not self._watch_warned:  # an ACL from before rb:watch: say it once
+                log.warning("could not mark the served queues in %s: %s", watch, exc)
+                self._watch_warned = True
+            return
+        self._watch_marked = now
 
     def _renew_each(self, fields: dict[str, str | int]) -> redis.RedisError | None:
         """On a cluster: each queue's heartbeat on its own, so a primary that is down (for

@@ -11,7 +11,14 @@ Ages and times are integer milliseconds, ``null`` when there is nothing to measu
     redis         "host:port" (or "unix:///path") of the server, never a password
     namespace     key prefix, e.g. "rb"
     time_ms       when the snapshot was taken (unix ms, the status command's clock)
-    queues        one object per queue in <namespace>:queues, by name:
+    summary       totals over every queue (also those not listed in "queues"):
+      queues, shown          queues in <namespace>:queues; how many "queues" lists
+      complete               shown == queues (always with --all; the CLI lists at most the
+                             queues served by a live worker or marked in <namespace>:watch
+                             plus the 20 holding most, once there are more than 20)
+      length, delayed, dead  entries in every lane (waiting + in flight), delayed, dead
+    queues        one object per queue shown (all of <namespace>:queues unless summarized),
+                  by name:
       name                   queue name
       waiting                entries no worker has received yet, all lanes
       in_flight              entries delivered and not yet acked (pending in group "workers")

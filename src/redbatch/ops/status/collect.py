@@ -1,4 +1,5 @@
-"""Reading one Redis for ``redbatch status``: three pipelined round trips and one SCAN.
+"""Reading one Redis for ``redbatch status``: three pipelined round trips and one SCAN
+(a summary first reads every queue's sizes and details only some: ``choose``).
 
 1. per queue in ``rb:queues``: each lane's XLEN, XINFO GROUPS and XINFO CONSUMERS; the
    delayed and dead counts; the last minute's statistics slots;
@@ -21,10 +22,12 @@ import redis
 
 from redbatch.connection import Client, address
 from redbatch.errors import ConfigError
+from redbatch.ops.status import choose
 from redbatch.ops.status.model import (
     Lane,
     QueueStatus,
     Snapshot,
+    Summary,
     WorkerStatus,
     age_ms,
     entry_ms,
@@ -272,12 +275,44 @@ def _workers(
     return tuple(workers)
 
 
-def collect(client: Client, keyspace: KeySpace, now: float) -> Snapshot:
-    """Read the status of every queue of ``keyspace`` and of its workers; ``now`` is unix
-    seconds (ages and the statistics window are taken against it). Redis errors propagate."""
+def _shown(
+    client: Client,
+    keyspace: KeySpace,
+    queues: list[QueueKeys],
+    heartbeat_keys: list[tuple[str, str, str]],
+    now_ms: int,
+    limit: int,
+) -> tuple[list[QueueKeys], Summary]:
+    """The queues a summary details (``choose``) and the totals over all of them."""
+    sizes = choose.read_sizes(client, queues)
+    always = {queue for queue, _name, _key in heartbeat_keys}
+    always |= choose.watched(client, keyspace, now_ms)
+    shown = set(choose.choose(sizes, always, limit))
+    detailed = [keys for keys in queues if keys.name in shown]
+    summary = Summary(
+        queues=len(queues),
+        shown=len(detailed),
+        length=sum(s.length for s in sizes.values()),
+        delayed=sum(s.delayed for s in sizes.values()),
+        dead=sum(s.dead for s in sizes.values()),
+    )
+    return detailed, summary
+
+
+def collect(
+    client: Client, keyspace: KeySpace, now: float, *, limit: int | None = None
+) -> Snapshot:
+    """Read the status of the queues of ``keyspace`` and of its workers; ``now`` is unix
+    seconds (ages and the statistics window are taken against it). With ``limit`` and more
+    queues than that, a summary: totals over every queue, details of the served ones and the
+    ``limit`` holding most (``choose``). Redis errors propagate."""
     now_ms = int(now * 1000)
-    facts = _read_queues(client, _queue_names(client, keyspace), now)
+    queues = _queue_names(client, keyspace)
     heartbeat_keys = _heartbeat_keys(client, keyspace)
+    summary = None
+    if limit is not None and len(queues) > limit:
+        queues, summary = _shown(client, keyspace, queues, heartbeat_keys, now_ms, limit)
+    facts = _read_queues(client, queues, now)
     heartbeats = _read_details(client, facts, heartbeat_keys)
     alive: dict[str, set[str]] = {}
     for queue, name in heartbeats:
@@ -288,4 +323,5 @@ def collect(client: Client, keyspace: KeySpace, now: float) -> Snapshot:
         time_ms=now_ms,
         queues=tuple(_queue_status(q, alive.get(q.keys.name, set()), now, now_ms) for q in facts),
         workers=_workers(facts, heartbeats, now_ms),
+        summary=summary,
     )

@@ -155,14 +155,47 @@ class WorkerStatus:
 
 
 @dataclass(frozen=True)
+class Summary:
+    """Totals over every queue, of which ``shown`` are in the snapshot's ``queues``."""
+
+    queues: int
+    shown: int
+    length: int  # entries in every lane of every queue: waiting + in flight
+    delayed: int
+    dead: int
+
+    @property
+    def complete(self) -> bool:
+        return self.shown == self.queues
+
+
+def summarize(queues: Iterable[QueueStatus]) -> Summary:
+    """The summary of a snapshot that shows every queue."""
+    listed = list(queues)
+    return Summary(
+        queues=len(listed),
+        shown=len(listed),
+        length=sum(lane.length for q in listed for lane in q.lanes),
+        delayed=sum(q.delayed for q in listed),
+        dead=sum(q.dead for q in listed),
+    )
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """Everything ``redbatch status`` shows for one Redis and namespace at ``time_ms``."""
+    """Everything ``redbatch status`` shows for one Redis and namespace at ``time_ms``;
+    ``summary`` is None when ``queues`` holds every queue (``totals`` computes it)."""
 
     redis: str
     namespace: str
     time_ms: int
     queues: tuple[QueueStatus, ...]
     workers: tuple[WorkerStatus, ...]
+    summary: Summary | None = None
+
+    @property
+    def totals(self) -> Summary:
+        return self.summary if self.summary is not None else summarize(self.queues)
 
 
 def _max_or_none(values: Iterable[int | None]) -> int | None:
@@ -235,4 +268,16 @@ def to_json(snapshot: Snapshot) -> dict[str, Any]:
         "time_ms": snapshot.time_ms,
         "queues": [_queue_json(q) for q in snapshot.queues],
         "workers": [_worker_json(w) for w in snapshot.workers],
+        "summary": _summary_json(snapshot.totals),
+    }
+
+
+def _summary_json(s: Summary) -> dict[str, Any]:
+    return {
+        "queues": s.queues,
+        "shown": s.shown,
+        "complete": s.complete,
+        "length": s.length,
+        "delayed": s.delayed,
+        "dead": s.dead,
     }

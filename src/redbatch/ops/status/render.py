@@ -134,7 +134,19 @@ def render(snapshot: Snapshot) -> RenderableType:
             f"no queues in namespace {snapshot.namespace} on {snapshot.redis}: "
             "nothing has been submitted or served here yet"
         )
+    totals = snapshot.totals
+    parts: list[RenderableType] = []
+    if not totals.complete:
+        parts += [
+            Text(
+                f"{totals.queues:,} queues hold {totals.length:,} requests, "
+                f"{totals.delayed:,} delayed, {totals.dead:,} dead; showing the "
+                f"{totals.shown:,} served or holding most (--all: every queue)"
+            ),
+            Text(""),
+        ]
     return Group(
+        *parts,
         queues_table(snapshot) if snapshot.queues else Text("no queues"),
         Text(""),
         workers_table(snapshot) if snapshot.workers else Text("no workers"),
