@@ -3,6 +3,7 @@
     python benchmarks/suite.py                  # everything, ~6-8 min on the 2-core machine
     python benchmarks/suite.py --only echo_b256,loop_a --rounds 3    # a quick re-check
     python benchmarks/suite.py --memory         # the long memory run only (~2-3 min)
+    python benchmarks/suite.py --queues 10000   # scheduler and status among idle queues (~1 min)
     python benchmarks/suite.py --servers redis7,redis8,valkey8 --only loop_a,loop_b,echo_b32
                                                 # the server column (docs/servers.md)
     python benchmarks/suite_report.py           # re-render table and plot from the last JSON
@@ -268,6 +269,12 @@ def parse_args() -> argparse.Namespace:
                         help="the command that runs redbatch (default: %(default)s)")  # fmt: skip
     parser.add_argument("--memory", action="store_true", help="run the memory check instead")
     parser.add_argument(
+        "--queues",
+        type=int,
+        metavar="N",
+        help="run the many-idle-queues check instead (scheduler and Redis CPU, status time)",
+    )
+    parser.add_argument(
         "--servers",
         default=SYSTEM,
         help=f"comma-separated, of {','.join(SERVERS)}; each round runs every measurement "
@@ -292,6 +299,16 @@ def chosen(measurements: list[Measurement], only: str | None) -> list[Measuremen
     return [m for m in measurements if m.name in wanted]
 
 
+def run_queues(count: int) -> None:
+    """``--queues N``: the many-idle-queues check (benchmarks/idle_queues.py) alone."""
+    if count < 1:
+        fail(f"invalid --queues {count}: give a count of at least 1")
+    from idle_queues import main as queues_main  # noqa: PLC0415 (imports redbatch)
+    from idle_queues import table  # noqa: PLC0415
+
+    print(table(queues_main(RESULTS / "queues.json", [count])))
+
+
 def main() -> None:
     args = parse_args()
     for module in ("rq", "matplotlib"):
@@ -307,6 +324,9 @@ def main() -> None:
         from memory_check import main as memory_main  # noqa: PLC0415 (imports redbatch)
 
         memory_main(RESULTS / "memory.json")
+        return
+    if args.queues is not None:
+        run_queues(args.queues)
         return
     sizes = Sizes(args.requests, args.sequential, args.rq_jobs)
     measurements = chosen(plan(shlex.split(args.bench), sizes), args.only)
