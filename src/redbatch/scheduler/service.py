@@ -179,7 +179,12 @@ class Scheduler:
             return self._watch.select()
         except redis.ResponseError as exc:  # e.g. NOPERM: an ACL written before rb:watch
             if not self._fallback_said:
-                log.warning("cannot use %s (%s); visiting every queue", self._keyspace.watch, exc)
+                log.warning(
+                    "cannot use %s (%s); visiting every queue",
+                    self._keyspace.watch,
+                    exc,
+                    extra={"event": "watch_unavailable"},
+                )
                 self._fallback_said = True
             queues = self._queues()
             return Selection(queues, queues)

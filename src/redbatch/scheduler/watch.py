@@ -137,7 +137,11 @@ class Watch:
             )
             found.update(_text(m) for m in members)
             if self._cursor == 0:
-                log.debug("swept every queue of %s", self._keyspace.queues)
+                log.debug(
+                    "swept every queue of %s",
+                    self._keyspace.queues,
+                    extra={"event": "queues_swept"},
+                )
             if self._swept_once or self._cursor == 0:
                 break
         self._swept_once = True
@@ -151,7 +155,11 @@ class Watch:
             except ConfigError:
                 if name not in self._bad_names:  # say it once, not every pass
                     self._bad_names.add(name)
-                    log.warning("ignoring invalid queue name %r", name)
+                    log.warning(
+                        "ignoring invalid queue name %r",
+                        name,
+                        extra={"event": "queue_name_invalid"},
+                    )
         return queues
 
     def _probe(self, queues: list[QueueKeys]) -> list[QueueKeys]:

@@ -199,7 +199,12 @@ class Heartbeat:
             self._client.zadd(watch, {k.name: clock.now_ms() for k in self._keys})
         except redis.RedisError as exc:
             if not self._watch_warned:  # an ACL from before rb:watch: say it once
-                log.warning("could not mark the served queues in %s: %s", watch, exc)
+                log.warning(
+                    "could not mark the served queues in %s: %s",
+                    watch,
+                    exc,
+                    extra={"event": "watch_mark_failed"},
+                )
                 self._watch_warned = True
             return
         self._watch_marked = now
