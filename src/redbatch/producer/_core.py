@@ -176,6 +176,7 @@ class ProducerCore:
         timeout: float | None = None,
         cost: int = 1,
         priority: str = DEFAULT_PRIORITY,
+        stream: bool = False,
     ) -> Submission:
         keys = self.queue_keys(queue)  # checks the queue name
         if priority != DEFAULT_PRIORITY:
@@ -193,6 +194,7 @@ class ProducerCore:
             cost=cost,
             ct=self.content_type,
             priority=priority,
+            stream=stream,
         )
         return Submission(keys.name, request_id, fields, priority, timeout_ms)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -51,6 +51,7 @@ from redbatch.producer.async_handle import AsyncHandle
 from redbatch.producer.async_listener import AsyncReplyListener
 from redbatch.producer.async_routing import AsyncRoutes
 from redbatch.producer.background import AsyncBackgroundCancels
+from redbatch.producer.chunk_feed import RAISE, check_resume
 from redbatch.protocol import codec
 from redbatch.protocol.fields import outcome_from_result
 from redbatch.protocol.keys import (
@@ -192,12 +193,28 @@ class AsyncProducer:
         cost: int = 1,
         priority: str = DEFAULT_PRIORITY,
         shard_key: str | bytes | None = None,
+        stream: bool = False,
     ) -> AsyncHandle:
         """Like ``Producer.submit``."""
         return await self._submit(
             queue, payload, Deadline(timeout), id=id, cost=cost, priority=priority,
-            shard_key=shard_key,
+            shard_key=shard_key, stream=stream,
         )  # fmt: skip
+
+    async def stream(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        timeout: float | None = None,
+        resume: str = RAISE,
+        **submit: Any,
+    ) -> AsyncIterator[Any]:
+        """Like ``Producer.stream``: ``async for chunk in producer.stream(...)``."""
+        check_resume(resume)
+        handle = await self.submit(queue, payload, timeout=timeout, stream=True, **submit)
+        async for chunk in handle.stream(timeout, resume=resume):
+            yield chunk
 
     async def _submit(
         self,
@@ -209,11 +226,13 @@ class AsyncProducer:
         cost: int = 1,
         priority: str = DEFAULT_PRIORITY,
         shard_key: str | bytes | None = None,
+        stream: bool = False,
     ) -> AsyncHandle:
         await self._ready(deadline)
         sub = self._core.submission(
-            queue, payload, request_id=id, timeout=deadline.timeout, cost=cost, priority=priority
-        )
+            queue, payload, request_id=id, timeout=deadline.timeout, cost=cost,
+            priority=priority, stream=stream,
+        )  # fmt: skip
         [sub] = on_shards([sub], await self._route_by(deadline, sub, queue, 1, shard_key), 1)
         [handle] = self._register([sub], once=id is not None)
         try:

@@ -29,10 +29,10 @@ from redbatch.producer._core import (
     WAKE_TTL_MS,
     Outage,
     ProducerCore,
-    read_replies,
     stored_outcome,
 )
 from redbatch.producer.async_handle import AsyncHandle
+from redbatch.protocol.chunks import split_records
 from redbatch.protocol.streams import ensure_queue_async
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,12 @@ class AsyncReplyListener:
         return resolved
 
     def _dispatch(self, items: list[bytes]) -> None:
-        for outcome in read_replies(items):
+        outcomes, chunks = split_records(items)
+        for request_id, found in chunks.items():  # first: they precede the final reply
+            waiting = self._pending.get(request_id)
+            if waiting is not None:
+                waiting._chunks(found)
+        for outcome in outcomes:
             handle = self._pending.pop(outcome.id, None)
             if handle is not None:
                 handle._resolve(outcome)

@@ -33,10 +33,10 @@ from redbatch.producer._core import (
     WAKE_TTL_MS,
     Outage,
     ProducerCore,
-    read_replies,
     stored_outcome,
 )
 from redbatch.producer.handle import Handle
+from redbatch.protocol.chunks import split_records
 from redbatch.protocol.streams import ensure_queue
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,13 @@ class ReplyListener:
         return True
 
     def _dispatch(self, items: list[bytes]) -> None:
-        outcomes = read_replies(items)
+        outcomes, chunks = split_records(items)
+        if chunks:  # first: a request's chunks precede its final reply
+            with self._cond:
+                fed = [(self._pending.get(rid), found) for rid, found in chunks.items()]
+            for waiting, found in fed:
+                if waiting is not None:
+                    waiting._chunks(found)
         with self._cond:
             resolved = [(self._pending.pop(o.id, None), o) for o in outcomes]
         for handle, outcome in resolved:

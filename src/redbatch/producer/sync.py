@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -36,6 +36,8 @@ from redbatch.producer._core import (
     on_shards,
 )
 from redbatch.producer.admission import Admissions, Deadline
+from redbatch.producer.chunk_feed import RAISE, check_resume
+from redbatch.producer.chunk_reader import read_stream
 from redbatch.producer.handle import Handle, Latch
 from redbatch.producer.listener import ReplyListener
 from redbatch.producer.overdue import Overdue
@@ -132,6 +134,7 @@ class Producer:
         cost: int = 1,
         priority: str = DEFAULT_PRIORITY,
         shard_key: str | bytes | None = None,
+        stream: bool = False,
     ) -> Handle:
         """Add one request; ``timeout`` (s) is its deadline: workers skip it after that.
         ``priority`` (``high``, ``normal``, ``low``) picks the queue's lane (stream): workers
@@ -143,9 +146,41 @@ class Producer:
         requests, PayloadTooLarge (nothing written) for a payload over ``max_payload_bytes``,
         RedisRefused when Redis refuses for now (out of memory...), ResultTimeout when Redis
         has not confirmed the admission within ``timeout`` (the request may have been added:
-        with ``cancel_on_timeout`` it is then cancelled)."""
+        with ``cancel_on_timeout`` it is then cancelled). ``stream``: a streaming handler's
+        chunks come as they are made, for ``handle.stream()``."""
         deadline = Deadline(timeout)
-        return self._submit(queue, payload, deadline, id=id, cost=cost, priority=priority, shard_key=shard_key)  # fmt: skip  # noqa: E501
+        return self._submit(queue, payload, deadline, id=id, cost=cost, priority=priority, shard_key=shard_key, stream=stream)  # fmt: skip  # noqa: E501
+
+    def stream(
+        self,
+        queue: str,
+        payload: Any,
+        *,
+        timeout: float | None = None,
+        resume: str = RAISE,
+        **submit: Any,
+    ) -> Iterator[Any]:
+        """``submit(..., stream=True)`` then ``handle.stream(timeout, resume=resume)``: yields
+        the request's chunks as a streaming handler makes them. ``submit`` takes the other
+        options of ``submit`` (``id``, ``cost``, ``priority``, ``shard_key``)."""
+        check_resume(resume)
+        handle = self.submit(queue, payload, timeout=timeout, stream=True, **submit)
+        return handle.stream(timeout, resume=resume)
+
+    def stream_from(
+        self,
+        queue: str,
+        id: str,
+        *,
+        after: tuple[int, int] = (0, -1),
+        timeout: float | None = None,
+        resume: str = RAISE,
+    ) -> Iterator[Any]:
+        """Read request ``id``'s chunks from where a reader left off (``after``: the
+        ``handle.position`` it had), from this or any process, out of the kept chunks, then
+        end with its outcome as ``stream()`` does. For a producer that reconnects mid-stream.
+        """
+        return read_stream(self._client, self._core, queue, id, after, timeout, resume)
 
     def _submit(
         self,
@@ -157,10 +192,12 @@ class Producer:
         cost: int = 1,
         priority: str = DEFAULT_PRIORITY,
         shard_key: str | bytes | None = None,
+        stream: bool = False,
     ) -> Handle:
         sub = self._core.submission(
-            queue, payload, request_id=id, timeout=deadline.timeout, cost=cost, priority=priority
-        )
+            queue, payload, request_id=id, timeout=deadline.timeout, cost=cost,
+            priority=priority, stream=stream,
+        )  # fmt: skip
         once = id is not None
 
         def admit() -> list[Handle]:

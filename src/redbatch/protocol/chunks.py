@@ -9,6 +9,7 @@ read again from any sequence number: ``XRANGE rb:{Q}:chunks:<id> <attempt>-<seq>
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ import msgpack
 
 from redbatch.protocol.fields import Outcome, decode_reply
 from redbatch.protocol.keys import QueueKeys
+
+log = logging.getLogger(__name__)
 
 CHUNK = "chunk"  # the reply record's tag, and the chunk stream entry's one field
 _B_CHUNK = CHUNK.encode()
@@ -52,6 +55,24 @@ def decode_record(data: bytes) -> Outcome | Chunk:
             return Chunk(raw_id.decode("ascii", "replace"), attempt, seq, body)
         raise ValueError(f"chunk record is not [id, chunk, attempt, seq, body]: {item!r:.80}")
     return decode_reply(data)
+
+
+def split_records(items: list[bytes]) -> tuple[list[Outcome], dict[str, list[Chunk]]]:
+    """Popped reply-list elements as final outcomes and chunks by request id (each request's
+    in arrival order). Wake markers (an empty id) and unreadable elements are skipped."""
+    outcomes: list[Outcome] = []
+    chunks: dict[str, list[Chunk]] = {}
+    for raw in items:
+        try:
+            record = decode_record(raw) if raw[:1] == b"\x95" else decode_reply(raw)
+        except (ValueError, IndexError) as exc:
+            log.warning("ignoring unreadable reply: %s", exc, extra={"event": "reply_unreadable"})
+            continue
+        if isinstance(record, Chunk):
+            chunks.setdefault(record.id, []).append(record)
+        elif record.id:
+            outcomes.append(record)
+    return outcomes, chunks
 
 
 def _counts(attempt: Any, seq: Any) -> bool:
