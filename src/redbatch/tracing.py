@@ -25,6 +25,7 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from redbatch.errors import ConfigError
@@ -48,27 +49,59 @@ def sdk_disabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE
 
 
+class _ProviderWatch:
+    """Whether the application has set a tracer provider, at the cost of an attribute read
+    per request (this runs for every request a producer submits, traced or not; reading
+    ``os.environ``, as ``get_tracer_provider`` and ``OTEL_SDK_DISABLED`` do, costs ~1 us).
+
+    The first look goes through ``get_tracer_provider`` (which also loads a provider named by
+    OTEL_PYTHON_TRACER_PROVIDER); later ones read the API's global, which only
+    ``set_tracer_provider`` changes. Should a future API not have it, every look goes
+    through ``get_tracer_provider``. OTEL_SDK_DISABLED is read at the first look."""
+
+    def __init__(self) -> None:
+        self._looked = False
+        self._disabled = False
+
+    def provider(self) -> Any | None:
+        trace = sys.modules.get("opentelemetry.trace")
+        if trace is None:
+            return None  # an application that never imported it cannot have set a provider
+        if self._looked:
+            current = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+            if current is None or self._disabled:
+                return None
+        else:
+            self._looked, self._disabled = True, sdk_disabled()
+            if self._disabled:
+                return None
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return None
+        return provider
+
+
+_UNKNOWN = object()
+_watch = _ProviderWatch()
+
+
 def _real_provider() -> Any | None:
-    """The application's tracer provider if it set one, without importing anything: an
-    application that never imported opentelemetry.trace cannot have set a provider."""
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is None or sdk_disabled():
-        return None
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
-        return None
-    return provider
+    """The application's tracer provider if it set one (see ``_ProviderWatch``)."""
+    return _watch.provider()
 
 
 # -- producer side ------------------------------------------------------------------------------
 
 
-def entry_fields(queue: str, request_id: str) -> dict[str, str]:
-    """The trace fields of one new entry (``{}`` when tracing is off), recording its
+_NO_FIELDS: Mapping[str, str] = MappingProxyType({})  # shared: no dict built per request
+
+
+def entry_fields(queue: str, request_id: str) -> Mapping[str, str]:
+    """The trace fields of one new entry (none when tracing is off), recording its
     ``redbatch.submit`` span as a child of the caller's current span."""
-    provider = _real_provider()
+    provider = _watch.provider()
     if provider is None:
-        return {}
+        return _NO_FIELDS
     return _submit_span(provider.get_tracer(_SCOPE), queue, request_id)
 
 

@@ -15,10 +15,11 @@ def subprocess_env() -> dict[str, str]:
 
     PYTHONPATH starts with ``<repo>/tests`` and ``<repo>/src`` so the child can import
     ``helpers.handlers`` and this checkout of redbatch (installed or not). Every
-    ``REDBATCH_*`` variable is dropped so a developer's shell settings never leak into a test;
-    tests pass what they need explicitly.
+    ``REDBATCH_*`` and ``OTEL_*`` variable is dropped so a developer's shell settings never
+    leak into a test (a worker would start exporting traces); tests pass what they need
+    explicitly.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REDBATCH_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDBATCH_", "OTEL_"))}
     paths = [str(TESTS_DIR), str(SRC_DIR)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])

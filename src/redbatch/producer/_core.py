@@ -14,6 +14,7 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from redbatch import tracing
 from redbatch.errors import (
     ConfigError,
     DuplicateRequestId,
@@ -195,6 +196,7 @@ class ProducerCore:
             ct=self.content_type,
             priority=priority,
             stream=stream,
+            trace=tracing.entry_fields(keys.name, request_id),
         )
         return Submission(keys.name, request_id, fields, priority, timeout_ms)
 

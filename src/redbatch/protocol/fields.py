@@ -7,6 +7,7 @@ on ``ok`` and the error text otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,9 +111,11 @@ def build_entry(
     ct: str = MSGPACK,
     priority: str = DEFAULT_PRIORITY,
     stream: bool = False,
+    trace: Mapping[str, str] | None = None,
 ) -> dict[str, str | bytes | int]:
     """Stream fields for one request, defaults left out as the contract asks. ``priority``
-    is not checked here (the producer checks it); the entry belongs in that lane's stream."""
+    is not checked here (the producer checks it); the entry belongs in that lane's stream.
+    ``trace``: the ``traceparent``/``tracestate`` fields (redbatch.tracing), if any."""
     fields: dict[str, str | bytes | int] = {ID: request_id}
     if reply:
         fields[REPLY] = reply
@@ -130,6 +133,8 @@ def build_entry(
         fields[PRIORITY] = priority
     if stream:
         fields[STREAM] = "1"
+    if trace:
+        fields.update(trace)
     fields[PAYLOAD] = payload
     return fields
 
