@@ -74,11 +74,14 @@ def _cluster_mode(reply: Any) -> bool:
     return bool(fields.get(b"mode") == b"cluster")
 
 
-def is_cluster(url: str) -> bool:
+def is_cluster(url: str, client_name: str | None = None) -> bool:
     """Whether the server at ``url`` runs in cluster mode: the ``mode`` of its HELLO reply
     (what ``INFO cluster`` also says). HELLO, unlike INFO, is allowed to every ACL user and
-    leaves nothing in ``ACL LOG``; ``HELLO 2`` keeps the protocol this probe speaks."""
-    probe = redis.Redis.from_url(check_url(url), socket_connect_timeout=5.0, socket_timeout=5.0)
+    leaves nothing in ``ACL LOG``; ``HELLO 2`` keeps the protocol this probe speaks. The probe
+    names itself ``client_name`` (as the part's other connections)."""
+    probe = redis.Redis.from_url(
+        check_url(url), socket_connect_timeout=5.0, socket_timeout=5.0, client_name=client_name
+    )
     try:
         reply = probe.execute_command("HELLO", 2)  # type: ignore[no-untyped-call]
     except redis.ResponseError:
@@ -88,10 +91,10 @@ def is_cluster(url: str) -> bool:
     return _cluster_mode(reply)
 
 
-async def is_cluster_async(url: str) -> bool:
+async def is_cluster_async(url: str, client_name: str | None = None) -> bool:
     """``is_cluster`` on the event loop: the probe never blocks it."""
     probe = redis.asyncio.Redis.from_url(
-        check_url(url), socket_connect_timeout=5.0, socket_timeout=5.0
+        check_url(url), socket_connect_timeout=5.0, socket_timeout=5.0, client_name=client_name
     )
     try:
         reply = await probe.execute_command("HELLO", 2)  # type: ignore[no-untyped-call]
@@ -117,7 +120,7 @@ def connect_any(
     ``max_connections``: the pool's size (per node on a cluster)."""
     if cluster is None:
         try:
-            cluster = is_cluster(url)
+            cluster = is_cluster(url, client_name)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionFailed(describe_error(url, exc)) from None
     pool = pool_options(max_connections, client_name)
@@ -205,7 +208,7 @@ async def connect_async_lazily(
     probe), so an app's loop never blocks on a Redis that does not answer."""
     if cluster is None:
         try:
-            cluster = await is_cluster_async(url)
+            cluster = await is_cluster_async(url, options.get("client_name"))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionFailed(describe_error(url, exc)) from None
     return connect_async_any(url, cluster=cluster, **options)
@@ -224,7 +227,7 @@ def connect_async_any(
     ``connect_async_lazily`` asks it without blocking the loop)."""
     if cluster is None:
         try:
-            cluster = is_cluster(url)
+            cluster = is_cluster(url, client_name)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionFailed(describe_error(url, exc)) from None
     pool = pool_options(max_connections, client_name)

@@ -159,6 +159,14 @@ def client_options(
     }
 
 
+def connection_name(role: str, name: str) -> str:
+    """The name every connection of one part gives itself (``CLIENT SETNAME``, passed to
+    redis-py as ``client_name`` so a reconnect names itself again): ``redbatch:<role>:<name>``,
+    e.g. ``redbatch:worker:gpu1-4242-9f3c2a``, so ``CLIENT LIST`` tells who is who. Redis
+    refuses a name with spaces or characters outside printable ASCII: those become ``_``."""
+    return "".join(c if "!" <= c <= "~" else "_" for c in f"redbatch:{role}:{name}")
+
+
 # A client's pool blocks (up to this long) for a free connection when all are in use: with
 # redis-py's default pool the 101st concurrent command fails with "Too many connections",
 # e.g. 200 asyncio tasks submitting at once.
@@ -312,16 +320,18 @@ def address(client: Client | AsyncClient) -> str:
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-def check_reachable(url: str, client: Client | None = None) -> None:
+def check_reachable(
+    url: str, client: Client | None = None, *, client_name: str | None = None
+) -> None:
     """Fail fast at start-up (ConnectionFailed, one line) when Redis cannot be used.
 
     Long-running parts retry commands for a long while once serving; at start-up an
     unreachable Redis must be reported at once, so the check uses a probe with one retry
-    (or the caller's own client, whose retry policy is its business)."""
+    (or the caller's own client, whose retry policy is its business), named ``client_name``."""
     if client is not None:
         ping(client, url)
         return
-    probe = connect(url, retries=1)
+    probe = connect(url, retries=1, client_name=client_name)
     try:
         ping(probe, url)
     finally:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from redbatch.connection import connect
+from redbatch.connection import connect, connection_name
 from redbatch.errors import ConfigError, RedbatchError
 from redbatch.launch import child_processes, redis_url_or_embedded
 from redbatch.ops import status
@@ -246,7 +246,7 @@ def _report(count: int, workers: int, what: str, latencies: list[float], elapsed
 def _print_status(url: str, namespace: str, count: int) -> None:
     """The same table ``redbatch status`` prints, for this demo's namespace, once the
     workers' statistics (flushed about once a second) hold every request."""
-    client = connect(url)
+    client = connect(url, client_name=connection_name("ops", "demo"))
     try:
         deadline = time.monotonic() + _STATS_WAIT_S
         while True:

@@ -27,6 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from redbatch.connection import connection_name
 from redbatch.errors import RedbatchError
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
@@ -266,6 +267,7 @@ class EmbeddedRedis:
         client = redis.Redis(
             host=_HOST,
             port=self.port,
+            client_name=connection_name("embedded", str(self.port)),
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
             retry=Retry(NoBackoff(), 0),

@@ -19,8 +19,9 @@ _HOST = "127.0.0.1"
 ADMIN = "admin"
 
 # Every role: PING (start-up check, redis-py's health check of an idle connection), scripts
-# run by SHA and loaded on a NOSCRIPT reply, pipelines as MULTI/EXEC transactions.
-_COMMON = "+ping +evalsha +script|load +multi +exec"
+# run by SHA and loaded on a NOSCRIPT reply, pipelines as MULTI/EXEC transactions, and CLIENT
+# SETNAME: every connection names itself (redbatch:<role>:<name>) when it opens.
+_COMMON = "+ping +evalsha +script|load +multi +exec +client|setname"
 # Redis 7.2+ only: redis-py names itself on connect with CLIENT SETINFO and ignores a refusal,
 # which would still fill ACL LOG. Redis 7.0 has no such command (and rejects the rule).
 SETINFO = "+client|setinfo"
@@ -44,8 +45,7 @@ def _commands(*groups: str) -> str:
 
 
 ROLE_COMMANDS: dict[str, str] = {
-    # CLIENT SETNAME: its connections name themselves (redbatch:producer:<name>, listener).
-    "producer": _commands(_COMMON, _QUEUE, _ADMIT, _LEAVE, "+blmpop +hgetall +set +client|setname"),
+    "producer": _commands(_COMMON, _QUEUE, _ADMIT, _LEAVE, "+blmpop +hgetall +set"),
     "worker": _commands(
         _COMMON,
         _QUEUE,

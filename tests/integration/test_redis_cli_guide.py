@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -127,6 +128,7 @@ class Live:
     keys: QueueKeys
     guide: Guide
     finisher: str = ""  # the worker that wrote r1's result (stopped since)
+    scheduler: WorkerProcess | None = None
     holders: list[WorkerProcess] = field(default_factory=list)  # sleep workers: hold-1, hold-2
     entries: dict[str, str] = field(default_factory=dict)  # request id -> stream entry id
     answers: dict[str, list[tuple[list[str], str]]] = field(default_factory=dict)
@@ -321,6 +323,17 @@ def check_alive(live: Live, answers: Answers) -> None:
     assert set(answers[0][1].splitlines()) == {live.keys.worker(h.name) for h in live.holders}
 
 
+def check_connected(live: Live, answers: Answers) -> None:
+    names = re.findall(r" name=(\S*)", answers[0][1])
+    assert live.scheduler is not None
+    for part in (
+        *(f"redbatch:worker:{h.name}" for h in live.holders),
+        f"redbatch:scheduler:{socket.gethostname()}-{live.scheduler.proc.pid}",
+    ):
+        assert part in names, (part, names)
+    assert f"redbatch:worker:{live.finisher}" not in names  # it stopped: its connections closed
+
+
 def check_heartbeat(live: Live, answers: Answers) -> None:
     (hgetall_args, hgetall), (ttl_args, ttl) = answers
     assert hgetall_args[-1] == ttl_args[-1] == live.keys.worker(live.holders[0].name)
@@ -384,6 +397,7 @@ CHECKS: dict[str, Callable[[Live, Answers], None]] = {
     "what has been held for over a minute": check_held_long,
     "how much each worker holds": check_consumers,
     "which workers are alive": check_alive,
+    "who is connected": check_connected,
     "what a worker says about itself, and how long its heartbeat lives unless renewed": (
         check_heartbeat
     ),
@@ -447,7 +461,7 @@ def test_every_guide_command_answers_its_question_on_a_live_system(
         holders=holders_killed,
     )
     assert set(live.guide) == set(CHECKS)
-    scheduler_factory()
+    live.scheduler = scheduler_factory()
     finish_some(live, worker_factory)
     hold_some(live, worker_factory)
     for question in live.guide:

@@ -20,7 +20,7 @@ from redbatch.bench.drive import Target, drive
 from redbatch.bench.measure import Meter, batch_sizes
 from redbatch.bench.report import Report
 from redbatch.bench.settings import Settings
-from redbatch.connection import check_reachable, connect, describe_error
+from redbatch.connection import check_reachable, connect, connection_name, describe_error
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.launch import child_processes, redis_url_or_embedded
 from redbatch.protocol.keys import KeySpace, QueueKeys
@@ -34,7 +34,7 @@ _EXIT_CONFIG = 2
 
 def run(settings: Settings, console: Console) -> Report:
     with redis_url_or_embedded(settings.redis_url, console) as url:
-        client = connect(url)
+        client = connect(url, client_name=connection_name("ops", "bench"))
         try:
             check_reachable(url, client)
             queue = settings.queue or f"bench-{uuid.uuid4().hex[:6]}"

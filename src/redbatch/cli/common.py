@@ -22,7 +22,7 @@ import click
 import redis
 
 from redbatch.config import SchedulerConfig, check_environment
-from redbatch.connection import connect, describe_error, ping, redacted
+from redbatch.connection import connect, connection_name, describe_error, ping, redacted
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.protocol.keys import KeySpace
 from redbatch.settings import Declared, declared, shown_default
@@ -85,13 +85,14 @@ def echo_json(document: Any) -> None:
 
 
 @contextmanager
-def opened(redis_url: str, namespace: str) -> Iterator[tuple[redis.Redis, KeySpace]]:
-    """A client of one node that answered PING, and the namespace's keys; Redis errors
-    meanwhile become one line and exit 3 (connection) or 1 (anything else Redis refuses)."""
+def opened(redis_url: str, namespace: str, command: str) -> Iterator[tuple[redis.Redis, KeySpace]]:
+    """A client of one node that answered PING (named ``redbatch:ops:<command>``), and the
+    namespace's keys; Redis errors meanwhile become one line and exit 3 (connection) or 1
+    (anything else Redis refuses)."""
     try:
         check_environment(os.environ)
         keyspace = KeySpace(namespace)
-        client = connect(redis_url, retries=1)
+        client = connect(redis_url, retries=1, client_name=connection_name("ops", command))
     except RedbatchError as exc:
         fail(exc)
     try:

@@ -42,7 +42,7 @@ def command(ctx: click.Context, queue: str) -> None:
 @click.pass_obj
 def list_(queue: str, limit: int, redis_url: str, namespace: str, as_json: bool) -> None:
     """The newest dead letters first: entry id, request id, when, attempt, lane, reason."""
-    with opened(redis_url, namespace) as (client, keyspace):
+    with opened(redis_url, namespace, "dlq") as (client, keyspace):
         total, entries = dead_letters.newest_letters(client, keyspace, queue, limit)
     if as_json:
         echo_json({"queue": queue, "total": total, "entries": entries})
@@ -89,7 +89,7 @@ def _cut(reason: str) -> str:
 def show(queue: str, ident: str, redis_url: str, namespace: str, as_json: bool) -> None:
     """Every field of a dead letter, payload decoded. ID: its entry id, or a request id
     (every dead letter of that request, newest first)."""
-    with opened(redis_url, namespace) as (client, keyspace):
+    with opened(redis_url, namespace, "dlq") as (client, keyspace):
         letters = dead_letters.find_letters(client, keyspace, queue, ident)
     if as_json:
         echo_json({"queue": queue, "dead_letters": letters})
@@ -132,7 +132,7 @@ def replay(
     dead entry id or a request id. A dead letter already replayed or gone is a no-op."""
     if bool(idents) == replay_all:
         fail(ConfigError("dlq replay: give dead letter or request ids, or --all (not both)"))
-    with opened(redis_url, namespace) as (client, keyspace):
+    with opened(redis_url, namespace, "dlq") as (client, keyspace):
         if replay_all:
             results = dead_letters.replay_every(client, keyspace, queue, now_ms)
         else:
@@ -168,7 +168,7 @@ def _replay_line(queue: str, r: Any) -> str:
 def purge(queue: str, yes: bool, redis_url: str, namespace: str, as_json: bool) -> None:
     """Delete every dead letter of QUEUE (asks first unless --yes). Dead letters added after
     the count was shown are kept."""
-    with opened(redis_url, namespace) as (client, keyspace):
+    with opened(redis_url, namespace, "dlq") as (client, keyspace):
         plan = dead_letters.purge_plan(client, keyspace, queue)
         total, purged = plan.total, 0
         if not plan.empty:

@@ -37,7 +37,7 @@ def command(
             check_queue_name(queue)
     except RedbatchError as exc:
         fail(exc)
-    with opened(redis_url, namespace) as (client, keyspace):
+    with opened(redis_url, namespace, "inspect") as (client, keyspace):
         queues, sightings = find.find_everywhere(client, keyspace, request_id, queue)
     now = now_ms()
     if as_json:

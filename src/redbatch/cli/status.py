@@ -17,7 +17,7 @@ from rich.text import Text
 from redbatch.cli.common import EXIT_INTERRUPTED, connection_options, fail
 from redbatch.cluster_client import connect_any
 from redbatch.config import check_environment
-from redbatch.connection import Client, check_reachable, describe_error
+from redbatch.connection import Client, check_reachable, connection_name, describe_error
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.ops.status import Snapshot, collect, render, to_json
 from redbatch.protocol.keys import KeySpace
@@ -86,7 +86,8 @@ def _run(
             f"invalid --interval {interval:g}: use {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g} s"
         )
     keyspace = KeySpace(namespace)
-    client = connect_any(redis_url, cluster=cluster)  # a cluster when the server is one
+    # A cluster client when the server is one.
+    client = connect_any(redis_url, cluster=cluster, client_name=connection_name("ops", "status"))
     try:
         check_reachable(redis_url, client)
         if watch:

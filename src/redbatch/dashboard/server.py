@@ -115,7 +115,7 @@ def serve(settings: Settings) -> None:
     from rich.console import Console  # noqa: PLC0415
 
     from redbatch.cluster_client import connect_any  # noqa: PLC0415
-    from redbatch.connection import check_reachable  # noqa: PLC0415
+    from redbatch.connection import check_reachable, connection_name  # noqa: PLC0415
     from redbatch.dashboard.security import Guard  # noqa: PLC0415
     from redbatch.dashboard.source import Source  # noqa: PLC0415
     from redbatch.launch import redis_url_or_embedded  # noqa: PLC0415
@@ -124,7 +124,8 @@ def serve(settings: Settings) -> None:
     token, writes = read_token(settings)
     keyspace = KeySpace(settings.namespace)
     with redis_url_or_embedded(settings.redis_url, Console(stderr=True)) as url:
-        client = connect_any(url, cluster=settings.cluster)
+        name = connection_name("dashboard", f"{socket.gethostname()}-{os.getpid()}")
+        client = connect_any(url, cluster=settings.cluster, client_name=name)
         try:
             check_reachable(url, client)
             sock = bind(settings.host, settings.port)

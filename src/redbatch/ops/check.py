@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from redbatch import liveness_files
 from redbatch.cluster_client import connect_any
 from redbatch.config import SchedulerConfig, WorkerConfig
-from redbatch.connection import Client, check_reachable
+from redbatch.connection import Client, check_reachable, connection_name
 from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.scheduler.probes import UNREACHABLE_PASSES
 
@@ -51,7 +51,9 @@ def check_scheduler(client: Client, namespace: str, interval_s: float) -> str:
 
 def run_check(config: WorkerConfig | SchedulerConfig) -> int:
     """``--check`` with the command's own settings; prints the reason when not live."""
-    client = connect_any(config.redis_url, cluster=config.cluster)
+    client = connect_any(
+        config.redis_url, cluster=config.cluster, client_name=connection_name("ops", "check")
+    )
     try:
         check_reachable(config.redis_url, client)
         if isinstance(config, WorkerConfig):

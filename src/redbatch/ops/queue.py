@@ -18,7 +18,7 @@ import redis
 
 from redbatch.cluster_client import connect_any
 from redbatch.config import check_environment
-from redbatch.connection import Client, describe_error, ping
+from redbatch.connection import Client, connection_name, describe_error, ping
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.protocol.keys import KeySpace, shard_names
 from redbatch.protocol.shards import SHARDS_FIELD, parse_shards, read_shards, served_names
@@ -33,7 +33,9 @@ def apply(
     Redis cannot be reached)."""
     check_environment(os.environ)
     keyspace = KeySpace(namespace)
-    client = connect_any(redis_url, cluster=cluster, retries=1)
+    client = connect_any(
+        redis_url, cluster=cluster, retries=1, client_name=connection_name("ops", "queue")
+    )
     try:
         ping(client, redis_url)
         if shards is not None and shards != read_shards(client, keyspace, queue):

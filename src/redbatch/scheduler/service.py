@@ -30,7 +30,7 @@ import redis
 from redbatch import exporter, liveness_files
 from redbatch.cluster_client import connect_any
 from redbatch.config import SchedulerConfig
-from redbatch.connection import Client, check_reachable, redacted
+from redbatch.connection import Client, check_reachable, connection_name, redacted
 from redbatch.errors import ConfigError
 from redbatch.logconfig import settings_line
 from redbatch.protocol.capabilities import detect
@@ -82,8 +82,13 @@ class Scheduler:
     ) -> None:
         self.config = config
         self._owns_client = client is None
+        self._name = f"{socket.gethostname()}-{os.getpid()}"
+        self._client_name = connection_name("scheduler", self._name)
         self._client = client or connect_any(
-            config.redis_url, cluster=config.cluster, retries=_RETRIES
+            config.redis_url,
+            cluster=config.cluster,
+            retries=_RETRIES,
+            client_name=self._client_name,
         )
         self._stop = stop or threading.Event()
         self._clock = clock
@@ -93,7 +98,6 @@ class Scheduler:
         self._fallback_said = False
         self._unreachable = False
         self.beat = Beat()
-        self._name = f"{socket.gethostname()}-{os.getpid()}"
         self._announced = -math.inf
         self.metrics = SchedulerMetrics(self._client) if config.metrics_port else None
         self._endpoint: exporter.Endpoint | None = None
@@ -115,7 +119,11 @@ class Scheduler:
         self._stop.set()
 
     def run(self) -> None:
-        check_reachable(self.config.redis_url, None if self._owns_client else self._client)
+        check_reachable(
+            self.config.redis_url,
+            None if self._owns_client else self._client,
+            client_name=self._client_name,
+        )
         if self.metrics is not None:
             health = SchedulerHealth(self.beat, self.config.interval_s)
             self._endpoint = exporter.serve(self.config.metrics_port, self.metrics.registry, health)

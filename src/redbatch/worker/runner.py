@@ -31,7 +31,7 @@ from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.clock import now_ms
 from redbatch.cluster_client import connect_any
 from redbatch.config import WorkerConfig
-from redbatch.connection import Client, check_reachable, redacted
+from redbatch.connection import Client, check_reachable, connection_name, redacted
 from redbatch.errors import ConfigError, MalformedEntry
 from redbatch.logconfig import settings_line
 from redbatch.protocol.capabilities import detect
@@ -87,11 +87,13 @@ class Worker:
         self.state = State.STARTING
         self._owns_client = client is None
         # The read timeout must outlast the blocking read, or an idle read ends in an error.
+        self._client_name = connection_name("worker", config.name)
         self._client = client or connect_any(
             config.redis_url,
             cluster=config.cluster,
             retries=_WORKER_RETRIES,
             socket_timeout=config.block_ms / 1000 + _SOCKET_TIMEOUT_MARGIN_S,
+            client_name=self._client_name,  # its dedicated connections copy it
         )
         # Shared with whoever may ask us to stop before run() (a signal during start-up).
         self._stop = stop or threading.Event()
@@ -167,7 +169,11 @@ class Worker:
         self._stop.set()
 
     def run(self) -> None:
-        check_reachable(self.config.redis_url, None if self._owns_client else self._client)
+        check_reachable(
+            self.config.redis_url,
+            None if self._owns_client else self._client,
+            client_name=self._client_name,
+        )
         self.telemetry.serve()  # before a warm-up that may take minutes: a taken port fails now
         warm_up_all(self._executors.values(), self._compute, self._handler_loop)
         self._serve_shards()
