@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from redbatch import demo
+from redbatch import demo, demo_stream
 from redbatch.cli.common import EXIT_INTERRUPTED, fail
 from redbatch.config import ENV_NAMES, WorkerConfig, check_environment
 from redbatch.errors import RedbatchError
@@ -39,6 +39,11 @@ from redbatch.settings import declared_as
     is_flag=True,
     help="also run `redbatch dashboard` on it, and keep everything up after the run until Ctrl-C",
 )
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="streaming: a text generator's words appear live (--requests streams, default 8)",
+)
 def command(
     count: int | None,
     workers: int,
@@ -46,6 +51,7 @@ def command(
     model: str,
     in_flight: int,
     dashboard: bool,
+    stream: bool,
 ) -> None:
     """Run the system on this machine: a private Redis (unless REDBATCH_REDIS_URL is set), a
     scheduler, worker processes (MiniLM or echo) and a producer; prints throughput, latency
@@ -57,6 +63,13 @@ def command(
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         check_environment(os.environ)
+        if stream:
+            demo_stream.run(
+                redis_url=os.environ.get(ENV_NAMES["redis_url"]) or None,
+                streams=count if count is not None else 8,
+                workers=workers,
+            )
+            return
         demo.run(
             redis_url=os.environ.get(ENV_NAMES["redis_url"]) or None,
             count=count,

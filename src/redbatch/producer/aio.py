@@ -289,17 +289,25 @@ class AsyncProducer:
         timeout: float | None = None,
         chunk: int = 500,
         priority: str = DEFAULT_PRIORITY,
+        stream: bool = False,
     ) -> list[AsyncHandle]:
         """Like ``Producer.submit_many``."""
-        return await self._submit_many(queue, payloads, Deadline(timeout), chunk, priority)
+        return await self._submit_many(queue, payloads, Deadline(timeout), chunk, priority, stream)
 
     async def _submit_many(
-        self, queue: str, payloads: Iterable[Any], deadline: Deadline, chunk: int, priority: str
+        self,
+        queue: str,
+        payloads: Iterable[Any],
+        deadline: Deadline,
+        chunk: int,
+        priority: str,
+        stream: bool = False,
     ) -> list[AsyncHandle]:
         check_priority(priority)
         timeout = deadline.timeout
         subs = [
-            self._core.submission(queue, p, timeout=timeout, priority=priority) for p in payloads
+            self._core.submission(queue, p, timeout=timeout, priority=priority, stream=stream)
+            for p in payloads
         ]
         rounds = batches(subs, chunk)
         if not subs:

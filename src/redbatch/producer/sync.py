@@ -258,6 +258,7 @@ class Producer:
         timeout: float | None = None,
         chunk: int = 500,
         priority: str = DEFAULT_PRIORITY,
+        stream: bool = False,
     ) -> list[Handle]:
         """Submit many without waiting: one atomic admission of ``chunk`` requests per round
         trip, a handle per request (input order), for callers that want each request's own
@@ -267,15 +268,22 @@ class Producer:
         to its shards in turn. Admission ends by ``timeout`` (ResultTimeout, and every request
         of the call cancelled with ``cancel_on_timeout``).
         """
-        return self._submit_many(queue, payloads, Deadline(timeout), chunk, priority)
+        return self._submit_many(queue, payloads, Deadline(timeout), chunk, priority, stream)
 
     def _submit_many(
-        self, queue: str, payloads: Iterable[Any], deadline: Deadline, chunk: int, priority: str
+        self,
+        queue: str,
+        payloads: Iterable[Any],
+        deadline: Deadline,
+        chunk: int,
+        priority: str,
+        stream: bool = False,
     ) -> list[Handle]:
         check_priority(priority)
         timeout = deadline.timeout
         subs = [
-            self._core.submission(queue, p, timeout=timeout, priority=priority) for p in payloads
+            self._core.submission(queue, p, timeout=timeout, priority=priority, stream=stream)
+            for p in payloads
         ]
         rounds = batches(subs, chunk)
         if not subs:
