@@ -179,3 +179,56 @@ def test_a_producer_that_reconnects_mid_stream_resumes_after_its_last_chunk(
         assert second.get_result(queue, handle.id) == "r:done"
         # From the start, too: a reader that had nothing.
         assert list(second.stream_from(queue, handle.id, timeout=WAIT_S)) == expected("r", 6)
+
+
+def test_cancelling_the_task_that_iterates_an_async_stream_cancels_the_request(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    queue: str,
+    worker_factory: Factory,
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    keys = KeySpace(namespace).queue(queue)
+
+    async def scenario() -> tuple[Any, Any]:
+        async with AsyncProducer.from_url(redis_url, namespace=namespace) as producer:
+            cancelled, mate = await producer.submit_many(
+                queue, [{"tag": "c", "n": 6, "pause_at": 2}, {"tag": "m", "n": 6}], stream=True
+            )
+            wait_serving(
+                worker_factory(
+                    [queue],
+                    "helpers.stream_handlers:gated_tokens",
+                    "--handler-option",
+                    f"gate={gate}",
+                )
+            )
+            got: list[Any] = []
+            two = asyncio.Event()
+
+            async def read() -> None:
+                async for chunk in cancelled.stream(timeout=WAIT_S):
+                    got.append(chunk)
+                    if len(got) == 2:
+                        two.set()
+
+            reader = asyncio.create_task(read())
+            await asyncio.wait_for(two.wait(), WAIT_S)
+            reader.cancel()  # a client that went away
+            with pytest.raises(asyncio.CancelledError):
+                await reader
+            # The cancel reaches Redis from a background task (bounded polling: no event
+            # announces it); the worker sees it there.
+            async with asyncio.timeout(WAIT_S):
+                while not redis_client.exists(keys.cancel(cancelled.id)):
+                    await asyncio.sleep(0.01)
+            gate.unlink()
+            assert got == ["c:0", "c:1"]
+            with pytest.raises(RequestCancelled):
+                await cancelled.result(timeout=WAIT_S)
+            return [c async for c in mate.stream(timeout=WAIT_S)], await mate.result(WAIT_S)
+
+    assert asyncio.run(scenario()) == (expected("m", 6), "m:done")

@@ -141,3 +141,17 @@ def test_a_raising_or_misaligned_generator_fails_the_items_still_running() -> No
         "HandlerContractError: a streaming handler's step had 1 values for 2"
         in ran[0].outcome.error
     )
+
+
+def test_the_handler_sees_a_cancel_through_its_request_infos_from_the_next_step() -> None:
+    seen: list[list[bool]] = []
+
+    def gen(payloads: list[Any], requests: list[Any]) -> Iterator[list[Any]]:
+        for k in range(3):
+            seen.append([r.cancelled() for r in requests])
+            yield [None if r.cancelled() else k for r in requests]
+
+    ran = Executor(gen).run(requests(2), publish=Recorder(cancel_at={1: {"r1"}}))
+    assert seen == [[False, False], [False, True], [False, True]]
+    assert [r.outcome.status for r in ran] == [OK, CANCELLED]
+    assert ran[1].outcome.error == "cancelled while it ran"
