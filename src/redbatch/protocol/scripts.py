@@ -283,6 +283,11 @@ def move_due_args(
     return script_keys, argv
 
 
+def sizes_args(keys: QueueKeys) -> list[str]:
+    """KEYS for sizes.lua (no ARGV): every lane's stream, the delayed set, the dead stream."""
+    return [*keys.streams, keys.delayed, keys.dead]
+
+
 def remove_consumer_args(
     keys: QueueKeys, consumer: str
 ) -> tuple[list[str], list[bytes | str | int]]:

@@ -2,7 +2,7 @@
 
 Reading a queue in detail costs ~17 commands and parsing ``XINFO`` replies: ~0.4 ms each, 4 s
 for 10,000 queues. A summary reads every queue's sizes only (``XLEN`` of each lane and of its
-dead letters, ``ZCARD`` of its delayed set: five plain integers), and details:
+dead letters, ``ZCARD`` of its delayed set: one ``sizes.lua`` call), and details:
 
 - every queue a live worker serves (its heartbeat was found) or ``rb:watch`` marked recently
   (served, or holding entries, consumers or retries by the scheduler's last probe), and
@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from redbatch.connection import Client
 from redbatch.protocol.keys import KeySpace, QueueKeys
+from redbatch.protocol.scripts import load_lua, sizes_args
 
 # Queues per pipeline of size reads.
 _BATCH = 1000
+_SIZES = load_lua("sizes")
 # rb:watch marks younger than this count (the scheduler's keep time, scheduler.watch.KEEP_MS:
 # not imported, ops does not depend on the scheduler).
 WATCH_KEEP_MS = 30_000
@@ -42,26 +43,22 @@ class Sizes:
         return self.length + self.delayed + self.dead
 
 
-def _int(reply: Any) -> int:
-    if isinstance(reply, Exception):
-        raise reply
-    return int(reply or 0)
-
-
 def read_sizes(client: Client, queues: list[QueueKeys]) -> dict[str, Sizes]:
+    """Every queue's sizes: one ``sizes.lua`` call per queue (``SCRIPT LOAD`` once, then
+    ``EVALSHA`` in pipelines), its five numbers in one reply."""
+    sha = client.script_load(_SIZES)
+    if isinstance(sha, dict):  # a cluster answers per primary, the same digest from each
+        sha = next(iter(sha.values()))
     found: dict[str, Sizes] = {}
     for first in range(0, len(queues), _BATCH):
         batch = queues[first : first + _BATCH]
         pipe = client.pipeline(transaction=False)
         for keys in batch:
-            for stream in keys.streams:
-                pipe.xlen(stream)  # 0 for a missing stream, never an error
-            pipe.zcard(keys.delayed)
-            pipe.xlen(keys.dead)
-        replies = iter(pipe.execute(raise_on_error=False))
-        for keys in batch:
-            length = sum(_int(next(replies)) for _ in keys.streams)
-            found[keys.name] = Sizes(length, _int(next(replies)), _int(next(replies)))
+            script_keys = sizes_args(keys)
+            pipe.evalsha(sha, len(script_keys), *script_keys)
+        for keys, reply in zip(batch, pipe.execute(), strict=True):
+            length, delayed, dead = (int(n) for n in reply)
+            found[keys.name] = Sizes(length, delayed, dead)
     return found
 
 
