@@ -53,3 +53,18 @@ def test_preferred_size_runs_before_the_window(
     assert time.monotonic() - began < 2.5  # well before the 5 s window
     assert {text(r)["batch"] for r in results.values()} == {"4"}
     assert_drained(redis_client, keys.stream)
+
+
+def test_a_lone_request_does_not_wait_out_the_window(
+    redis_client: redis.Redis, namespace: str, queue: str, worker_factory: Factory
+) -> None:
+    """Issue 21: with nothing else arriving, a window is latency that buys nothing."""
+    keys = KeySpace(namespace).queue(queue)
+    worker = worker_factory([queue], "redbatch.handlers:echo", "--max-wait-ms", "5000")
+    wait_serving(worker)
+    began = time.monotonic()
+    add_atomically(redis_client, keys.stream, [{"id": "lone", "payload": pack("lone")}])
+    results = wait_results(redis_client, keys, ["lone"], timeout=2.5)
+    assert time.monotonic() - began < 2.5  # well before the 5 s window
+    assert text(results["lone"])["batch"] == "1"
+    assert_drained(redis_client, keys.stream)

@@ -8,25 +8,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from redbatch.batching import BatchPolicy, Company, Held, decide
+from redbatch.batching.company import PROBE_EVERY
 
 DEFAULT = BatchPolicy()  # the worker's defaults: 32 per batch, a 2 ms window
 
 
-def one_at_a_time(company: Company, requests: int, every_s: float) -> float:
-    """A lone client: each read finds the worker empty and brings one request."""
-    now = 0.0
-    for _ in range(requests):
-        now += every_s
-        company.read(now, 1, 0)
-    return now
+def waits(company: Company, policy: BatchPolicy, arrived: float, now: float) -> bool:
+    """Would the former hold a lone request that arrived at ``arrived``, at ``now``?"""
+    held = [Held("a", arrived=arrived)]
+    return not decide(held, policy, now, company.rate_at(now)).batch
 
 
-def test_a_lone_client_one_at_a_time_is_no_company_whatever_its_pace() -> None:
+def test_a_lone_client_one_at_a_time_waits_only_on_a_rare_probe() -> None:
     company = Company()
-    now = one_at_a_time(company, 1000, 0.0005)  # 2,000 requests/s, one at a time
-    assert company.rate == 0.0
-    decision = decide([Held("a", arrived=now)], DEFAULT, now, company.rate)
-    assert [h.key for h in decision.batch] == ["a"]  # runs now: no window waited
+    now, waited = 0.0, 0
+    for _ in range(10 * PROBE_EVERY):  # 2,000 requests/s, one at a time
+        now += 0.0005
+        company.read(now, 1, 0)
+        waited += waits(company, DEFAULT, now, now)
+    assert waited == 10  # one in PROBE_EVERY: the rest run at once
 
 
 def test_requests_queued_behind_each_other_are_company() -> None:
@@ -35,10 +35,10 @@ def test_requests_queued_behind_each_other_are_company() -> None:
     for _ in range(50):  # every 1 ms a read brings 8: 7 came while another was queued
         now += 0.001
         company.read(now, 8, 0)
-    assert math.isclose(company.rate, 7000, rel_tol=1e-6)
-    decision = decide([Held("a", arrived=now)], DEFAULT, now, company.rate)
-    assert decision.batch == ()
-    assert math.isclose(decision.wait_s, DEFAULT.window_s)
+    assert math.isclose(company.rate_at(now), 7000, rel_tol=1e-6)
+    assert waits(company, DEFAULT, now, now)
+    held = [Held("a", arrived=now)]
+    assert math.isclose(decide(held, DEFAULT, now, company.rate_at(now)).wait_s, 0.002)
 
 
 def test_arrivals_while_holding_are_company_even_one_by_one() -> None:
@@ -47,36 +47,63 @@ def test_arrivals_while_holding_are_company_even_one_by_one() -> None:
     for _ in range(50):  # a window is open (1 held) and requests keep trickling in
         now += 0.0005
         company.read(now, 1, 1)
-    assert math.isclose(company.rate, 2000, rel_tol=1e-6)
+    assert math.isclose(company.rate_at(now), 2000, rel_tol=1e-6)
 
 
-def test_empty_reads_wear_the_rate_down_so_a_window_stops_early() -> None:
+def test_silence_wears_the_rate_down_so_a_window_stops_early() -> None:
     company = Company()
     now = 0.0
     for _ in range(20):
         now += 0.001
         company.read(now, 2, 0)  # 1,000 company/s
-    held = [Held("a", arrived=now)]
-    assert decide(held, DEFAULT, now, company.rate).batch == ()  # 2 more expected: wait
-    polls = 0
-    while not decide(held, DEFAULT, now, company.rate).batch:
+    opened = now
+    assert waits(company, DEFAULT, opened, now)  # 2 more expected: wait
+    while waits(company, DEFAULT, opened, now):
         now += 0.0005  # the reader's fill poll: nothing arrives
         company.read(now, 0, 1)
-        polls += 1
     # Run before the 2 ms window is out: once fewer than one more is expected, it goes.
-    assert now - held[0].arrived < DEFAULT.window_s
-    assert polls >= 1
+    assert now - opened < DEFAULT.window_s
 
 
-def test_an_idle_second_is_forgotten_within_a_few_busy_reads() -> None:
+def test_a_long_window_is_not_forgotten_in_a_few_empty_polls() -> None:
+    """A sparse stream (one every 0.5 s) into a 5 s window: the polls in between, thousands
+    of them, do not erase what the arrivals showed."""
+    policy = BatchPolicy(max_wait_ms=5000)
     company = Company()
-    company.read(0.0, 0, 0)
-    company.read(3600.0, 0, 0)  # an hour of blocking reads: clamped to 0.1 s
-    now = 3600.0
-    for _ in range(5):
+    now, opened = 0.0, 0.0
+    company.read(now, 1, 0)
+    for _ in range(6):
+        for _ in range(1000):  # 0.5 s of 0.5 ms polls that find nothing
+            now += 0.0005
+            company.read(now, 0, 1)
+        company.read(now, 1, 1)  # one more joins the held batch
+    assert waits(company, policy, opened, now)
+
+
+def test_a_probe_that_finds_company_brings_waiting_back() -> None:
+    company = Company()
+    now = 0.0
+    while True:  # a lone client until the probe
         now += 0.001
+        company.read(now, 1, 0)
+        if waits(company, DEFAULT, now, now):
+            break
+    for _ in range(10):  # during the probe's window requests arrive one by one, 3 a ms
+        now += 0.0003
+        company.read(now, 1, 1)
+    now += 0.001
+    company.read(now, 1, 0)  # the next request opens a window alone: no probe now...
+    assert waits(company, DEFAULT, now, now)  # ...but the company seen says more will come
+
+
+def test_an_idle_hour_is_forgotten_within_a_few_busy_reads() -> None:
+    company = Company()
+    company.read(0.0, 1, 0)
+    now = 3600.0  # an hour of empty blocking reads: the gap counts as 0.1 s
+    for _ in range(5):
         company.read(now, 32, 0)
-    assert company.expected(DEFAULT.window_s) >= 1
+        now += 0.001
+    assert company.expected(now, DEFAULT.window_s) >= 1
 
 
 def test_the_default_rate_keeps_the_window_as_before() -> None:
@@ -97,8 +124,9 @@ def test_the_rate_is_finite_and_never_negative(reads: list[tuple[float, int, int
     for gap, got, held in reads:
         now += gap
         company.read(now, got, held)
-        assert 0.0 <= company.rate < math.inf
-        assert company.expected(-1.0) == 0.0
+        assert 0.0 <= company.rate_at(now) < math.inf
+        assert 0.0 <= company.rate_at(now + gap) < math.inf
+        assert company.expected(now, -1.0) == 0.0
 
 
 @given(rate=st.floats(0, 1e9, allow_nan=False), now=st.floats(0, 0.01, allow_nan=False))
@@ -106,7 +134,7 @@ def test_waiting_happens_only_while_one_more_is_expected(rate: float, now: float
     held = [Held("a", arrived=0.0)]
     decision = decide(held, DEFAULT, now, rate)
     remaining = DEFAULT.window_s - now
-    waits = not decision.batch
-    assert waits == (remaining > 0 and rate * remaining >= 1.0)
-    if waits:
+    waited = not decision.batch
+    assert waited == (remaining > 0 and rate * remaining >= 1.0)
+    if waited:
         assert 0 < decision.wait_s <= DEFAULT.window_s

@@ -12,6 +12,7 @@ for the window.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ class Reader:
         policy: BatchPolicy,
         block_ms: int,
         clock: Callable[[], float] = server_clock.now_s,
+        gated: bool = True,
     ) -> None:
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
@@ -116,6 +118,9 @@ class Reader:
         # Redis's clock, like the requests' deadlines (ms since epoch) the former compares with.
         self._clock = clock
         self._company = Company()
+        # False: the window is waited whenever the policy says (an adaptive window sets it
+        # from its own model of the arrivals).
+        self._gated = gated
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -212,9 +217,10 @@ class Reader:
         waiting = [q for q in self._held if self._held[q]]
         waiting.sort(key=lambda q: min(h.arrived for h, _ in self._held[q].values()))
         wait_s = self.policy.window_s
+        rate = self._company.rate_at(now) if self._gated else math.inf
         for queue in waiting:
             held = self._held[queue]
-            decision = decide([h for h, _ in held.values()], self.policy, now, self._company.rate)
+            decision = decide([h for h, _ in held.values()], self.policy, now, rate)
             chosen = decision.batch + decision.expired
             if chosen:
                 return [held.pop(str(h.key))[1] for h in chosen], 0.0

@@ -116,6 +116,7 @@ class Worker:
             config.name,
             policy=policy,
             block_ms=config.block_ms,
+            gated=self._tuner is None,
         )
         self._shards = ShardWatch(self._keyspace, config.queues)
         # The event loop of async handlers: made and run by the handler thread only.
