@@ -180,6 +180,13 @@ def test_a_producer_that_reconnects_mid_stream_resumes_after_its_last_chunk(
         # From the start, too: a reader that had nothing.
         assert list(second.stream_from(queue, handle.id, timeout=WAIT_S)) == expected("r", 6)
 
+    async def read_async() -> list[Any]:
+        async with AsyncProducer.from_url(redis_url, namespace=namespace) as third:
+            reader = third.stream_from(queue, handle.id, after=(1, 4), timeout=WAIT_S)
+            return [chunk async for chunk in reader]
+
+    assert asyncio.run(read_async()) == ["r:5"]
+
 
 def test_cancelling_the_task_that_iterates_an_async_stream_cancels_the_request(
     redis_url: str,

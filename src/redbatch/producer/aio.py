@@ -52,6 +52,7 @@ from redbatch.producer.async_listener import AsyncReplyListener
 from redbatch.producer.async_routing import AsyncRoutes
 from redbatch.producer.background import AsyncBackgroundCancels
 from redbatch.producer.chunk_feed import RAISE, check_resume
+from redbatch.producer.chunk_reader import read_stream_async
 from redbatch.protocol import codec
 from redbatch.protocol.fields import outcome_from_result
 from redbatch.protocol.keys import (
@@ -341,6 +342,21 @@ class AsyncProducer:
         await self._ready()
         for name in await self._routes.served(queue):
             await self._cancel_ids(name, [id])
+
+    async def stream_from(
+        self,
+        queue: str,
+        id: str,
+        *,
+        after: tuple[int, int] = (0, -1),
+        timeout: float | None = None,
+        resume: str = RAISE,
+    ) -> AsyncIterator[Any]:
+        """Like ``Producer.stream_from``."""
+        await self._ready()
+        reader = read_stream_async(self._client, self._core, queue, id, after, timeout, resume)
+        async for chunk in reader:
+            yield chunk
 
     async def get_result(self, queue: str, id: str) -> Any:
         """Like ``Producer.get_result``."""

@@ -9,12 +9,12 @@ finds every chunk there is.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import redis
 
-from redbatch.connection import Client, redis_failure
+from redbatch.connection import AsyncClient, Client, redis_failure
 from redbatch.errors import ResultTimeout, StreamRestarted
 from redbatch.producer._core import ProducerCore, stored_outcome
 from redbatch.producer.chunk_feed import ChunkFeed, Restarted, check_resume
@@ -45,12 +45,7 @@ def read_stream(
     cursor = wire.entry_id(*after) if after[1] >= 0 else "0-0"
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        block = _BLOCK_MS
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ResultTimeout(request_id, timeout or 0.0)
-            block = max(1, min(block, round(left * 1000)))
+        block = _block_ms(deadline, request_id, timeout)
         try:
             rows = cast(
                 list[Any],
@@ -74,3 +69,51 @@ def _ready(feed: ChunkFeed, core: ProducerCore, request_id: str, resume: str) ->
         if isinstance(item, Restarted):
             raise StreamRestarted(request_id, item.attempt)
         yield core.value(Outcome(request_id, OK, item.body), core.content_type)
+
+
+async def read_stream_async(
+    client: AsyncClient,
+    core: ProducerCore,
+    queue: str,
+    request_id: str,
+    after: tuple[int, int],
+    timeout: float | None,
+    resume: str,
+) -> AsyncIterator[Any]:
+    """``read_stream`` on an asyncio client."""
+    check_resume(resume)
+    keys = core.queue_keys(queue)
+    stream_key, result_key = keys.chunks(request_id), keys.result(request_id)
+    feed = ChunkFeed()
+    feed.resume_after(after)
+    cursor = wire.entry_id(*after) if after[1] >= 0 else "0-0"
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        block = _block_ms(deadline, request_id, timeout)
+        try:
+            rows = cast(
+                list[Any], await client.xread({stream_key: cursor}, count=_COUNT, block=block)
+            )
+            stored = {} if rows else await client.hgetall(result_key)
+            outcome = stored_outcome(request_id, cast(dict[bytes, bytes], stored))
+            for _, entries in rows or []:
+                feed.offer(wire.chunks_from_entries(request_id, entries))
+                cursor = entries[-1][0]
+            more = outcome is not None and await client.xread({stream_key: cursor}, count=1)
+        except redis.RedisError as exc:
+            raise redis_failure(f"cannot read the chunks of request {request_id}", exc) from None
+        for value in _ready(feed, core, request_id, resume):
+            yield value
+        if outcome is not None and not more:
+            core.value(outcome, core.content_type)  # raises unless ok
+            return
+
+
+def _block_ms(deadline: float | None, request_id: str, timeout: float | None) -> int:
+    """How long the next blocking read may wait; ResultTimeout once ``deadline`` passed."""
+    if deadline is None:
+        return _BLOCK_MS
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ResultTimeout(request_id, timeout or 0.0)
+    return max(1, min(_BLOCK_MS, round(left * 1000)))
