@@ -169,6 +169,15 @@ def goals(rounds: Rounds, memory: dict[str, Any] | None) -> list[str]:
         got = ratio(rounds, name, "loop_a", cpu)
         row(f"worker CPU per request, {what}, vs loop (a)'s consumer", f"≤ 1.5{X}",
             fmt(got, ".2f", X), at_most(got, 1.5))  # fmt: skip
+    # Issue 21's CPU goals, per request, on both echo paths at batch 256.
+    for name, what in (ECHO_PATHS[0], ECHO_PATHS[2]):
+        for metric, base, label, bound in (
+            (redis_cpu, "loop_b", "Redis CPU vs loop (b)'s", 1.0),
+            (cpu, "loop_a", "worker CPU vs loop (a)'s consumer", 2.0),
+            (producer_cpu, "loop_a", "producer CPU vs loop (a)'s producer", 1.5),
+        ):
+            got = ratio(rounds, name, base, metric)
+            row(f"{label}, {what}", f"≤ {bound:g}{X}", fmt(got, ".2f", X), at_most(got, bound))
     for name, what, ceiling, share in (
         ("sleep_b64", "20 ms", SLEEP_CEILING, 0.95),
         ("sleep5_b64", "5 ms", SLEEP_SHORT_CEILING, 0.9),
@@ -211,6 +220,8 @@ def plot(rounds: Rounds, path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     batches = [b for b in SWEEP if median(rounds, f"echo_b{b}", throughput) is not None]
+    if not batches:
+        return  # a run of --only rows without the sweep: nothing to plot
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, metric, title in (
         (left, throughput, "requests/s"),
