@@ -239,3 +239,24 @@ def test_cancelling_the_task_that_iterates_an_async_stream_cancels_the_request(
             return [c async for c in mate.stream(timeout=WAIT_S)], await mate.result(WAIT_S)
 
     assert asyncio.run(scenario()) == (expected("m", 6), "m:done")
+
+
+def test_an_item_ended_by_final_ends_its_stream_before_its_batch_ends(
+    redis_url: str, namespace: str, queue: str, worker_factory: Factory, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    with Producer.from_url(redis_url, namespace=namespace) as producer:
+        short, long = producer.submit_many(
+            queue, [{"tag": "s", "n": 2}, {"tag": "l", "n": 6, "pause_at": 4}], stream=True
+        )
+        wait_serving(
+            worker_factory(
+                [queue], "helpers.stream_handlers:gated_tokens", "--handler-option", f"gate={gate}"
+            )
+        )
+        assert list(short.stream(timeout=WAIT_S)) == expected("s", 2)
+        assert not short.done()  # its batchmate is held at the gate: no result yet
+        gate.unlink()
+        assert short.result(timeout=WAIT_S) == "s:done"
+        assert list(long.stream(timeout=WAIT_S)) == expected("l", 6)

@@ -47,12 +47,14 @@ def test_chunks_reach_the_reply_list_and_the_kept_stream_before_the_final_reply(
     assert msgpack.unpackb(results["s2"][b"payload"]) == "b:done"
 
     records = [msgpack.unpackb(x, raw=True) for x in redis_client.lrange(keys.reply("pcli"), 0, -1)]
-    chunks = [r for r in records if len(r) == 5]
+    chunks = [r for r in records if len(r) == 5 and r[1] == b"chunk"]
+    ends = [r for r in records if len(r) == 5 and r[1] == b"end"]
+    assert ends == [[b"s1", b"end", 1, 3, b""]]  # Final: the end mark, seq = its chunk count
     finals = [r for r in records if len(r) == 3]
     assert [(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in chunks] == [
         (b"s1", b"chunk", 1, seq, f"a:{seq}") for seq in range(3)
     ]
-    assert records.index(chunks[-1]) < records.index(next(f for f in finals if f[0] == b"s1"))
+    assert records.index(ends[0]) < records.index(next(f for f in finals if f[0] == b"s1"))
     assert sorted(f[0] for f in finals) == [b"s1", b"s2"]
     # Only the request that asked for its chunks has them kept.
     assert not redis_client.exists(keys.chunks("s2"))
@@ -67,4 +69,4 @@ def test_chunks_reach_the_reply_list_and_the_kept_stream_before_the_final_reply(
 
     # From any sequence number: everything after seq 0 of attempt 1.
     after_first = cli("XRANGE", keys.chunks("s1"), "(1-0", "+")
-    assert after_first == ["1-1", "chunk", '"a:1"', "1-2", "chunk", '"a:2"']
+    assert after_first == ["1-1", "chunk", '"a:1"', "1-2", "chunk", '"a:2"', "1-3", "end"]

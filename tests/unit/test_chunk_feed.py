@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redbatch.producer.chunk_feed import RAISE, RESTART, ChunkFeed, Restarted
+from redbatch.producer.chunk_feed import ENDED, RAISE, RESTART, ChunkFeed, Restarted
 from redbatch.protocol.chunks import Chunk, decode_record, split_records
 
 
@@ -12,7 +12,7 @@ def c(attempt: int, seq: int) -> Chunk:
 
 def drain(feed: ChunkFeed, resume: str = RAISE) -> list[object]:
     out: list[object] = []
-    while (item := feed.take(resume)) is not None:
+    while (item := feed.take(resume)) is not None and item is not ENDED:
         out.append(f"restart {item.attempt}" if isinstance(item, Restarted) else item.seq)
     return out
 
@@ -60,3 +60,15 @@ def test_chunk_and_final_records_are_told_apart() -> None:
     assert [o.id for o in outcomes] == ["r1"]
     assert chunks == {"r1": [c(1, 0)]}
     assert decode_record(c(3, 7).encode_reply()) == c(3, 7)
+
+
+def test_an_end_mark_ends_the_attempt_and_stays() -> None:
+    feed = ChunkFeed()
+    feed.offer([c(1, 0), Chunk("r1", 1, 1, b"", end=True)])
+    assert feed.take(RAISE) == c(1, 0)
+    assert feed.at_end
+    assert feed.take(RAISE) is ENDED
+    assert feed.take(RAISE) is ENDED
+    assert feed.seen == (1, 0)
+    feed.offer([c(2, 0)])  # a re-run after the end: announced
+    assert drain(feed) == ["restart 2", 0]

@@ -51,11 +51,15 @@ def test_chunks_go_out_per_step_numbered_and_final_ends_an_item() -> None:
         (OK, ["b0", "b1"]),  # no Final: the list of its chunks
     ]
     sent = [
-        [(c.request_id, c.chunk.seq, value(c.chunk.body)) for c in cs] for _, cs in publish.calls
+        [(c.request_id, c.chunk.seq, "end" if c.chunk.end else value(c.chunk.body)) for c in cs]
+        for _, cs in publish.calls
     ]
-    assert sent == [[("r0", 0, "a0"), ("r1", 0, "b0")], [], [("r1", 1, "b1")]]
-    # Every step checks the cancel keys of the requests still running, and only theirs.
-    assert [running for running, _ in publish.calls] == [["r0", "r1"], ["r1"], ["r1"]]
+    # Final sends r0's end mark at once (seq: the number of its chunks).
+    assert sent == [[("r0", 0, "a0"), ("r1", 0, "b0")], [("r0", 1, "end")], [("r1", 1, "b1")]]
+    # Every step checks the cancel keys of the requests still running (and of those whose
+    # end mark it carries: after them).
+    assert [running for running, _ in publish.calls] == [["r0", "r1"], ["r1", "r0"], ["r1"]]
+    assert [c.position for c in publish.calls[1][1]] == [1]
 
 
 def test_a_cancelled_item_stops_and_its_batchmates_go_on() -> None:
@@ -90,7 +94,7 @@ def test_the_generator_is_closed_once_every_item_ended() -> None:
     ran = Executor(gen).run(requests(3), publish=publish)
     assert [value(r.outcome.body) for r in ran] == [1, 1, 1]
     assert closed == [True]
-    assert publish.calls == []  # nothing to send, nobody left to check
+    assert len(publish.calls) == 1  # the three end marks, then nothing more
 
 
 def test_async_generator_handlers_share_one_loop_across_batches() -> None:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from redbatch.errors import ResultTimeout, StreamRestarted
 from redbatch.producer._core import ProducerCore
-from redbatch.producer.chunk_feed import RAISE, ChunkFeed, Restarted, check_resume
+from redbatch.producer.chunk_feed import RAISE, ChunkFeed, Ended, Restarted, check_resume
 from redbatch.protocol.chunks import Chunk
 from redbatch.protocol.fields import OK, Outcome
 
@@ -118,13 +118,15 @@ class AsyncHandle:
             if item is None:
                 self._core.value(self._future.result(), self._ct)  # raises unless ok
                 return
+            if isinstance(item, Ended):
+                return  # Final ended it: the result comes with the rest of its batch
             if isinstance(item, Restarted):
                 raise StreamRestarted(self.id, item.attempt)
             yield self._core.value(Outcome(self.id, OK, item.body), self._ct)
 
     async def _next_chunk(
         self, resume: str, deadline: float | None, timeout: float | None
-    ) -> Chunk | Restarted | None:
+    ) -> Chunk | Restarted | Ended | None:
         feed = self._open_feed()
         changed = self._changed
         assert changed is not None

@@ -36,6 +36,15 @@ class Restarted:
         self.attempt = attempt
 
 
+class Ended:
+    """What ``take`` answers at an item's end mark: no more chunks of this attempt."""
+
+    __slots__ = ()
+
+
+ENDED = Ended()
+
+
 class ChunkFeed:
     __slots__ = ("_ahead", "_attempt", "_next_seq", "_ready", "cancelled", "seen")
 
@@ -76,14 +85,23 @@ class ChunkFeed:
             self._ready.append(self._ahead.pop(self._next_seq))
             self._next_seq += 1
 
-    def take(self, resume: str) -> Chunk | Restarted | None:
-        """The next chunk for the caller, a restart to announce first, or None for now."""
+    @property
+    def at_end(self) -> bool:
+        """Every chunk of the attempt was handed out, and its end mark is next."""
+        return bool(self._ready) and self._ready[0].end
+
+    def take(self, resume: str) -> Chunk | Restarted | Ended | None:
+        """The next chunk for the caller, a restart to announce first, the end of the
+        attempt's chunks (``ENDED``, again on every later call), or None for now."""
         if self.cancelled or not self._ready:
             return None
         chunk = self._ready[0]
         if self.seen[0] and chunk.attempt > self.seen[0] and resume == RAISE:
             self.seen = (chunk.attempt, -1)  # announced once; a new stream() reads it from 0
             return Restarted(chunk.attempt)
+        if chunk.end:
+            self.seen = (chunk.attempt, chunk.seq - 1)
+            return ENDED  # left in place: the end stays the end
         self._ready.popleft()
         self.seen = (chunk.attempt, chunk.seq)
         return chunk

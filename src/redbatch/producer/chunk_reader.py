@@ -17,7 +17,7 @@ import redis
 from redbatch.connection import AsyncClient, Client, redis_failure
 from redbatch.errors import ResultTimeout, StreamRestarted
 from redbatch.producer._core import ProducerCore, stored_outcome
-from redbatch.producer.chunk_feed import ChunkFeed, Restarted, check_resume
+from redbatch.producer.chunk_feed import ChunkFeed, Ended, Restarted, check_resume
 from redbatch.protocol import chunks as wire
 from redbatch.protocol.fields import OK, Outcome
 
@@ -59,13 +59,16 @@ def read_stream(
             feed.offer(wire.chunks_from_entries(request_id, entries))
             cursor = entries[-1][0]
         yield from _ready(feed, core, request_id, resume)
+        if feed.at_end:
+            return
         if outcome is not None and not client.xread({keys.chunks(request_id): cursor}, count=1):
             core.value(outcome, core.content_type)  # raises unless ok
             return
 
 
 def _ready(feed: ChunkFeed, core: ProducerCore, request_id: str, resume: str) -> Iterator[Any]:
-    while (item := feed.take(resume)) is not None:
+    """The chunks ready in ``feed``; at an end mark, none (the caller ends on ``feed.ended``)."""
+    while (item := feed.take(resume)) is not None and not isinstance(item, Ended):
         if isinstance(item, Restarted):
             raise StreamRestarted(request_id, item.attempt)
         yield core.value(Outcome(request_id, OK, item.body), core.content_type)
@@ -104,6 +107,8 @@ async def read_stream_async(
             raise redis_failure(f"cannot read the chunks of request {request_id}", exc) from None
         for value in _ready(feed, core, request_id, resume):
             yield value
+        if feed.at_end:
+            return
         if outcome is not None and not more:
             core.value(outcome, core.content_type)  # raises unless ok
             return

@@ -9,7 +9,7 @@ from typing import Any
 
 from redbatch.errors import ResultTimeout, StreamRestarted
 from redbatch.producer._core import ProducerCore
-from redbatch.producer.chunk_feed import RAISE, ChunkFeed, Restarted, check_resume
+from redbatch.producer.chunk_feed import RAISE, ChunkFeed, Ended, Restarted, check_resume
 from redbatch.protocol.chunks import Chunk
 from redbatch.protocol.fields import Outcome
 
@@ -155,13 +155,15 @@ class Handle:
             if item is None:
                 self._value()  # raises unless ok
                 return
+            if isinstance(item, Ended):
+                return  # Final ended it: the result comes with the rest of its batch
             if isinstance(item, Restarted):
                 raise StreamRestarted(self.id, item.attempt)
             yield self._core.value(Outcome(self.id, "ok", item.body), self._ct)
 
     def _next_chunk(
         self, resume: str, deadline: float | None, timeout: float | None
-    ) -> Chunk | Restarted | None:
+    ) -> Chunk | Restarted | Ended | None:
         """The next chunk or restart; None once the outcome is in and no chunk is left."""
         cond = self._latch.cond
         with cond:

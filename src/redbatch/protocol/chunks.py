@@ -1,7 +1,8 @@
 """Chunk records of streaming requests (docs/wire-contract.md, "Streaming").
 
 A generator handler's chunk travels twice: pushed onto its producer's reply list as a
-msgpack array ``[id, "chunk", attempt, seq, body]`` (beside the final ``[id, status, body]``
+msgpack array ``[id, "chunk", attempt, seq, body]`` (``[id, "end", attempt, seq, ""]`` once
+``Final`` ended the item) (beside the final ``[id, status, body]``
 replies: a reader tells them apart by the length and the second part), and kept as entry
 ``<attempt>-<seq>`` (field ``chunk``) of the stream ``rb:{Q}:chunks:<id>``, so it can be
 read again from any sequence number: ``XRANGE rb:{Q}:chunks:<id> <attempt>-<seq> +``.
@@ -21,7 +22,10 @@ from redbatch.protocol.keys import QueueKeys
 log = logging.getLogger(__name__)
 
 CHUNK = "chunk"  # the reply record's tag, and the chunk stream entry's one field
-_B_CHUNK = CHUNK.encode()
+# The tag (and field) of an item's end mark: ``Final`` ended it; no more chunks of this
+# attempt follow. Its seq is the number of chunks before it; its body is empty.
+END = "end"
+_B_CHUNK, _B_END = CHUNK.encode(), END.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +36,14 @@ class Chunk:
     attempt: int
     seq: int
     body: bytes  # encoded with the request's content type
+    end: bool = False  # the end mark: the item ended (its result comes with the batch's)
+
+    @property
+    def tag(self) -> str:
+        return END if self.end else CHUNK
 
     def encode_reply(self) -> bytes:
-        record = [self.id, CHUNK, self.attempt, self.seq, self.body]
+        record = [self.id, self.tag, self.attempt, self.seq, self.body]
         return bytes(msgpack.packb(record, use_bin_type=True))
 
 
@@ -49,10 +58,10 @@ def decode_record(data: bytes) -> Outcome | Chunk:
         item: Any = msgpack.unpackb(data, raw=True)
     except (ValueError, msgpack.UnpackException) as exc:
         raise ValueError(f"undecodable reply: {exc}") from None
-    if isinstance(item, list) and len(item) == 5 and item[1] == _B_CHUNK:
-        raw_id, _, attempt, seq, body = item
+    if isinstance(item, list) and len(item) == 5 and item[1] in (_B_CHUNK, _B_END):
+        raw_id, tag, attempt, seq, body = item
         if type(raw_id) is bytes and type(body) is bytes and _counts(attempt, seq):
-            return Chunk(raw_id.decode("ascii", "replace"), attempt, seq, body)
+            return Chunk(raw_id.decode("ascii", "replace"), attempt, seq, body, tag == _B_END)
         raise ValueError(f"chunk record is not [id, chunk, attempt, seq, body]: {item!r:.80}")
     return decode_reply(data)
 
@@ -85,9 +94,9 @@ def chunks_from_entries(request_id: str, entries: list[Any]) -> list[Chunk]:
     for raw_id, fields in entries:
         text = raw_id.decode("ascii", "replace") if isinstance(raw_id, bytes) else str(raw_id)
         attempt, _, seq = text.partition("-")
-        body = fields.get(_B_CHUNK)
+        body = fields.get(_B_CHUNK, fields.get(_B_END))
         if attempt.isdigit() and seq.isdigit() and isinstance(body, bytes):
-            found.append(Chunk(request_id, int(attempt), int(seq), body))
+            found.append(Chunk(request_id, int(attempt), int(seq), body, _B_END in fields))
     return found
 
 
@@ -127,6 +136,6 @@ def push_chunks_args(
         reply = key_index(keys.reply(item.reply)) if item.reply else 0
         argv += [
             item.position + 1, key_index(keys.chunks(item.request_id)), reply,
-            chunk.id, chunk.attempt, chunk.seq, chunk.body,
+            chunk.id, chunk.attempt, chunk.seq, chunk.tag, chunk.body,
         ]  # fmt: skip
     return script_keys, argv

@@ -124,24 +124,34 @@ class StreamRun:
                 if chunk is not None:
                     sent.append((item, chunk))
         running = [item for item in self._items if item.end is None]
+        # End marks go with the running requests' cancel checks: their items are listed
+        # after those (checked too, harmlessly: they ended).
+        ended = [item for item, chunk in sent if chunk.end]
+        checked = running + ended
         if running or sent:
-            position = {id(item): at for at, item in enumerate(running)}
+            position = {id(item): at for at, item in enumerate(checked)}
             out = [
                 StepChunk(position[id(item)], item.request.id, item.request.reply, chunk)
                 for item, chunk in sent
             ]
-            gone = self._publish([item.request.id for item in running], out)
+            gone = self._publish([item.request.id for item in checked], out)
             for at in gone:
-                self._cancel(running[at])
+                if at < len(running):
+                    self._cancel(running[at])
         return any(item.end is None for item in self._items)
 
     def _take(self, item: _Item, value: Any) -> Chunk | None:
         """Record one item's value; the chunk to send if its producer streams it."""
+        request = item.request
         if isinstance(value, Final):
             item.end = ("ok", value.value)
-            return None
+            # The end mark: its producer's stream ends now, not when the batch does.
+            return (
+                Chunk(request.id, request.attempt, len(item.chunks), b"", True)
+                if request.stream
+                else None
+            )
         item.chunks.append(value)
-        request = item.request
         if not request.stream:
             return None
         try:
