@@ -163,12 +163,16 @@ def connect_cluster(
 _CLUSTER_OWN = ("redis_connect_func", "oss_cluster_maint_notifications_handler", "db", "retry")
 
 
-def dedicated(client: Client, *, socket_timeout: float, retries: int) -> Client:
+def dedicated(
+    client: Client, *, socket_timeout: float, retries: int, client_name: str | None = None
+) -> Client:
     """A client like ``client`` for blocking reads, so they never take a connection its
     other users need: on one node a pool of one connection; on a cluster a cluster client
-    of its own (its blocking commands each hold a connection of that client's node pools)."""
+    of its own (its blocking commands each hold a connection of that client's node pools).
+    ``client_name``: its connections' ``CLIENT SETNAME`` (None: as ``client``'s)."""
+    named = {} if client_name is None else {"client_name": client_name}
     if isinstance(client, RedisCluster):
-        kwargs = dict(client.nodes_manager.connection_kwargs)
+        kwargs = dict(client.nodes_manager.connection_kwargs) | named
         for name in _CLUSTER_OWN:
             kwargs.pop(name, None)
         kwargs["socket_timeout"] = socket_timeout
@@ -180,7 +184,7 @@ def dedicated(client: Client, *, socket_timeout: float, retries: int) -> Client:
             connection_class=pool.connection_class,
             max_connections=1,
             retry=backoff_retry(retries),
-            **clone_kwargs(client, socket_timeout=socket_timeout),
+            **(clone_kwargs(client, socket_timeout=socket_timeout) | named),
         )
     )
 

@@ -108,6 +108,18 @@ class WrongEventLoop(RedbatchError, RuntimeError):
     connections and futures belong to that loop. Make one AsyncProducer per event loop."""
 
 
+class NoWorker(RedbatchError):
+    """Raised at submit with ``require_worker=True`` when no worker with a live heartbeat
+    serves the queue (a typo in the queue name, or no worker deployed): nothing was added."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(
+            f"no live worker serves queue {queue!r} (require_worker): check the queue name "
+            f"and that a worker runs for it"
+        )
+
+
 class DuplicateRequestId(RedbatchError):
     """This producer is already waiting for a request with the same id."""
 

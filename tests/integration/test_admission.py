@@ -443,6 +443,7 @@ def test_cancel_on_timeout_is_best_effort(
             caplog.at_level(logging.WARNING, logger="redbatch.producer.background"),
         ):
             patch.setattr(producer._client, "pipeline", broken_pipeline)
+            patch.setattr(producer._client, "execute_command", broken_pipeline)
             with pytest.raises(ResultTimeout):
                 handle.result(timeout=0.1)
             wait_until(lambda: "could not cancel" in caplog.text, WAIT, "the warning")

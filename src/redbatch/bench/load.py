@@ -30,7 +30,7 @@ from redbatch.errors import (
     ResultTimeout,
 )
 from redbatch.producer import AsyncProducer
-from redbatch.producer.async_handle import AsyncHandle
+from redbatch.producer.handle import AsyncHandle
 
 OK = "ok"
 LOST = "lost"  # no outcome within --timeout (+ grace): counted apart from failures

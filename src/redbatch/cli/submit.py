@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from redbatch.cli.common import connection_options, fail
 from redbatch.config import check_environment
 from redbatch.errors import ConfigError, RedbatchError
-from redbatch.producer import Producer
+from redbatch.producer import Priority, Producer
 from redbatch.protocol.keys import DEFAULT_PRIORITY, PRIORITIES
 
 
@@ -48,7 +48,7 @@ def command(
         with Producer.from_url(redis_url, namespace=namespace, cluster=cluster) as producer:
             producer.ping()
             handle = producer.submit(
-                queue, value, id=request_id, timeout=timeout, priority=priority
+                queue, value, id=request_id, timeout=timeout, priority=cast(Priority, priority)
             )
             result = handle.result(timeout)
         click.echo(json.dumps(result, default=_jsonable))

@@ -2,8 +2,8 @@
 
 from redbatch.errors import MapQueueFull
 from redbatch.producer.aio import AsyncProducer
-from redbatch.producer.async_handle import AsyncHandle
-from redbatch.producer.handle import Handle
+from redbatch.producer.handle import AsyncHandle, Handle
+from redbatch.producer.options import Priority
 from redbatch.producer.sync import Producer
 
-__all__ = ["AsyncHandle", "AsyncProducer", "Handle", "MapQueueFull", "Producer"]
+__all__ = ["AsyncHandle", "AsyncProducer", "Handle", "MapQueueFull", "Priority", "Producer"]

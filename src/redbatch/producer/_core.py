@@ -10,14 +10,13 @@ import logging
 import os
 import secrets
 import uuid
-from collections.abc import Container, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from redbatch import tracing
+from redbatch.connection import connection_name
 from redbatch.errors import (
     ConfigError,
-    DuplicateRequestId,
     QueueFull,
     RedbatchError,
     RequestCancelled,
@@ -25,7 +24,7 @@ from redbatch.errors import (
     RequestExpired,
     RequestFailed,
 )
-from redbatch.producer.admission import Deadline
+from redbatch.producer.options import DEFAULT_TIMEOUT_S, check_flag, check_timeout
 from redbatch.protocol import codec
 from redbatch.protocol.fields import (
     CANCELLED,
@@ -123,7 +122,17 @@ class Submission:
 
 
 class ProducerCore:
-    """What a producer knows: its id, namespace, codec settings and the queues it uses."""
+    """What a producer knows: its id, namespace, codec settings and the queues it uses.
+
+    ``max_queue_len``: requests one priority lane of a queue may hold (waiting or in flight)
+    before a submit to that lane raises QueueFull (0 = no bound); each lane is bounded by
+    itself. ``cancel_on_timeout``: a ``result``, ``call`` or ``map`` whose local wait times
+    out cancels its requests; ``cancel_on_cancel`` (asyncio): so does a waiting task that is
+    cancelled. ``default_timeout`` (s): a call's timeout when it passes none (None: wait for
+    ever). ``require_worker``: submits raise NoWorker when no live worker serves the queue.
+    ``encoder``/``decoder``: hooks of the codec (``protocol.codec.encode``/``decode``) for
+    payloads and results. ``metrics``: a Prometheus ``CollectorRegistry`` to count on (True:
+    the default registry; needs prometheus_client)."""
 
     def __init__(
         self,
@@ -134,7 +143,12 @@ class ProducerCore:
         max_queue_len: int = DEFAULT_MAX_QUEUE_LEN,
         cancel_on_timeout: bool = True,
         cancel_on_cancel: bool = True,
+        default_timeout: float | None = DEFAULT_TIMEOUT_S,
+        require_worker: bool = False,
         name: str | None = None,
+        encoder: codec.Encoder | None = None,
+        decoder: codec.Decoder | None = None,
+        metrics: Any = None,
     ) -> None:
         self.keyspace = KeySpace(namespace)
         self.producer_id = new_producer_id()
@@ -145,18 +159,23 @@ class ProducerCore:
         self.content_type = codec.check_content_type(content_type)
         self.limits = codec.Limits(max_payload_bytes)
         self.max_queue_len = check_max_queue_len(max_queue_len)
-        if not isinstance(cancel_on_timeout, bool):
-            raise ConfigError(f"cancel_on_timeout must be True or False, got {cancel_on_timeout!r}")
-        self.cancel_on_timeout = cancel_on_timeout
-        if not isinstance(cancel_on_cancel, bool):
-            raise ConfigError(f"cancel_on_cancel must be True or False, got {cancel_on_cancel!r}")
-        self.cancel_on_cancel = cancel_on_cancel
+        self.cancel_on_timeout = check_flag("cancel_on_timeout", cancel_on_timeout)
+        self.cancel_on_cancel = check_flag("cancel_on_cancel", cancel_on_cancel)
+        self.require_worker = check_flag("require_worker", require_worker)
+        self.default_timeout = None if default_timeout is None else check_timeout(default_timeout)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.metrics = producer_metrics(metrics)
         self._queues: dict[str, QueueKeys] = {}
+
+    def timeout(self, timeout: float | None) -> float | None:
+        """A call's timeout: its own, else the producer's default."""
+        return self.default_timeout if timeout is None else timeout
 
     def client_name(self, role: str) -> str:
         """The ``CLIENT SETNAME`` of this producer's connections of ``role`` (``producer``,
         ``listener``), so ``CLIENT LIST`` tells them from a worker's."""
-        return f"redbatch:{role}:{self.name}"
+        return connection_name(role, self.name)
 
     def queue_keys(self, queue: str) -> QueueKeys:
         """The keys of ``queue`` (its name checked once, not per request)."""
@@ -179,6 +198,7 @@ class ProducerCore:
         priority: str = DEFAULT_PRIORITY,
         stream: bool = False,
     ) -> Submission:
+        """The one place a request's entry is built (checked, encoded, its fields)."""
         keys = self.queue_keys(queue)  # checks the queue name
         if priority != DEFAULT_PRIORITY:
             check_priority(priority)
@@ -190,7 +210,7 @@ class ProducerCore:
         timeout_ms = max(1, round(timeout * 1000)) if timeout is not None else 0
         fields = build_entry(
             request_id,
-            codec.encode(payload, self.content_type, self.limits),
+            codec.encode(payload, self.content_type, self.limits, self.encoder),
             reply=self.producer_id,
             cost=cost,
             ct=self.content_type,
@@ -267,8 +287,18 @@ class ProducerCore:
     def value(self, outcome: Outcome, ct: str) -> Any:
         """The request's result, or raise the error its outcome stands for."""
         if outcome.status == OK:
-            return codec.decode(outcome.body, ct, self.limits)
+            return codec.decode(outcome.body, ct, self.limits, self.decoder)
         raise outcome_error(outcome)
+
+
+def producer_metrics(metrics: Any) -> Any:
+    """The producer's Prometheus metrics (``producer.metrics``, imported only when asked
+    for), or None."""
+    if metrics is None or metrics is False:
+        return None
+    from redbatch.producer.metrics import ProducerMetrics  # noqa: PLC0415 - optional
+
+    return ProducerMetrics(None if metrics is True else metrics)
 
 
 def check_max_queue_len(value: int) -> int:
@@ -285,15 +315,6 @@ def outcome_error(outcome: Outcome) -> RedbatchError:
     if outcome.status == DEAD:
         return RequestDead(outcome.id, outcome.error)
     return RequestFailed(outcome.id, outcome.error)
-
-
-def check_new_ids(waiting: Container[str], ids: list[str]) -> None:
-    """Refuse ids this producer already waits for, or repeated within one call."""
-    clash = next((i for i in ids if i in waiting), None)
-    if clash is None and len(set(ids)) != len(ids):
-        clash = "(repeated within this call)"
-    if clash is not None:
-        raise DuplicateRequestId(f"already waiting for request {clash}")
 
 
 def read_replies(items: list[bytes]) -> list[Outcome]:
@@ -335,7 +356,7 @@ class Outage:
             log.warning(
                 "reply listener: Redis unavailable (%s); reconnecting with backoff, "
                 "waiting requests keep waiting",
-                describe(exc),
+                first_line(exc),
             )
 
     def back(self, recovered: int) -> None:
@@ -348,64 +369,7 @@ class Outage:
             )
 
 
-def describe(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (its type's name when it has none), for logs."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def on_shards(subs: list[Submission], shards: list[str], chunk: int) -> list[Submission]:
-    """``subs`` with chunk i (of ``chunk`` each) addressed to physical queue ``shards[i]``;
-    as given (no copies) when that is where they already go, an unsharded queue."""
-    if all(name == subs[0].queue for name in shards):
-        return subs
-    return [replace(s, queue=shards[i // chunk]) for i, s in enumerate(subs)]
-
-
-class _Queued(Protocol):
-    id: str
-    queue: str
-
-
-def by_queue(handles: Sequence[_Queued]) -> dict[str, list[str]]:
-    """Request ids of ``handles`` by the physical queue (shard) each went to."""
-    ids: dict[str, list[str]] = {}
-    for handle in handles:
-        ids.setdefault(handle.queue, []).append(handle.id)
-    return ids
-
-
-def check_chunk(chunk: int) -> int:
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ConfigError(f"chunk must be a positive integer, got {chunk!r}")
-    return chunk
-
-
-def batches(subs: list[Submission], chunk: int) -> list[tuple[int, list[Submission]]]:
-    """(offset, submissions) per pipelined round trip of ``map``; checked before anything
-    is registered or sent."""
-    check_chunk(chunk)
-    return [(start, subs[start : start + chunk]) for start in range(0, len(subs), chunk)]
-
-
-class Gathered:
-    """Collects ``map`` results in input order under one overall deadline."""
-
-    def __init__(self, timeout: float | None, return_exceptions: bool) -> None:
-        self.timeout = timeout
-        self.deadline = Deadline(timeout)  # admission and the waits share it
-        self._return_exceptions = return_exceptions
-        self._first_error: Exception | None = None
-        self.results: list[Any] = []
-
-    def remaining(self) -> float | None:
-        return self.deadline.remaining()
-
-    def failed(self, error: Exception) -> None:
-        if not self._return_exceptions and self._first_error is None:
-            self._first_error = error
-        self.results.append(error)
-
-    def finish(self) -> list[Any]:
-        if self._first_error is not None:
-            raise self._first_error
-        return self.results

@@ -58,7 +58,18 @@ def quietly(job: Callable[[], None]) -> None:
     try:
         job()
     except RedbatchError as exc:
-        log.warning("could not cancel timed-out request(s): %s", exc)
+        _warn(exc)
+
+
+async def quietly_async(job: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await job
+    except RedbatchError as exc:
+        _warn(exc)
+
+
+def _warn(exc: RedbatchError) -> None:
+    log.warning("could not cancel timed-out request(s): %s", exc)
 
 
 class AsyncBackgroundCancels:
@@ -68,7 +79,7 @@ class AsyncBackgroundCancels:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def submit(self, job: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -80,11 +91,8 @@ class AsyncBackgroundCancels:
             task.cancel()
 
     @staticmethod
-    async def _run(job: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        try:
-            await job()
-        except RedbatchError as exc:
-            log.warning("could not cancel timed-out request(s): %s", exc)
+    async def _run(job: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        await quietly_async(job())
 
 
 class DaemonPool:

@@ -1,106 +1,64 @@
-"""The synchronous producer: submit requests, wait on handles, fetch results by id.
-
-A ``ReplyListener`` (``producer.listener``) resolves the handles from the producer's reply
-lists: one blocking pop on one node, one per queue or shard on a cluster; waiting requests
-cost no connection and no polling.
+"""The synchronous producer: a thin shell that runs the producer's flows (``engine``) on the
+caller's thread, and its reply listener on threads of its own (``listener``).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redbatch.cluster_client import connect_any
-from redbatch.connection import Client, address, ping, redis_failure
-from redbatch.errors import (
-    MapQueueFull,
-    ProducerClosed,
-    QueueFull,
-    ResultNotFound,
-    ResultTimeout,
-)
-from redbatch.producer._core import (
-    CANCEL_MARK,
-    CANCEL_TTL_MS,
-    DEFAULT_MAX_QUEUE_LEN,
-    Gathered,
-    ProducerCore,
-    Submission,
-    batches,
-    check_new_ids,
-    on_shards,
-)
-from redbatch.producer.admission import Admissions, Deadline
+from redbatch.connection import MAX_CONNECTIONS, Client, address, ping
+from redbatch.producer import options as opt
+from redbatch.producer._core import ProducerCore, Submission
+from redbatch.producer.admission import Deadline
 from redbatch.producer.chunk_feed import RAISE, check_resume
 from redbatch.producer.chunk_reader import read_stream
-from redbatch.producer.handle import Handle, Latch
-from redbatch.producer.listener import ReplyListener
+from redbatch.producer.engine import Engine
+from redbatch.producer.handle import Handle, Latch, gather
+from redbatch.producer.listener import Listening, ThreadListener, is_cluster
 from redbatch.producer.overdue import Overdue
-from redbatch.producer.routing import Routes
-from redbatch.protocol import codec
-from redbatch.protocol.fields import outcome_from_result
-from redbatch.protocol.keys import (
-    DEFAULT_PRIORITY,
-    check_priority,
-    check_request_id,
-)
+from redbatch.producer.plans import Flow, Steps
+from redbatch.producer.requests import Gathered
+from redbatch.producer.runners import run
 from redbatch.protocol.scripts import Scripts
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+T = TypeVar("T")
 
 
 class Producer:
-    """Sends requests to queues and receives their outcomes. Thread-safe; share one."""
+    """Sends requests to queues and receives their outcomes. Thread-safe; share one.
+    Keywords: ``ProducerOptions`` (docs/usage.md#a-producer)."""
 
-    def __init__(
-        self,
-        client: Client,
-        *,
-        namespace: str = "rb",
-        content_type: str = codec.MSGPACK,
-        max_payload_bytes: int = codec.DEFAULT_LIMITS.max_payload_bytes,
-        max_queue_len: int = DEFAULT_MAX_QUEUE_LEN,
-        cancel_on_timeout: bool = True,
-    ) -> None:
-        """``max_queue_len``: requests one priority lane of a queue may hold (waiting or in
-        flight) before a submit to that lane raises QueueFull (0 = no bound); each lane is
-        bounded by itself, so low-priority requests never crowd out high ones.
-        ``cancel_on_timeout``: a ``result``, ``call`` or ``map`` whose local wait times out
-        cancels its requests, so no worker computes what nobody waits for."""
+    def __init__(self, client: Client, **options: Unpack[opt.ProducerOptions]) -> None:
+        self._setup(ProducerCore(**options), client, owns_client=False)
+
+    def _setup(self, core: ProducerCore, client: Client, *, owns_client: bool) -> None:
+        self._core = core
         self._client = client
-        self._owns_client = False
-        self._core = ProducerCore(
-            namespace,
-            content_type=content_type,
-            max_payload_bytes=max_payload_bytes,
-            max_queue_len=max_queue_len,
-            cancel_on_timeout=cancel_on_timeout,
-        )
+        self._owns_client = owns_client
         self._scripts = Scripts(client)
-        self._admissions = Admissions(self._core.producer_id)
-        self._cond = threading.Condition()
-        self._pending: dict[str, Handle] = {}
-        self._listener = ReplyListener(client, self._core, self._cond, self._pending)
-        self._routes = Routes(client, self._core, self._listener, self._cond)
-        self._overdue = Overdue(
-            self._core, self._scripts, self._routes, self._cancel_ids, self._unregister,
-            self._listener.outage,
-        )  # fmt: skip
-        self._closed = False
+        listening = Listening(core, threading.Condition(), {}, is_cluster(client))
+        self._listener = ThreadListener(client, listening)
+        self._engine: Engine[Handle] = Engine(core, listening, self._handles)
+        self._engine.listen = self._listener.add
+        self._overdue = Overdue(self._engine, self._drive, MAX_CONNECTIONS)
 
     @classmethod
-    def from_url(
-        cls, url: str, *, namespace: str = "rb", cluster: bool | None = None, **options: Any
-    ) -> Producer:
+    def from_url(cls, url: str, **options: Unpack[opt.UrlOptions]) -> Producer:
         """A producer on its own client; ``cluster`` None: a Redis Cluster when the server
-        says it is one (its HELLO reply, as INFO cluster)."""
-        producer = cls(connect_any(url, cluster=cluster), namespace=namespace, **options)
-        producer._owns_client = True
+        says it is one. Its connections are named ``redbatch:producer:<name>``."""
+        rest, pool = opt.url_options(options)
+        core = ProducerCore(**rest)
+        client = connect_any(url, **pool, client_name=core.client_name("producer"))
+        producer = cls.__new__(cls)
+        producer._setup(core, client, owns_client=True)
         return producer
 
     @property
@@ -111,10 +69,7 @@ class Producer:
         return self
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
 
@@ -122,301 +77,100 @@ class Producer:
         """Raise ConnectionFailed (one readable line) if Redis cannot be used."""
         ping(self._client, address(self._client))
 
-    # -- submitting ---------------------------------------------------------------------
-
-    def submit(
-        self,
-        queue: str,
-        payload: Any,
-        *,
-        id: str | None = None,
-        timeout: float | None = None,
-        cost: int = 1,
-        priority: str = DEFAULT_PRIORITY,
-        shard_key: str | bytes | None = None,
-        stream: bool = False,
-    ) -> Handle:
-        """Add one request; ``timeout`` (s) is its deadline: workers skip it after that.
-        ``priority`` (``high``, ``normal``, ``low``) picks the queue's lane (stream): workers
-        serve higher lanes first; ConfigError before anything is sent for another value.
-        On a sharded queue, requests go to its shards in turn, or all requests with the same
-        ``shard_key`` to the same shard (``handle.queue`` names the shard).
-
-        Raises QueueFull (nothing added) when the request's lane holds ``max_queue_len``
-        requests, PayloadTooLarge (nothing written) for a payload over ``max_payload_bytes``,
-        RedisRefused when Redis refuses for now (out of memory...), ResultTimeout when Redis
-        has not confirmed the admission within ``timeout`` (the request may have been added:
-        with ``cancel_on_timeout`` it is then cancelled). ``stream``: a streaming handler's
-        chunks come as they are made, for ``handle.stream()``."""
-        deadline = Deadline(timeout)
-        return self._submit(queue, payload, deadline, id=id, cost=cost, priority=priority, shard_key=shard_key, stream=stream)  # fmt: skip  # noqa: E501
-
-    def stream(
-        self,
-        queue: str,
-        payload: Any,
-        *,
-        timeout: float | None = None,
-        resume: str = RAISE,
-        **submit: Any,
-    ) -> Iterator[Any]:
-        """``submit(..., stream=True)`` then ``handle.stream(timeout, resume=resume)``: yields
-        the request's chunks as a streaming handler makes them. ``submit`` takes the other
-        options of ``submit`` (``id``, ``cost``, ``priority``, ``shard_key``)."""
-        check_resume(resume)
-        handle = self.submit(queue, payload, timeout=timeout, stream=True, **submit)
-        return handle.stream(timeout, resume=resume)
-
-    def stream_from(
-        self,
-        queue: str,
-        id: str,
-        *,
-        after: tuple[int, int] = (0, -1),
-        timeout: float | None = None,
-        resume: str = RAISE,
-    ) -> Iterator[Any]:
-        """Read request ``id``'s chunks from where a reader left off (``after``: the
-        ``handle.position`` it had), from this or any process, out of the kept chunks, then
-        end with its outcome as ``stream()`` does. For a producer that reconnects mid-stream.
-        """
-        return read_stream(self._client, self._core, queue, id, after, timeout, resume)
+    def submit(self, queue: str, payload: Any, **options: Unpack[opt.SubmitOptions]) -> Handle:
+        """Add one request (keywords: ``SubmitOptions``). Raises QueueFull (nothing added),
+        PayloadTooLarge, NoWorker, RedisRefused, ConnectionFailed, or ResultTimeout when
+        Redis has not confirmed the admission within the timeout (the request may have been
+        added: with ``cancel_on_timeout`` it is then cancelled)."""
+        return self._submit(queue, payload, Deadline(self._core.timeout(options.get("timeout"))), options)  # fmt: skip  # noqa: E501
 
     def _submit(
-        self,
-        queue: str,
-        payload: Any,
-        deadline: Deadline,
-        *,
-        id: str | None = None,
-        cost: int = 1,
-        priority: str = DEFAULT_PRIORITY,
-        shard_key: str | bytes | None = None,
-        stream: bool = False,
+        self, queue: str, payload: Any, deadline: Deadline, options: opt.SubmitOptions
     ) -> Handle:
-        sub = self._core.submission(
-            queue, payload, request_id=id, timeout=deadline.timeout, cost=cost,
-            priority=priority, stream=stream,
-        )  # fmt: skip
-        once = id is not None
+        return self._overdue.within(deadline, self._engine.one(queue, payload, options, deadline))[0]  # fmt: skip  # noqa: E501
 
-        def admit() -> list[Handle]:
-            [routed] = on_shards([sub], self._routes.route(queue, 1, shard_key, deadline), 1)
-            handles = self._register([routed], once=once)
-            try:
-                self._admit([routed], deadline, once=once)
-            except BaseException:
-                self._unregister(handles)
-                raise
-            return handles
-
-        return self._overdue.within(deadline, admit, queue, [sub], once)[0]
-
-    def call(
-        self,
-        queue: str,
-        payload: Any,
-        *,
-        timeout: float | None = None,
-        cost: int = 1,
-        priority: str = DEFAULT_PRIORITY,
-    ) -> Any:
-        """Submit and wait: ``timeout`` is both the request's deadline and the bound of the
+    def call(self, queue: str, payload: Any, **options: Unpack[opt.SubmitOptions]) -> Any:
+        """Submit and wait: the timeout is both the request's deadline and the bound of the
         whole call (admission included)."""
-        deadline = Deadline(timeout)
-        handle = self._submit(queue, payload, deadline, cost=cost, priority=priority)
-        return handle._result(deadline.remaining(), timeout)
+        deadline = Deadline(self._core.timeout(options.get("timeout")))
+        handle = self._submit(queue, payload, deadline, options)
+        return handle._result(deadline.remaining(), deadline.timeout)
 
     def map(
         self,
         queue: str,
         payloads: Iterable[Any],
-        *,
-        timeout: float | None = None,
-        chunk: int = 500,
-        return_exceptions: bool = False,
-        priority: str = DEFAULT_PRIORITY,
+        **options: Unpack[opt.MapOptions],
     ) -> list[Any]:
-        """Submit many (``submit_many``) and wait for them all; results in input order.
-
-        With ``return_exceptions`` a failed request's exception takes its place in the list;
-        otherwise the first failure (in input order) is raised once every request has ended
-        or ``timeout`` passed (then, with ``cancel_on_timeout``, the requests of this call
-        still waiting are cancelled).
-        """
-        gathered = Gathered(timeout, return_exceptions)
-        handles = self._submit_many(queue, payloads, gathered.deadline, chunk, priority)
-        if not handles:
-            return []
-        return self._gather(handles, gathered)
+        """``submit_many`` and wait for them all; results in input order. With
+        ``return_exceptions`` a failed request's exception takes its place; otherwise the
+        first failure is raised once every request has ended or the timeout passed."""
+        gathered = Gathered.of(self._core.timeout(options.get("timeout")), options)
+        handles = self._submit_many(queue, payloads, gathered.deadline, options)
+        return gather(handles, gathered, self._overdue.gone)
 
     def submit_many(
-        self,
-        queue: str,
-        payloads: Iterable[Any],
-        *,
-        timeout: float | None = None,
-        chunk: int = 500,
-        priority: str = DEFAULT_PRIORITY,
-        stream: bool = False,
+        self, queue: str, payloads: Iterable[Any], **options: Unpack[opt.ManyOptions]
     ) -> list[Handle]:
         """Submit many without waiting: one atomic admission of ``chunk`` requests per round
-        trip, a handle per request (input order), for callers that want each request's own
-        outcome as it comes (``map`` waits for all). Every payload is encoded before anything
-        is sent. A full queue raises MapQueueFull (a QueueFull): the chunks admitted before it
-        still run, and its ``admitted`` lists their handles. On a sharded queue the chunks go
-        to its shards in turn. Admission ends by ``timeout`` (ResultTimeout, and every request
-        of the call cancelled with ``cancel_on_timeout``).
-        """
-        return self._submit_many(queue, payloads, Deadline(timeout), chunk, priority, stream)
+        trip, a handle per request (input order). A full queue raises MapQueueFull: the
+        chunks admitted before it still run (its ``admitted``)."""
+        deadline = Deadline(self._core.timeout(options.get("timeout")))
+        return self._submit_many(queue, payloads, deadline, options)
 
     def _submit_many(
-        self,
-        queue: str,
-        payloads: Iterable[Any],
-        deadline: Deadline,
-        chunk: int,
-        priority: str,
-        stream: bool = False,
+        self, queue: str, payloads: Iterable[Any], deadline: Deadline, options: opt.ManyOptions
     ) -> list[Handle]:
-        check_priority(priority)
-        timeout = deadline.timeout
-        subs = [
-            self._core.submission(queue, p, timeout=timeout, priority=priority, stream=stream)
-            for p in payloads
-        ]
-        rounds = batches(subs, chunk)
-        if not subs:
-            return []
+        batch = self._engine.many(queue, payloads, options, deadline)
+        return [] if batch is None else self._overdue.within(deadline, batch)
 
-        def admit() -> list[Handle]:
-            routed = on_shards(subs, self._routes.route(queue, len(rounds), None, deadline), chunk)
-            handles = self._register(routed)
-            for start, batch in batches(routed, chunk):
-                try:
-                    self._admit(batch, deadline)
-                except QueueFull as full:
-                    self._unregister(handles[start:])
-                    raise MapQueueFull(full, handles[:start]) from None
-                except BaseException:
-                    self._unregister(handles[start:] if not deadline.passed() else handles)
-                    raise
-            return handles
+    def stream(
+        self, queue: str, payload: Any, *, resume: str = RAISE, **options: Unpack[opt.SubmitOptions]
+    ) -> Iterator[Any]:
+        """``submit(..., stream=True)`` then ``handle.stream(timeout, resume=resume)``: yields
+        the request's chunks as a streaming handler makes them."""
+        check_resume(resume)
+        options["stream"] = True
+        handle = self.submit(queue, payload, **options)
+        return handle.stream(options.get("timeout"), resume=resume)
 
-        return self._overdue.within(deadline, admit, queue, subs)
+    def stream_from(self, queue: str, id: str, **options: Unpack[opt.FromOptions]) -> Iterator[Any]:
+        """Read request ``id``'s chunks from where a reader left off (``after``: the
+        ``handle.position`` it had), from this or any process, out of the kept chunks, then
+        end with its outcome as ``stream()`` does. For a producer that reconnects mid-stream.
+        """
+        return read_stream(self._client, self._core, queue, id, *opt.from_args(options))
 
     def cancel(self, queue: str, id: str) -> None:
-        """Cancel request ``id`` of ``queue`` (any producer's, from any process): a worker that
-        has not started it gives it to no handler, it ends ``cancelled`` and its ``result()``
-        raises RequestCancelled. A request already running or finished keeps its outcome.
-        On a sharded queue the id is marked cancelled in every shard (the id alone does
-        not say which shard holds it)."""
-        for name in self._routes.served(queue):
-            self._cancel_ids(name, [id])
-
-    # -- results by id ----------------------------------------------------------------
+        """Cancel request ``id`` of ``queue`` (any producer's, from any process): a worker
+        that has not started it skips it and it ends ``cancelled``."""
+        self._drive(self._engine.cancel(queue, [id]))
 
     def get_result(self, queue: str, id: str) -> Any:
-        """The stored outcome of request ``id`` from any process, until its TTL ends (on a
-        sharded queue, looked up in every shard)."""
-        names = self._routes.served(queue)
-        keyspace = self._core.keyspace
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for name in names:
-                pipe.hgetall(keyspace.queue(name).result(check_request_id(id)))
-            found: list[dict[bytes, bytes]] = pipe.execute()
-        except redis.RedisError as exc:
-            raise redis_failure(f"cannot read result {id} of queue {queue}", exc) from None
-        fields = next((f for f in found if f), None)
-        if not fields:
-            raise ResultNotFound(queue, id)
-        outcome, ct = outcome_from_result(id, fields)
-        return self._core.value(outcome, ct)
-
-    # -- lifecycle ----------------------------------------------------------------------
+        """The stored outcome of request ``id`` from any process, until its TTL ends."""
+        return self._drive(self._engine.get_result(queue, id))
 
     def close(self) -> None:
         """Stop the listener; every handle still waiting raises ProducerClosed."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            pending = list(self._pending.values())
-            self._pending.clear()  # the listener's dict too: it resolves nothing more
+        if self._engine.closed:
+            return
+        self._engine.close()
         self._listener.stop()
         self._overdue.stop()
-        for handle in pending:
-            handle._fail(ProducerClosed(f"producer closed before request {handle.id} ended"))
         if self._owns_client:
             self._client.close()
 
-    # -- internals ----------------------------------------------------------------------
+    def _drive(self, flow: Flow[T], at: float | None = None) -> T:
+        """Run ``flow``'s plans here, each bounded by ``at`` (``time.monotonic``)."""
+        steps = Steps(flow)
+        for plan in steps:
+            steps.settle(lambda: run(self._client, plan, self._scripts, at))  # noqa: B023
+        return steps.value
 
-    def _register(self, subs: list[Submission], once: bool = False) -> list[Handle]:
-        ct = self._core.content_type
+    def _handles(self, subs: list[Submission], once: bool) -> list[Handle]:
         latch = Latch(len(subs))
-        core, cancel, timed_out = self._core, self._cancel_ids, self._overdue.timed_out
-        handles = [
-            Handle(core, cancel, s.queue, s.request_id, ct, timed_out, latch, once) for s in subs
-        ]
-        with self._cond:
-            if self._closed:
-                raise ProducerClosed("producer is closed")
-            check_new_ids(self._pending, [h.id for h in handles])
-            for handle in handles:
-                self._pending[handle.id] = handle
-        return handles
-
-    def _admit(self, subs: list[Submission], deadline: Deadline, *, once: bool = False) -> None:
-        """One admission call: all of ``subs`` are added, or none (QueueFull). ``once``: a
-        single request with a caller-chosen id, admitted idempotently (admit_once.lua).
-        Re-sent after a lost reply at most until ``deadline`` (then ResultTimeout); Redis
-        applies it once (its sequence number, or the id's guard)."""
-        queue = subs[0].queue
-        admission = self._admissions.open()
-        name, keys, args = self._core.admission(subs, once=once, admission=admission)
-        script = getattr(self._scripts, name)
-        try:
-            if deadline.at is None:
-                reply = script(keys=keys, args=args)
-            else:
-                reply = script(keys=keys, args=args, deadline=deadline.at)
-        except redis.RedisError as exc:
-            if deadline.passed():
-                raise ResultTimeout(subs[0].request_id, deadline.timeout or 0.0) from None
-            raise redis_failure(f"cannot submit to queue {queue}", exc) from None
-        finally:
-            self._admissions.close(admission)
-        full = self._core.refusal(queue, reply, subs[0].priority)
-        if full is not None:
-            raise full
+        core, cancel, gone = self._core, self._cancel_ids, self._overdue.gone
+        return [Handle(core, cancel, s.queue, s.request_id, gone, once, latch=latch) for s in subs]
 
     def _cancel_ids(self, queue: str, ids: list[str]) -> None:
-        keys = self._core.cancel_keys(queue, ids)
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for key in keys:
-                pipe.set(key, CANCEL_MARK, px=CANCEL_TTL_MS)
-            pipe.execute()
-        except redis.RedisError as exc:
-            raise redis_failure(f"cannot cancel requests of queue {queue}", exc) from None
-
-    def _gather(self, handles: list[Handle], gathered: Gathered) -> list[Any]:
-        """``handles`` share one latch (``_register``): one wait for all of them."""
-        if not handles[0]._latch.wait_all(gathered.remaining()):
-            waiting = [h for h in handles if not h.done()]
-            if waiting:
-                self._overdue.timed_out(waiting)
-                raise ResultTimeout(waiting[0].id, gathered.timeout or 0.0)
-        for handle in handles:
-            try:
-                gathered.results.append(handle._value())
-            except Exception as exc:
-                gathered.failed(exc)
-        return gathered.finish()
-
-    def _unregister(self, handles: list[Handle]) -> None:
-        with self._cond:
-            for handle in handles:
-                self._pending.pop(handle.id, None)
+        self._drive(self._engine.cancel_here(queue, ids))

@@ -361,7 +361,7 @@ class Scripts:
         self.admit_once = packed_script(client, client.register_script(load_lua("admit_once")))
         self.push_outcome = client.register_script(load_lua("push_outcome"))
         self.replay = client.register_script(load_lua("replay"))
-        self.leave = client.register_script(load_lua("leave"))
+        self.leave = packed_script(client, client.register_script(load_lua("leave")))
 
     def tell_followers(
         self, keys: QueueKeys, followers: dict[str, list[str]], *, ttl_ms: int
