@@ -15,8 +15,7 @@ FILES = sorted(
     [
         *(SRC / "worker").glob("*.py"),
         *(SRC / "scheduler").glob("*.py"),
-        SRC / "producer" / "listener.py",
-        SRC / "producer" / "async_listener.py",
+        SRC / "producer" / "listener.py",  # the threads' and the tasks' listener alike
     ]
 )
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}

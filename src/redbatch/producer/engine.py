@@ -200,7 +200,11 @@ class Engine(Generic[H]):
                 try:
                     yield plans.wake(wake)
                 except RedbatchError as exc:
-                    log.warning("could not wake the reply listener: %s", exc)
+                    log.warning(
+                        "could not wake the reply listener: %s",
+                        exc,
+                        extra={"event": "listener_wake_failed"},
+                    )
         return names
 
     def served(self, queue: str) -> Flow[tuple[str, ...]]:

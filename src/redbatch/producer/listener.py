@@ -197,7 +197,9 @@ def _wake_quietly(client: Any, key: str) -> None:
     try:
         run(client, plans.wake(key))
     except RedbatchError as exc:
-        log.warning("could not wake the reply listener: %s", exc)
+        log.warning(
+            "could not wake the reply listener: %s", exc, extra={"event": "listener_wake_failed"}
+        )
 
 
 class ThreadListener:
