@@ -9,7 +9,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from redbatch.errors import ResultTimeout, StreamRestarted
 from redbatch.producer._core import ProducerCore
@@ -17,6 +17,8 @@ from redbatch.producer.chunk_feed import RAISE, ChunkFeed, Ended, Restarted, che
 from redbatch.producer.requests import Gathered
 from redbatch.protocol.chunks import Chunk
 from redbatch.protocol.fields import OK, Outcome
+
+T = TypeVar("T")
 
 
 class GoneFn(Protocol):
@@ -137,26 +139,11 @@ class Handle(BaseHandle):
     __slots__ = ("_error", "_latch", "_outcome")
 
     def __init__(
-        self,
-        core: ProducerCore,
-        cancel: Callable[[str, list[str]], Any],
-        queue: str,
-        request_id: str,
-        gone: GoneFn | None = None,
-        once: bool = False,
-        latch: Latch | None = None,
-    ) -> None:
+        self, core: ProducerCore, cancel: Callable[[str, list[str]], Any], queue: str,
+        request_id: str, gone: GoneFn | None = None, once: bool = False, latch: Latch | None = None,
+    ) -> None:  # fmt: skip
         """``latch`` is shared with the other handles of one ``map`` call."""
-        # Not super().__init__: a map builds thousands of handles, each call counts.
-        self.id = request_id
-        self.queue = queue
-        self.once = once
-        self._core = core
-        self._cancel = cancel
-        self._gone = gone
-        self._ct = core.content_type
-        self.submitted_at = 0.0
-        self._feed = None
+        BaseHandle.__init__(self, core, cancel, queue, request_id, gone, once)
         self._latch = latch if latch is not None else Latch(1)
         self._outcome: Outcome | None = None
         self._error: Exception | None = None
@@ -279,15 +266,20 @@ class AsyncHandle(BaseHandle):
         return await self._result(self._core.timeout(timeout))
 
     async def _result(self, wait: float | None, timeout: float | None = None) -> Any:
+        outcome = await self._told(self._wait(wait, timeout))
+        return self._core.value(outcome, self._ct)
+
+    async def _told(self, waiting: Awaitable[T]) -> T:
+        """What ``waiting`` gives; a wait that times out or whose task is cancelled tells
+        the producer (``gone``), which cancels the request as its settings say."""
         try:
-            outcome = await self._wait(wait, timeout)
+            return await waiting
         except ResultTimeout:
             self._left(cancelled=False)
             raise
         except asyncio.CancelledError:
             self._left(cancelled=True)
             raise
-        return self._core.value(outcome, self._ct)
 
     async def cancel(self) -> bool:
         """Like ``Handle.cancel``."""
@@ -313,14 +305,7 @@ class AsyncHandle(BaseHandle):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            try:
-                item = await self._next_chunk(resume, deadline, timeout)
-            except ResultTimeout:
-                self._left(cancelled=False)
-                raise
-            except asyncio.CancelledError:
-                self._left(cancelled=True)
-                raise
+            item = await self._told(self._next_chunk(resume, deadline, timeout))
             if item is None:
                 self._core.value(self._future.result(), self._ct)  # raises unless ok
                 return
