@@ -89,7 +89,7 @@ def test_url_options_split() -> None:
 def engine() -> Engine[BaseHandle]:
     core = ProducerCore()
     listening = Listening(core, threading.Condition(), {}, cluster=False)
-    return Engine(core, listening, lambda subs, once: [], lambda queue: None)
+    return Engine(core, listening, lambda subs, once: [])
 
 
 def test_require_worker_asks_redis_once_per_freshness_window() -> None:
