@@ -28,10 +28,12 @@ class Recorder:
         self.calls: list[tuple[list[str], list[StepChunk]]] = []
         self.cancel_at = cancel_at or {}
 
-    def __call__(self, running: list[str], chunks: list[StepChunk]) -> set[int]:
+    def __call__(self, running: list[str], chunks: list[StepChunk]) -> set[str]:
         self.calls.append((running, chunks))
-        gone = self.cancel_at.get(len(self.calls), set())
-        return {at for at, rid in enumerate(running) if rid in gone}
+        return self.cancel_at.get(len(self.calls), set()) & set(running)
+
+    def flush(self) -> set[str]:
+        return set()
 
 
 def value(body: bytes) -> Any:
@@ -159,3 +161,16 @@ def test_the_handler_sees_a_cancel_through_its_request_infos_from_the_next_step(
     assert seen == [[False, False], [False, True], [False, True]]
     assert [r.outcome.status for r in ran] == [OK, CANCELLED]
     assert ran[1].outcome.error == "cancelled while it ran"
+
+
+def test_a_cancel_whose_answer_comes_after_the_item_ended_still_ends_it_cancelled() -> None:
+    class Late(Recorder):
+        def flush(self) -> set[str]:
+            return {"r0"}  # the last step's check saw the cancel; its answer came at the end
+
+    def gen(payloads: list[Any]) -> Iterator[list[Any]]:
+        yield ["a", "b"]
+        yield [Final("A"), Final("B")]
+
+    ran = Executor(gen).run(requests(2), publish=Late())
+    assert [r.outcome.status for r in ran] == [CANCELLED, OK]

@@ -201,6 +201,7 @@ class Worker:
             # Closed on its own thread, after the running batch (never, if that one hangs).
             self._compute.submit(self._handler_loop.close)
             self._compute.shutdown(wait=False)
+            self._chunks.close()
         self._drain()
         self.telemetry.close()
 
@@ -406,9 +407,11 @@ class Worker:
         self.progress.batch_items = len(batch.prepared.requests)
         began = self.progress.batch_started = time.monotonic()
         batch.running.set()
+        publish = self._chunks.publisher(batch.queue)
         try:
-            return executor.execute(batch.prepared, cancelled, self._chunks.publisher(batch.queue))
+            return executor.execute(batch.prepared, cancelled, publish)
         finally:
+            publish.flush()  # every chunk written before the batch's final replies
             self.progress.batch_started = None
             batch.service_s = time.monotonic() - began
 

@@ -3,7 +3,7 @@ chunks go to ``publish``, which sends them and answers which requests were cance
 
 A step is a list aligned with the batch the handler got: per item ``None`` (nothing new), a
 chunk, or ``Final(value)`` (the item ends with ``value``). An item cancelled meanwhile (the
-answer of the step's publish: one cancel check per step for the whole batch) gets no more
+answer of a step's publish: one cancel check per step for the whole batch) gets no more
 chunks and ends ``cancelled``; its batchmates go on. When every item has ended or was
 cancelled the generator is closed: nobody waits for more.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableSet
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from redbatch.errors import PayloadError
 from redbatch.final import Final
@@ -23,14 +23,30 @@ from redbatch.protocol.fields import Request
 
 log = logging.getLogger(__name__)
 
-# Sends one step: (ids of the requests still running, the step's chunks) -> the positions
-# (in that list) of the requests cancelled meanwhile.
-Publish = Callable[[list[str], list[StepChunk]], set[int]]
+
+class Publish(Protocol):
+    """Sends a batch's steps: each call takes (the ids of the requests still running, plus
+    those whose end mark the step carries; the step's chunks) and answers the ids found
+    cancelled, by this step's check or an earlier one whose answer came in since (the
+    worker's publisher sends a step while the generator computes the next). ``flush`` waits
+    for every step sent and answers the cancels not yet told."""
+
+    def __call__(self, running: list[str], chunks: list[StepChunk]) -> set[str]: ...
+
+    def flush(self) -> set[str]: ...
 
 
-def publish_nothing(running: list[str], chunks: list[StepChunk]) -> set[int]:
+class PublishNothing:
     """For an executor used without Redis (tests, benchmarks): chunks go nowhere."""
-    return set()
+
+    def __call__(self, running: list[str], chunks: list[StepChunk]) -> set[str]:
+        return set()
+
+    def flush(self) -> set[str]:
+        return set()
+
+
+publish_nothing = PublishNothing()
 
 
 # What an item ends with: (kind, value) as the executor's _isolated answers, plus
@@ -86,6 +102,7 @@ class StreamRun:
         except Exception as exc:
             log.debug("streaming handler raised: %s", exc, extra={"event": "stream_handler_raised"})
             self._end_running(("error", error_text(exc)))
+        self._cancel_found(self._publish.flush())
         return [item.end or ("ok", item.chunks) for item in self._items]
 
     def _run_sync(self, stream: Iterator[Any]) -> None:
@@ -134,10 +151,7 @@ class StreamRun:
                 StepChunk(position[id(item)], item.request.id, item.request.reply, chunk)
                 for item, chunk in sent
             ]
-            gone = self._publish([item.request.id for item in checked], out)
-            for at in gone:
-                if at < len(running):
-                    self._cancel(running[at])
+            self._cancel_found(self._publish([item.request.id for item in checked], out))
         return any(item.end is None for item in self._items)
 
     def _take(self, item: _Item, value: Any) -> Chunk | None:
@@ -161,9 +175,14 @@ class StreamRun:
             return None
         return Chunk(request.id, request.attempt, len(item.chunks) - 1, body)
 
-    def _cancel(self, item: _Item) -> None:
-        self._cancelled.add(item.request.id)
-        item.end = (CANCELLED_KIND, "cancelled while it ran")
+    def _cancel_found(self, gone: set[str]) -> None:
+        """End cancelled the items found cancelled: also one that ended ok meanwhile (the
+        check that saw the cancel ran while it was still running, or with its end mark),
+        since nobody takes its result any more."""
+        for item in self._items:
+            if item.request.id in gone and (item.end is None or item.end[0] == "ok"):
+                self._cancelled.add(item.request.id)
+                item.end = (CANCELLED_KIND, "cancelled while it ran")
 
     def _end_running(self, end: tuple[str, Any]) -> None:
         for item in self._items:
