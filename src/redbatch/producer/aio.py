@@ -15,7 +15,7 @@ from redbatch.producer import options as opt
 from redbatch.producer._core import ProducerCore, Submission
 from redbatch.producer.admission import Deadline
 from redbatch.producer.chunk_feed import RAISE, check_resume
-from redbatch.producer.chunk_reader import read_stream_async
+from redbatch.producer.chunk_reader import read_stream_async, reading
 from redbatch.producer.engine import Engine
 from redbatch.producer.handle import AsyncHandle, gather_async
 from redbatch.producer.listener import Listening, TaskListener, is_cluster
@@ -146,7 +146,8 @@ class AsyncProducer:
     ) -> AsyncIterator[Any]:
         """Like ``Producer.stream_from``."""
         await self._ready()
-        reader = read_stream_async(self._client, self._core, queue, id, *opt.from_args(options))
+        flow = reading(self._core, queue, id, *opt.from_args(options))
+        reader = read_stream_async(self._client, flow)
         async for chunk in reader:
             yield chunk
 

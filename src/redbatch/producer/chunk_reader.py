@@ -3,21 +3,23 @@ for a producer that reconnects mid-stream, or any process that knows the request
 
 The chunks come from ``XREAD BLOCK`` on the chunk stream; the end from the result hash,
 written by the worker only after the request's last chunk, so once it exists one more read
-finds every chunk there is.
+finds every chunk there is. What a read does is one flow (``reading``) of plans and
+``Emit`` steps; ``read_stream`` and ``read_stream_async`` only run it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, cast
+from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-import redis
-
-from redbatch.connection import AsyncClient, Client, redis_failure
+from redbatch.connection import AsyncClient, Client
 from redbatch.errors import ResultTimeout, StreamRestarted
 from redbatch.producer._core import ProducerCore, stored_outcome
 from redbatch.producer.chunk_feed import ChunkFeed, Ended, Restarted, check_resume
+from redbatch.producer.plans import Plan, Steps
+from redbatch.producer.runners import run, run_async
 from redbatch.protocol import chunks as wire
 from redbatch.protocol.fields import OK, Outcome
 
@@ -26,44 +28,81 @@ _BLOCK_MS = 100
 _COUNT = 512
 
 
-def read_stream(
-    client: Client,
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """A step of the reading flow: hand ``values`` to the reader (an iterator: it may raise
+    StreamRestarted after the values before the restart)."""
+
+    values: Iterator[Any]
+
+
+Reading = Generator["Plan[Any] | Emit", Any, None]
+
+
+def read_stream(client: Client, flow: Reading) -> Iterator[Any]:
+    """Yield the chunks ``flow`` (``reading``) finds, then end with the request's outcome
+    (an error outcome raises as ``result()`` would)."""
+    steps = Steps(flow)
+    for step in steps:
+        if isinstance(step, Emit):
+            yield from step.values
+        else:
+            steps.settle(lambda: run(client, step))  # noqa: B023
+
+
+async def read_stream_async(client: AsyncClient, flow: Reading) -> AsyncIterator[Any]:
+    """``read_stream`` on an asyncio client."""
+    steps = Steps(flow)
+    for step in steps:
+        if not isinstance(step, Emit):
+            await steps.settle_async(run_async(client, step))
+            continue
+        for value in step.values:
+            yield value
+
+
+def reading(
     core: ProducerCore,
     queue: str,
     request_id: str,
     after: tuple[int, int],
     timeout: float | None,
     resume: str,
-) -> Iterator[Any]:
-    """Yield ``request_id``'s chunks after position ``after`` ((attempt, seq); (0, -1): from
-    the first), then end with its outcome (an error outcome raises as ``result()`` would)."""
+) -> Reading:
+    """Read ``request_id``'s chunks after position ``after`` ((attempt, seq); (0, -1): from
+    the first) until its outcome."""
     check_resume(resume)
     keys = core.queue_keys(queue)
+    stream_key = keys.chunks(request_id)
     feed = ChunkFeed()
     feed.resume_after(after)
     # XREAD is exclusive: after the position given, or from the very first entry.
     cursor = wire.entry_id(*after) if after[1] >= 0 else "0-0"
     deadline = None if timeout is None else time.monotonic() + timeout
+    what = f"cannot read the chunks of request {request_id}"
     while True:
         block = _block_ms(deadline, request_id, timeout)
-        try:
-            rows = cast(
-                list[Any],
-                client.xread({keys.chunks(request_id): cursor}, count=_COUNT, block=block),
-            )
-            stored = {} if rows else client.hgetall(keys.result(request_id))
-            outcome = stored_outcome(request_id, cast(dict[bytes, bytes], stored))
-        except redis.RedisError as exc:
-            raise redis_failure(f"cannot read the chunks of request {request_id}", exc) from None
-        for _, entries in rows or []:
+        rows = yield _xread(what, stream_key, cursor, "COUNT", _COUNT, "BLOCK", block)
+        outcome = None
+        if not rows:
+            command = ("HGETALL", keys.result(request_id))
+            stored = yield Plan(what, [command], lambda replies: replies[0])
+            outcome = stored_outcome(request_id, stored)
+        for _, entries in rows:
             feed.offer(wire.chunks_from_entries(request_id, entries))
             cursor = entries[-1][0]
-        yield from _ready(feed, core, request_id, resume)
+        yield Emit(_ready(feed, core, request_id, resume))
         if feed.at_end:
             return
-        if outcome is not None and not client.xread({keys.chunks(request_id): cursor}, count=1):
+        if outcome is not None and not (yield _xread(what, stream_key, cursor, "COUNT", 1)):
             core.value(outcome, core.content_type)  # raises unless ok
             return
+
+
+def _xread(what: str, key: str, cursor: Any, *options: Any) -> Plan[list[Any]]:
+    """XREAD of one chunk stream after ``cursor``: its [stream, entries] rows (none: [])."""
+    command = ("XREAD", *options, "STREAMS", key, cursor)
+    return Plan(what, [command], lambda replies: list(replies[0] or []))
 
 
 def _ready(feed: ChunkFeed, core: ProducerCore, request_id: str, resume: str) -> Iterator[Any]:
@@ -72,46 +111,6 @@ def _ready(feed: ChunkFeed, core: ProducerCore, request_id: str, resume: str) ->
         if isinstance(item, Restarted):
             raise StreamRestarted(request_id, item.attempt)
         yield core.value(Outcome(request_id, OK, item.body), core.content_type)
-
-
-async def read_stream_async(
-    client: AsyncClient,
-    core: ProducerCore,
-    queue: str,
-    request_id: str,
-    after: tuple[int, int],
-    timeout: float | None,
-    resume: str,
-) -> AsyncIterator[Any]:
-    """``read_stream`` on an asyncio client."""
-    check_resume(resume)
-    keys = core.queue_keys(queue)
-    stream_key, result_key = keys.chunks(request_id), keys.result(request_id)
-    feed = ChunkFeed()
-    feed.resume_after(after)
-    cursor = wire.entry_id(*after) if after[1] >= 0 else "0-0"
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        block = _block_ms(deadline, request_id, timeout)
-        try:
-            rows = cast(
-                list[Any], await client.xread({stream_key: cursor}, count=_COUNT, block=block)
-            )
-            stored = {} if rows else await client.hgetall(result_key)
-            outcome = stored_outcome(request_id, cast(dict[bytes, bytes], stored))
-            for _, entries in rows or []:
-                feed.offer(wire.chunks_from_entries(request_id, entries))
-                cursor = entries[-1][0]
-            more = outcome is not None and await client.xread({stream_key: cursor}, count=1)
-        except redis.RedisError as exc:
-            raise redis_failure(f"cannot read the chunks of request {request_id}", exc) from None
-        for value in _ready(feed, core, request_id, resume):
-            yield value
-        if feed.at_end:
-            return
-        if outcome is not None and not more:
-            core.value(outcome, core.content_type)  # raises unless ok
-            return
 
 
 def _block_ms(deadline: float | None, request_id: str, timeout: float | None) -> int:

@@ -95,7 +95,7 @@ class Steps(Generic[T]):
 
     __slots__ = ("_flow", "error", "reply", "value")
 
-    def __init__(self, flow: Flow[T]) -> None:
+    def __init__(self, flow: Generator[Any, Any, T]) -> None:
         self._flow = flow
         self.reply: Any = None
         self.error: BaseException | None = None

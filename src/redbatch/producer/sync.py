@@ -15,7 +15,7 @@ from redbatch.producer import options as opt
 from redbatch.producer._core import ProducerCore, Submission
 from redbatch.producer.admission import Deadline
 from redbatch.producer.chunk_feed import RAISE, check_resume
-from redbatch.producer.chunk_reader import read_stream
+from redbatch.producer.chunk_reader import read_stream, reading
 from redbatch.producer.engine import Engine
 from redbatch.producer.handle import Handle, Latch, gather
 from redbatch.producer.listener import Listening, ThreadListener, is_cluster
@@ -139,7 +139,7 @@ class Producer:
         ``handle.position`` it had), from this or any process, out of the kept chunks, then
         end with its outcome as ``stream()`` does. For a producer that reconnects mid-stream.
         """
-        return read_stream(self._client, self._core, queue, id, *opt.from_args(options))
+        return read_stream(self._client, reading(self._core, queue, id, *opt.from_args(options)))
 
     def cancel(self, queue: str, id: str) -> None:
         """Cancel request ``id`` of ``queue`` (any producer's, from any process): a worker
