@@ -192,7 +192,10 @@ class Executor:
             return self._isolated(payloads[:middle], infos[:middle]) + self._isolated(
                 payloads[middle:], infos[middle:]
             )
-        if inspect.isgenerator(results) or inspect.isasyncgen(results):
+        # A generator: a streaming handler (the list check first: the plain form's answer).
+        if type(results) is not list and (
+            inspect.isgenerator(results) or inspect.isasyncgen(results)
+        ):
             return [(_STREAM, results)] * len(payloads)
         if not isinstance(results, list | tuple) or len(results) != len(payloads):
             got = len(results) if isinstance(results, list | tuple) else type(results).__name__
