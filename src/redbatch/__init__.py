@@ -34,7 +34,7 @@ from redbatch.errors import (
     WrongEventLoop,
 )
 from redbatch.final import Final
-from redbatch.producer import AsyncHandle, AsyncProducer, Handle, Producer
+from redbatch.producer import AsyncHandle, AsyncProducer, Handle, Priority, Producer
 
 if TYPE_CHECKING:  # the type checker sees them as plain imports; at run time see __getattr__
     from redbatch.config import SchedulerConfig, WorkerConfig
@@ -56,6 +56,7 @@ __all__ = [
     "NoWorker",
     "PayloadError",
     "PayloadTooLarge",
+    "Priority",
     "Producer",
     "ProducerClosed",
     "QueueFull",

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from helpers.workers import WorkerProcess
-from redbatch import AsyncProducer, RequestCancelled
+from redbatch import AsyncProducer, Producer, RequestCancelled
 from redbatch.errors import ConnectionFailed, WrongEventLoop
 from redbatch.protocol.keys import KeySpace
 
@@ -196,3 +196,10 @@ def test_connections_name_themselves(
             assert producer._client.connection_pool.max_connections == 4
 
     asyncio.run(main())
+    with Producer.from_url(redis_url, namespace=namespace, name="cron-2") as sync_producer:
+        sync_producer.submit(queue, "y", timeout=WAIT)
+        wanted = {"redbatch:producer:cron-2", "redbatch:listener:cron-2"}
+        deadline = time.monotonic() + WAIT
+        while not wanted <= (names := {c["name"] for c in redis_client.client_list()}):
+            assert time.monotonic() < deadline, names
+            time.sleep(0.01)
