@@ -7,7 +7,10 @@ import threading
 from typing import Any
 
 import pytest
+import redis
+import redis.asyncio
 
+from redbatch import AsyncProducer, Producer
 from redbatch.errors import ConfigError, ConnectionFailed, NoWorker
 from redbatch.producer import plans
 from redbatch.producer._core import ProducerCore
@@ -84,6 +87,16 @@ def test_url_options_split() -> None:
     rest, pool = url_options({"cluster": False, "max_connections": 8, "namespace": "x"})
     assert rest == {"namespace": "x"}
     assert pool == {"cluster": False, "max_connections": 8}
+
+
+@pytest.mark.parametrize("name", ["max_connections", "cluster"])
+def test_pool_keywords_with_a_given_client_name_from_url(name: str) -> None:
+    """A producer given its client cannot size that client's pool: one clear line, not
+    ProducerCore's TypeError, for Producer and AsyncProducer alike."""
+    with pytest.raises(ConfigError, match=f"{name}= is for from_url"):
+        Producer(redis.Redis(), **{name: 8})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=f"{name}= is for from_url"):
+        AsyncProducer(redis.asyncio.Redis(), **{name: 8})  # type: ignore[arg-type]
 
 
 def engine() -> Engine[BaseHandle]:

@@ -39,7 +39,7 @@ class AsyncProducer:
 
     def __init__(self, client: AsyncClient | None, **options: Unpack[opt.ProducerOptions]) -> None:
         """No I/O here: the first operation connects (``connect`` to fail at start-up)."""
-        self._core = ProducerCore(**options)
+        self._core = ProducerCore(**opt.client_options(options))
         self._owns_client = False
         self._one_loop = OneLoop()
         self._listening = Listening(self._core, threading.Condition(), {}, False)

@@ -61,6 +61,18 @@ def url_options(options: UrlOptions) -> tuple[ProducerOptions, PoolOptions]:
     return cast(ProducerOptions, rest), pool
 
 
+def client_options(options: ProducerOptions) -> ProducerOptions:
+    """The keywords of a producer given its client: ``from_url``'s pool keywords would be
+    silently meaningless there (the client brings its own pool), so they are refused."""
+    for name in ("max_connections", "cluster"):
+        if name in options:
+            raise ConfigError(
+                f"{name}= is for from_url(url, ...), which makes the producer's client; a "
+                f"client you pass keeps its own pool (e.g. redis.Redis(..., max_connections=N))"
+            )
+    return options
+
+
 class SubmitOptions(TypedDict, total=False):
     """Keywords of ``submit`` and ``call``.
 

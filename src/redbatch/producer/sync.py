@@ -37,7 +37,7 @@ class Producer:
     Keywords: ``ProducerOptions`` (docs/usage.md#a-producer)."""
 
     def __init__(self, client: Client, **options: Unpack[opt.ProducerOptions]) -> None:
-        self._setup(ProducerCore(**options), client, owns_client=False)
+        self._setup(ProducerCore(**opt.client_options(options)), client, owns_client=False)
 
     def _setup(self, core: ProducerCore, client: Client, *, owns_client: bool) -> None:
         self._core = core
