@@ -26,10 +26,10 @@ sys.path.insert(0, str(REPO / "tests"))  # helpers.cluster: the test suite's loc
 
 from helpers.cluster import LocalCluster  # noqa: E402
 from redbatch import Producer  # noqa: E402
-from redbatch.cluster_client import connect_any  # noqa: E402
 from redbatch.embedded import EmbeddedRedis  # noqa: E402
 from redbatch.ops.queue import set_shards  # noqa: E402
 from redbatch.protocol.keys import KeySpace  # noqa: E402
+from redbatch.transport.cluster import connect_any  # noqa: E402
 
 QUEUE = "bench"
 CALL = 2_000

@@ -46,8 +46,8 @@ import redis
 
 from redbatch.embedded import EmbeddedRedis, find_redis_server
 from redbatch.errors import RedbatchError
-from redbatch.protocol.capabilities import detect
 from redbatch.servers import SERVERS, SYSTEM, server_build
+from redbatch.transport.capabilities import detect
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

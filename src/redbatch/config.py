@@ -23,11 +23,11 @@ from redbatch.config_env import (
     split_handlers,
     words,
 )
-from redbatch.connection import check_url
 from redbatch.errors import ConfigError
 from redbatch.protocol.keys import KeySpace, check_queue_name
 from redbatch.service_links import check_service_links, is_service_link
 from redbatch.settings import check_all, config_class, declared, declared_as, setting
+from redbatch.transport.connection import check_url
 
 MAX_BATCH_SIZE_LIMIT = 4096
 

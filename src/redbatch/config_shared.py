@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from redbatch.connection import DEFAULT_URL
 from redbatch.settings import setting
+from redbatch.transport.connection import DEFAULT_URL
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("text", "json")

@@ -25,12 +25,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from redbatch.connection import connect, connection_name
 from redbatch.errors import ConfigError, RedbatchError
 from redbatch.launch import child_processes, redis_url_or_embedded
 from redbatch.ops import status
 from redbatch.producer import AsyncProducer
 from redbatch.protocol.keys import KeySpace
+from redbatch.transport.connection import connect, connection_name
 
 _QUEUE = "demo"
 _WORKER_READY_TIMEOUT_S = 120.0  # a model worker imports torch and loads weights first

@@ -27,8 +27,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from redbatch.connection import connection_name
 from redbatch.errors import RedbatchError
+from redbatch.transport.connection import connection_name
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
-from redbatch.connection import redacted
+from redbatch.transport.connection import redacted
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # A record's standard attributes under the names our JSON lines have always used.

@@ -18,9 +18,9 @@ from helpers.cli import one_error_line, run
 from helpers.schedulers import start_scheduler, wait_running
 from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
 from redbatch import AsyncProducer, Producer
-from redbatch.connection import acl_refusal
 from redbatch.protocol.keys import KeySpace
 from redbatch.protocol.streams import ensure_queue
+from redbatch.transport.connection import acl_refusal
 
 EXIT_UNREACHABLE = 3
 ROLES = tuple(ROLE_COMMANDS)

@@ -9,7 +9,7 @@ import redis
 from helpers.acl import acl_rule, has_setinfo
 from helpers.servers import suite_server_name
 from redbatch.embedded import EmbeddedRedis
-from redbatch.protocol.capabilities import detect
+from redbatch.transport.capabilities import detect
 
 # What each matrix name must start: (HELLO's server name, major.minor).
 EXPECTED = {"redis7": ("redis", (7, 0)), "redis8": ("redis", (8, 0)), "valkey8": ("valkey", (8, 1))}

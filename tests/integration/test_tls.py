@@ -16,8 +16,8 @@ from helpers.schedulers import start_scheduler, wait_running
 from helpers.tls import Certificates, TlsRedis, make_certificates, tls_url
 from helpers.workers import start_worker, wait_serving
 from redbatch import AsyncProducer, Producer
-from redbatch.connection import check_url, redacted
 from redbatch.errors import ConfigError
+from redbatch.transport.connection import check_url, redacted
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from redbatch.protocol.capabilities import ServerFeatures, features_of
+from redbatch.transport.capabilities import ServerFeatures, features_of
 
 
 def test_a_resp2_hello_reply_is_read_as_pairs() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from redbatch.config import WorkerConfig, check_environment, parse_handler_options
-from redbatch.connection import DEFAULT_URL
 from redbatch.errors import ConfigError
+from redbatch.transport.connection import DEFAULT_URL
 
 
 def make(**overrides: object) -> WorkerConfig:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from redbatch.cluster_client import connect_any, dedicated
-from redbatch.connection import check_url, connect, connection_name
+from redbatch.transport.cluster import connect_any, dedicated
+from redbatch.transport.connection import check_url, connect, connection_name
 
 
 def test_a_name_says_redbatch_the_role_and_who() -> None:

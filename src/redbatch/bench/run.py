@@ -20,10 +20,10 @@ from redbatch.bench.drive import Target, drive
 from redbatch.bench.measure import Meter, batch_sizes
 from redbatch.bench.report import Report
 from redbatch.bench.settings import Settings
-from redbatch.connection import check_reachable, connect, connection_name, describe_error
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.launch import child_processes, redis_url_or_embedded
 from redbatch.protocol.keys import KeySpace, QueueKeys
+from redbatch.transport.connection import check_reachable, connect, connection_name, describe_error
 
 WORKER_READY_TIMEOUT_S = 120.0  # a model worker imports torch and loads weights first
 _READY_POLL_S = 0.05

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redbatch.config import WorkerConfig
-from redbatch.connection import DEFAULT_URL, check_url, redacted
 from redbatch.errors import ConfigError
 from redbatch.protocol.codec import DEFAULT_LIMITS
 from redbatch.protocol.keys import KeySpace, check_queue_name
+from redbatch.transport.connection import DEFAULT_URL, check_url, redacted
 
 DEFAULT_HANDLER = "redbatch.handlers:echo"
 # Built-in handlers that return their payloads unchanged: their results can be checked.

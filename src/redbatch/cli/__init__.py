@@ -12,8 +12,8 @@ import click
 import redis
 
 from redbatch.cli.common import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_UNREACHABLE, fail
-from redbatch.connection import acl_refusal
 from redbatch.errors import ConnectionFailed, RedbatchError
+from redbatch.transport.connection import acl_refusal
 
 # Command name -> the module of this package whose ``command`` it is.
 COMMANDS = {

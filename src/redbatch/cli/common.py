@@ -22,10 +22,10 @@ import click
 import redis
 
 from redbatch.config import SchedulerConfig, check_environment
-from redbatch.connection import connect, connection_name, describe_error, ping, redacted
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.protocol.keys import KeySpace
 from redbatch.settings import Declared, declared, shown_default
+from redbatch.transport.connection import connect, connection_name, describe_error, ping, redacted
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3

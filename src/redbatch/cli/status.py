@@ -15,12 +15,12 @@ from rich.live import Live
 from rich.text import Text
 
 from redbatch.cli.common import EXIT_INTERRUPTED, connection_options, fail
-from redbatch.cluster_client import connect_any
 from redbatch.config import check_environment
-from redbatch.connection import Client, check_reachable, connection_name, describe_error
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.ops.status import Snapshot, collect, render, to_json
 from redbatch.protocol.keys import KeySpace
+from redbatch.transport.cluster import connect_any
+from redbatch.transport.connection import Client, check_reachable, connection_name, describe_error
 
 # Above this many queues, status shows a summary unless --all (redbatch.ops.status.choose).
 SUMMARY_ROWS = 20

@@ -26,11 +26,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from redbatch.connection import acl_refusal, describe_error
 from redbatch.dashboard.security import SESSION_COOKIE, SESSION_TTL_S, Guard, origin_ok
 from redbatch.dashboard.source import Source
 from redbatch.errors import ConfigError, RedbatchError
 from redbatch.protocol.keys import check_queue_name, check_request_id
+from redbatch.transport.connection import acl_refusal, describe_error
 
 STATIC = Path(__file__).resolve().parent / "static"
 _HEADERS = [

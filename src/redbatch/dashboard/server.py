@@ -18,8 +18,8 @@ from pathlib import Path
 import click
 
 from redbatch.config import check_environment
-from redbatch.connection import redacted
 from redbatch.errors import ConfigError
+from redbatch.transport.connection import redacted
 
 MIN_INTERVAL_S = 0.5
 MAX_INTERVAL_S = 60.0
@@ -114,12 +114,12 @@ def serve(settings: Settings) -> None:
         raise ConfigError(EXTRA_MISSING) from None
     from rich.console import Console  # noqa: PLC0415
 
-    from redbatch.cluster_client import connect_any  # noqa: PLC0415
-    from redbatch.connection import check_reachable, connection_name  # noqa: PLC0415
     from redbatch.dashboard.security import Guard  # noqa: PLC0415
     from redbatch.dashboard.source import Source  # noqa: PLC0415
     from redbatch.launch import redis_url_or_embedded  # noqa: PLC0415
     from redbatch.protocol.keys import KeySpace  # noqa: PLC0415
+    from redbatch.transport.cluster import connect_any  # noqa: PLC0415
+    from redbatch.transport.connection import check_reachable, connection_name  # noqa: PLC0415
 
     token, writes = read_token(settings)
     keyspace = KeySpace(settings.namespace)

@@ -18,7 +18,6 @@ from typing import Any, cast
 import redis
 
 from redbatch.clock import now_ms
-from redbatch.connection import Client
 from redbatch.dashboard import overview
 from redbatch.ops import status
 from redbatch.ops.dlq import letters as dead_letters
@@ -27,6 +26,7 @@ from redbatch.ops.inspect import view as inspect_view
 from redbatch.ops.status import Snapshot
 from redbatch.protocol import stats
 from redbatch.protocol.keys import KeySpace, logical_name
+from redbatch.transport.connection import Client
 
 # Dead letters a page lists at most (the newest); ``redbatch dlq list --limit`` for more.
 MAX_LETTERS = 500

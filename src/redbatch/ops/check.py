@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from redbatch import liveness_files
-from redbatch.cluster_client import connect_any
 from redbatch.config import SchedulerConfig, WorkerConfig
-from redbatch.connection import Client, check_reachable, connection_name
 from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.scheduler.probes import UNREACHABLE_PASSES
+from redbatch.transport.cluster import connect_any
+from redbatch.transport.connection import Client, check_reachable, connection_name
 
 EXIT_OK, EXIT_NOT_LIVE = 0, 1
 

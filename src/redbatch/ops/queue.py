@@ -16,13 +16,13 @@ from typing import Any
 
 import redis
 
-from redbatch.cluster_client import connect_any
 from redbatch.config import check_environment
-from redbatch.connection import Client, connection_name, describe_error, ping
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.protocol.keys import KeySpace, shard_names
 from redbatch.protocol.shards import SHARDS_FIELD, parse_shards, read_shards, served_names
 from redbatch.protocol.streams import ensure_queue
+from redbatch.transport.cluster import connect_any
+from redbatch.transport.connection import Client, connection_name, describe_error, ping
 
 
 def apply(

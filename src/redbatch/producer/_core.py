@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redbatch import tracing
-from redbatch.connection import connection_name
 from redbatch.errors import (
     ConfigError,
     QueueFull,
@@ -44,6 +43,7 @@ from redbatch.protocol.keys import (
     check_request_id,
 )
 from redbatch.protocol.scripts import Admission, admit_args, admit_once_args, leave_args
+from redbatch.transport.connection import connection_name
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redbatch.connection import AsyncClient, address, ping_async
 from redbatch.producer import options as opt
 from redbatch.producer._core import ProducerCore, Submission
 from redbatch.producer.admission import Deadline
@@ -25,6 +24,7 @@ from redbatch.producer.plans import Flow, Steps
 from redbatch.producer.requests import Gathered
 from redbatch.producer.runners import run_async
 from redbatch.protocol.scripts import Scripts
+from redbatch.transport.connection import AsyncClient, address, ping_async
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

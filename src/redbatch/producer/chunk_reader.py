@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from redbatch.connection import AsyncClient, Client
 from redbatch.errors import ResultTimeout, StreamRestarted
 from redbatch.producer._core import ProducerCore, stored_outcome
 from redbatch.producer.chunk_feed import ChunkFeed, Ended, Restarted, check_resume
@@ -22,6 +21,7 @@ from redbatch.producer.plans import Plan, Steps
 from redbatch.producer.runners import run, run_async
 from redbatch.protocol import chunks as wire
 from redbatch.protocol.fields import OK, Outcome
+from redbatch.transport.connection import AsyncClient, Client
 
 # How long one blocking read waits before the result hash is checked (ms).
 _BLOCK_MS = 100

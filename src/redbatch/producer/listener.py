@@ -26,8 +26,6 @@ import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from redbatch.cluster_client import dedicated, disconnect
-from redbatch.connection import AsyncClient, Client, backoff_retry_async, clone_kwargs
 from redbatch.errors import RedbatchError, RedisRefused
 from redbatch.producer import plans
 from redbatch.producer._core import (
@@ -44,6 +42,8 @@ from redbatch.producer.plans import Flow, Pause, Steps
 from redbatch.producer.runners import run, run_async
 from redbatch.protocol.chunks import split_records
 from redbatch.protocol.fields import Outcome
+from redbatch.transport.cluster import dedicated, disconnect
+from redbatch.transport.connection import AsyncClient, Client, backoff_retry_async, clone_kwargs
 
 log = logging.getLogger(__name__)
 

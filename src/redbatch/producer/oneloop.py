@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from redbatch.cluster_client import connect_async_lazily, pool_options
-from redbatch.connection import AsyncClient, check_url
 from redbatch.errors import ConnectionFailed, WrongEventLoop
 from redbatch.producer.admission import Deadline
 from redbatch.producer.options import PoolOptions
+from redbatch.transport.cluster import connect_async_lazily, pool_options
+from redbatch.transport.connection import AsyncClient, check_url
 
 Connector = Callable[[], Awaitable[AsyncClient]]
 

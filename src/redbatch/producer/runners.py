@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 import redis
 
-from redbatch.connection import redis_failure
 from redbatch.producer.plans import Plan
-from redbatch.protocol.deferred import bounded_command
 from redbatch.protocol.scripts import Scripts
+from redbatch.transport.connection import redis_failure
+from redbatch.transport.deferred import bounded_command
 
 T = TypeVar("T")
 

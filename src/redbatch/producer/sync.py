@@ -9,8 +9,6 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redbatch.cluster_client import connect_any
-from redbatch.connection import MAX_CONNECTIONS, Client, address, ping
 from redbatch.producer import options as opt
 from redbatch.producer._core import ProducerCore, Submission
 from redbatch.producer.admission import Deadline
@@ -24,6 +22,8 @@ from redbatch.producer.plans import Flow, Steps
 from redbatch.producer.requests import Gathered
 from redbatch.producer.runners import run
 from redbatch.protocol.scripts import Scripts
+from redbatch.transport.cluster import connect_any
+from redbatch.transport.connection import MAX_CONNECTIONS, Client, address, ping
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

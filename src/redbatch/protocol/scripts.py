@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import msgpack
 
 from redbatch.protocol.codec import MSGPACK
-from redbatch.protocol.deferred import packed_script
 from redbatch.protocol.fields import (
     ATTEMPT,
     OK,
@@ -31,6 +30,7 @@ from redbatch.protocol.fields import (
 )
 from redbatch.protocol.keys import DEFAULT_PRIORITY, GROUP, PRIORITIES, QueueKeys, check_priority
 from redbatch.protocol.records import DEAD_REASON
+from redbatch.transport.deferred import packed_script
 
 
 def load_lua(name: str) -> str:

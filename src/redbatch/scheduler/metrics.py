@@ -15,10 +15,10 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from redbatch import exporter
-from redbatch.connection import Client
 from redbatch.protocol.fields import STARTED_DELIVERIES
 from redbatch.protocol.keys import GROUP, PRIORITIES, QueueKeys, logical_name
 from redbatch.scheduler.upkeep import DEAD_WORKER, DUE_RETRY, HUNG_WORKER
+from redbatch.transport.connection import Client
 
 REASONS = (DEAD_WORKER, HUNG_WORKER, DUE_RETRY)
 ALIVE, DEAD = "alive", "dead"

@@ -28,17 +28,17 @@ from dataclasses import dataclass
 import redis
 
 from redbatch import exporter, liveness_files
-from redbatch.cluster_client import connect_any
 from redbatch.config import SchedulerConfig
-from redbatch.connection import Client, check_reachable, connection_name, redacted
 from redbatch.errors import ConfigError
 from redbatch.logconfig import settings_line
-from redbatch.protocol.capabilities import detect
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.scheduler.metrics import SchedulerMetrics
 from redbatch.scheduler.probes import Beat, SchedulerHealth
 from redbatch.scheduler.upkeep import Upkeep
 from redbatch.scheduler.watch import Selection, Watch
+from redbatch.transport.capabilities import detect
+from redbatch.transport.cluster import connect_any
+from redbatch.transport.connection import Client, check_reachable, connection_name, redacted
 
 log = logging.getLogger(__name__)
 

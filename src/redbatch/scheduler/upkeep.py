@@ -18,7 +18,6 @@ import redis
 
 from redbatch import clock
 from redbatch.config import SchedulerConfig
-from redbatch.connection import Client
 from redbatch.logconfig import request_ids
 from redbatch.protocol.keys import GROUP, PRIORITIES, QueueKeys
 from redbatch.protocol.scripts import (
@@ -31,6 +30,7 @@ from redbatch.protocol.scripts import (
 )
 from redbatch.scheduler import reaper
 from redbatch.scheduler.reaper import Action, PendingEntry, Verdict
+from redbatch.transport.connection import Client
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from typing import Any
 import redis
 
 from redbatch import clock
-from redbatch.connection import Client
 from redbatch.errors import ConfigError
 from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
+from redbatch.transport.connection import Client
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
-from redbatch.connection import Client
 from redbatch.protocol.chunks import StepChunk, push_chunks_args
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.scripts import load_lua
+from redbatch.transport.connection import Client
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError
 
 from redbatch import clock
-from redbatch.connection import Client
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.records import (
     BEAT_BATCH_TIMEOUT,
@@ -39,6 +38,7 @@ from redbatch.protocol.records import (
     BEAT_STARTED,
     BEAT_STATE,
 )
+from redbatch.transport.connection import Client
 from redbatch.worker import stats_buffer
 from redbatch.worker.recorder import passing_refusal
 from redbatch.worker.stats_buffer import StatsBuffer

@@ -24,10 +24,10 @@ from redis.exceptions import ClusterDownError
 
 from redbatch import clock as server_clock
 from redbatch.batching import BatchPolicy, Company, Held, decide
-from redbatch.connection import Client
 from redbatch.protocol.fields import COST, DEADLINE, entry_key, integer_field_or_default
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
+from redbatch.transport.connection import Client
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import redis
 
-from redbatch.connection import refusal_code
+from redbatch.transport.connection import refusal_code
 from redbatch.worker.batch import Batch
 from redbatch.worker.executor import Ran
 from redbatch.worker.writer import Sending, Writer

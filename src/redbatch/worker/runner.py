@@ -29,14 +29,14 @@ from redbatch import liveness_files, tracing
 from redbatch.batching import BatchPolicy
 from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.clock import now_ms
-from redbatch.cluster_client import connect_any
 from redbatch.config import WorkerConfig
-from redbatch.connection import Client, check_reachable, connection_name, redacted
 from redbatch.errors import ConfigError, MalformedEntry
 from redbatch.logconfig import settings_line
-from redbatch.protocol.capabilities import detect
 from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import KeySpace, logical_name
+from redbatch.transport.capabilities import detect
+from redbatch.transport.cluster import connect_any
+from redbatch.transport.connection import Client, check_reachable, connection_name, redacted
 from redbatch.worker.batch import Batch, Turn, attempt_of
 from redbatch.worker.calling import Handler, HandlerLoop
 from redbatch.worker.chunk_sender import ChunkSender

@@ -15,8 +15,6 @@ import redis
 from redis.cluster import RedisCluster
 
 from redbatch.clock import now_ms
-from redbatch.connection import Client
-from redbatch.protocol.deferred import Deferred
 from redbatch.protocol.fields import (
     DEAD,
     STARTED_DELIVERIES,
@@ -41,6 +39,8 @@ from redbatch.protocol.scripts import (
     remove_consumer_args,
     requeue_args,
 )
+from redbatch.transport.connection import Client
+from redbatch.transport.deferred import Deferred
 from redbatch.worker.executor import Ran
 from redbatch.worker.reader import RawEntry
 

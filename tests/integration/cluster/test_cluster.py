@@ -16,9 +16,9 @@ from helpers.cli import one_error_line, run, run_json
 from helpers.cluster import LocalCluster
 from helpers.workers import WorkerProcess, start_worker, wait_serving
 from redbatch import AsyncProducer, Producer
-from redbatch.cluster_client import connect_any, is_cluster
 from redbatch.ops.queue import set_shards
 from redbatch.protocol.keys import KeySpace
+from redbatch.transport.cluster import connect_any, is_cluster
 
 pytestmark = pytest.mark.cluster
 WAIT_S = 60.0

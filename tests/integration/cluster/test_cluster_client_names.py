@@ -11,10 +11,10 @@ from redis.cluster import RedisCluster
 
 from helpers.cluster import LocalCluster
 from helpers.workers import start_worker, wait_serving, wait_until
-from redbatch.cluster_client import connect_any
-from redbatch.connection import connection_name
 from redbatch.ops.queue import set_shards
 from redbatch.protocol.keys import KeySpace
+from redbatch.transport.cluster import connect_any
+from redbatch.transport.connection import connection_name
 
 pytestmark = pytest.mark.cluster
 

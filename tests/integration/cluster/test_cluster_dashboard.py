@@ -13,9 +13,9 @@ from helpers.cluster import LocalCluster
 from helpers.dashboard import http, start_dashboard
 from helpers.entries import now_ms, pack
 from redbatch import Producer
-from redbatch.cluster_client import connect_any
 from redbatch.protocol.fields import build_entry
 from redbatch.protocol.keys import KeySpace
+from redbatch.transport.cluster import connect_any
 
 pytestmark = pytest.mark.cluster
 TOKEN = {"Authorization": "Bearer cluster-test-token-0123456789"}

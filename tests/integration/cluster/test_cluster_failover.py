@@ -22,11 +22,11 @@ from helpers.cluster import LocalCluster
 from helpers.schedulers import start_scheduler, wait_running
 from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
 from redbatch import Producer
-from redbatch.cluster_client import connect_any
 from redbatch.errors import ConnectionFailed, RedbatchError, ResultTimeout
 from redbatch.ops.queue import set_shards
 from redbatch.producer.handle import Handle
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace
+from redbatch.transport.cluster import connect_any
 
 pytestmark = pytest.mark.cluster
 REQUESTS = 20_000

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import redis
 
-from redbatch.connection import Client
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.scripts import load_lua, sizes_args
+from redbatch.transport.connection import Client
 
 # Queues per pipeline of size reads.
 _BATCH = 1000

@@ -20,7 +20,6 @@ from typing import Any
 
 import redis
 
-from redbatch.connection import Client, address
 from redbatch.errors import ConfigError
 from redbatch.ops.status import choose
 from redbatch.ops.status.model import (
@@ -47,6 +46,7 @@ from redbatch.protocol.records import (
     BEAT_QUEUES,
     BEAT_STATE,
 )
+from redbatch.transport.connection import Client, address
 
 _SCAN_COUNT = 1000
 _WORKER_INFIX = "}:worker:"

@@ -16,7 +16,8 @@ import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 
-from redbatch.connection import (
+from redbatch.errors import ConfigError, ConnectionFailed
+from redbatch.transport.connection import (
     DEFAULT_SOCKET_TIMEOUT_S,
     AsyncClient,
     Client,
@@ -29,7 +30,6 @@ from redbatch.connection import (
     connect_async,
     describe_error,
 )
-from redbatch.errors import ConfigError, ConnectionFailed
 
 # Attempts of one command on a cluster after a lost node, MOVED or CLUSTERDOWN (redis-py
 # re-reads the slot map between them). A cluster client cannot retry "for ever": its count

@@ -16,10 +16,11 @@ from typing import Any
 
 import hiredis
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import Script
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
+
+from redbatch.transport.connection import reconnect_backoff
 
 
 class Deferred:
@@ -85,7 +86,7 @@ class PackedScript:
     Python first, a sixth of a producer's CPU when it admits 500 requests per call.
 
     Lost connections are retried with the client's number of retries and
-    ``connection.backoff_retry``'s backoff, but never past ``deadline`` (``time.monotonic``):
+    ``connection.reconnect_backoff``, but never past ``deadline`` (``time.monotonic``):
     every read waits at most until then, and a call that reaches it raises
     ``redis.TimeoutError``. A server that lost the script (NOSCRIPT) gets it loaded on the
     same connection (no second connection taken from the pool while holding this one)."""
@@ -145,8 +146,7 @@ def _call(conn: Connection, packed: bytes, deadline: float | None, script: Any =
             time.sleep(pause)
 
 
-# connection.backoff_retry's policy (not imported: protocol does not import connection).
-_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+_BACKOFF = reconnect_backoff()
 
 
 def _left(deadline: float | None) -> float | None:

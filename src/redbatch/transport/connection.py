@@ -134,16 +134,21 @@ def check_tls_files(options: dict[str, Any]) -> None:
 DEFAULT_SOCKET_TIMEOUT_S = 5.0
 
 
+def reconnect_backoff() -> ExponentialWithJitterBackoff:
+    """Exponential backoff with jitter from 50 ms up to 2 s: every reconnect here uses it."""
+    return ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+
+
 def backoff_retry(retries: int) -> Retry:
     """redis-py's reconnect policy for sync clients: ``retries`` more attempts (FOREVER:
     no end), exponential backoff with jitter from 50 ms up to 2 s."""
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries)
+    return Retry(reconnect_backoff(), retries)
 
 
 def backoff_retry_async(retries: int) -> redis.asyncio.retry.Retry:
     """The same policy for asyncio clients, which need redis.asyncio's Retry: given the
     sync one, an asyncio connection never retries at all (it would get a coroutine back)."""
-    return redis.asyncio.retry.Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries)
+    return redis.asyncio.retry.Retry(reconnect_backoff(), retries)
 
 
 def client_options(
