@@ -16,7 +16,8 @@ from redbatch.producer.admission import Deadline
 from redbatch.producer.chunk_feed import RAISE, check_resume
 from redbatch.producer.chunk_reader import read_stream_async, reading
 from redbatch.producer.engine import Engine
-from redbatch.producer.handle import AsyncHandle, gather_async
+from redbatch.producer.gather import gather_async
+from redbatch.producer.handle import AsyncHandle
 from redbatch.producer.listener import Listening, TaskListener, is_cluster
 from redbatch.producer.oneloop import OneLoop, connector
 from redbatch.producer.overdue import AsyncOverdue

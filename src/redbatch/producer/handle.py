@@ -1,139 +1,27 @@
 """Handles on submitted requests: ``Handle`` (threads wait on a latch) and ``AsyncHandle``
-(tasks await a future). What they share lives in ``BaseHandle``; a subclass adds only how a
-caller waits, so new ways of reading an outcome (a stream of parts) extend both at once.
+(tasks await a future). What they share lives in ``BaseHandle`` (``base_handle``), their
+streams in ``streaming``; a subclass adds only how a caller waits for the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from redbatch.errors import ResultTimeout, StreamRestarted
+from redbatch.errors import ResultTimeout
 from redbatch.producer._core import ProducerCore
-from redbatch.producer.chunk_feed import RAISE, ChunkFeed, Ended, Restarted, check_resume
-from redbatch.producer.requests import Gathered
-from redbatch.protocol.chunks import Chunk
-from redbatch.protocol.fields import OK, Outcome
+from redbatch.producer.base_handle import BaseHandle, GoneFn
+from redbatch.producer.latch import Latch
+from redbatch.producer.streaming import TaskStream, ThreadStream
+from redbatch.protocol.fields import Outcome
 
 T = TypeVar("T")
 
-
-class GoneFn(Protocol):
-    """Takes note that nobody waits for these handles any more: their local wait timed out,
-    or (``cancelled``) the waiting task was cancelled. Returns at once: any cancel goes to
-    Redis in the background."""
-
-    def __call__(self, handles: list[Any], *, cancelled: bool) -> None: ...
+__all__ = ["AsyncHandle", "BaseHandle", "GoneFn", "Handle"]
 
 
-class BaseHandle:
-    """A submitted request: its id, the physical queue (shard) it went to, and how its
-    outcome becomes a value."""
-
-    __slots__ = (
-        "_cancel", "_core", "_ct", "_feed", "_gone", "id", "once", "queue", "submitted_at",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        core: ProducerCore,
-        cancel: Callable[[str, list[str]], Any],
-        queue: str,
-        request_id: str,
-        gone: GoneFn | None = None,
-        once: bool = False,
-    ) -> None:
-        """``cancel`` sets the cancel keys of (queue, ids); ``gone`` is told when the
-        caller's wait ends without an outcome; ``once``: submitted with a caller-chosen id."""
-        self.id = request_id
-        self.queue = queue
-        self.once = once
-        self._core = core
-        self._cancel = cancel
-        self._gone = gone
-        self._ct = core.content_type
-        self.submitted_at = 0.0  # time.monotonic() at submit, stamped when metrics are on
-        # The chunks of a streaming request, made on the first chunk or stream() call.
-        self._feed: ChunkFeed | None = None
-
-    def __repr__(self) -> str:
-        state = "done" if self.done() else "waiting"
-        return f"<{type(self).__name__} {self.queue}/{self.id} {state}>"
-
-    def done(self) -> bool:
-        raise NotImplementedError
-
-    def _resolve(self, outcome: Outcome) -> None:
-        """Its outcome arrived (called once: the producer takes it off its waiting list)."""
-        raise NotImplementedError
-
-    def _fail(self, error: Exception) -> None:
-        raise NotImplementedError
-
-    def _left(self, cancelled: bool) -> None:
-        if self._gone is not None and not self.done():
-            self._gone([self], cancelled=cancelled)
-
-    def _chunk_value(self, item: Chunk | Restarted) -> Any:
-        """A chunk's value; StreamRestarted for a restart to announce."""
-        if isinstance(item, Restarted):
-            raise StreamRestarted(self.id, item.attempt)
-        return self._core.value(Outcome(self.id, OK, item.body), self._ct)
-
-    def _timeout(self, wait: float | None, timeout: float | None) -> ResultTimeout:
-        """The caller's ResultTimeout (its ``timeout`` in the message)."""
-        return ResultTimeout(self.id, (wait if timeout is None else timeout) or 0.0)
-
-
-class Latch:
-    """Wakes whoever waits on a group of handles: one per ``map`` call (shared by all of its
-    handles), one per ``submit``. One lock per group, not an Event per request: building a
-    Condition per request was a fifth of a producer's CPU in ``map``."""
-
-    __slots__ = ("_cond", "_pending", "_watchers")
-
-    def __init__(self, count: int) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._pending = count
-        self._watchers = 0  # threads waiting on one handle: woken at every count-down
-
-    def count_down(self) -> None:
-        with self._cond:
-            self._pending -= 1
-            if self._pending <= 0 or self._watchers:
-                self._cond.notify_all()
-
-    def wait_all(self, timeout: float | None) -> bool:
-        """True once every handle of the group has its outcome, False after ``timeout``."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._pending <= 0, timeout)
-
-    @property
-    def cond(self) -> threading.Condition:
-        """The group's lock: a handle's chunks are guarded by it too."""
-        return self._cond
-
-    def wait_change(self, timeout: float | None) -> None:
-        """With ``cond`` held: wait until a handle of the group ends or gets chunks."""
-        self._watchers += 1
-        try:
-            self._cond.wait(timeout)
-        finally:
-            self._watchers -= 1
-
-    def wait_one(self, done: Callable[[], bool], timeout: float | None) -> bool:
-        with self._cond:
-            self._watchers += 1
-            try:
-                return self._cond.wait_for(done, timeout)
-            finally:
-                self._watchers -= 1
-
-
-class Handle(BaseHandle):
+class Handle(ThreadStream):
     """A request of ``Producer``; ``result()`` waits for its outcome."""
 
     __slots__ = ("_error", "_latch", "_outcome")
@@ -176,59 +64,6 @@ class Handle(BaseHandle):
         self._cancel(self.queue, [self.id])
         return True
 
-    @property
-    def position(self) -> tuple[int, int]:
-        """(attempt, seq) of the last chunk ``stream()`` yielded; (0, -1) before the first:
-        what ``Producer.stream_from`` resumes after."""
-        with self._latch.cond:
-            return self._feed.seen if self._feed is not None else (0, -1)
-
-    def stream(self, timeout: float | None = None, *, resume: str = RAISE) -> Iterator[Any]:
-        """Yield the request's chunks in order, each once, then end (an error outcome raises
-        as ``result()`` would). Submit with ``stream=True`` (or use ``Producer.stream``).
-
-        A worker killed mid-stream re-runs the request: by default the iterator raises
-        StreamRestarted (``.attempt``), after which ``result()`` gives the new attempt's
-        value and a new ``stream()`` yields its chunks from the first; ``resume="restart"``
-        goes on with the new attempt's chunks instead. ``timeout`` bounds the whole stream
-        (ResultTimeout; with ``cancel_on_timeout`` the request is then cancelled)."""
-        check_resume(resume)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            item = self._next_chunk(resume, deadline, timeout)
-            if item is None:
-                self._value()  # raises unless ok
-                return
-            if isinstance(item, Ended):
-                return  # Final ended it: the result comes with the rest of its batch
-            yield self._chunk_value(item)
-
-    def _next_chunk(
-        self, resume: str, deadline: float | None, timeout: float | None
-    ) -> Chunk | Restarted | Ended | None:
-        """The next chunk or restart; None once the outcome is in and no chunk is left."""
-        with self._latch.cond:
-            if self._feed is None:
-                self._feed = ChunkFeed()
-            while True:
-                item = self._feed.take(resume)
-                if item is not None or self.done():
-                    return item
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    break
-                self._latch.wait_change(wait)
-        self._left(cancelled=False)
-        raise ResultTimeout(self.id, timeout or 0.0)
-
-    def _chunks(self, chunks: list[Chunk]) -> None:
-        """Chunks for this request arrived (the listener's thread)."""
-        with self._latch.cond:
-            if self._feed is None:
-                self._feed = ChunkFeed()
-            self._feed.offer(chunks)
-            self._latch.cond.notify_all()
-
     def _value(self) -> Any:
         if self._error is not None:
             raise self._error
@@ -245,10 +80,10 @@ class Handle(BaseHandle):
         self._latch.count_down()
 
 
-class AsyncHandle(BaseHandle):
+class AsyncHandle(TaskStream):
     """A request of ``AsyncProducer``; ``await result()`` waits for its outcome."""
 
-    __slots__ = ("_changed", "_future")
+    __slots__ = ("_future",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -291,58 +126,6 @@ class AsyncHandle(BaseHandle):
         await cancelled
         return True
 
-    @property
-    def position(self) -> tuple[int, int]:
-        """Like ``Handle.position``."""
-        return self._feed.seen if self._feed is not None else (0, -1)
-
-    async def stream(
-        self, timeout: float | None = None, *, resume: str = RAISE
-    ) -> AsyncIterator[Any]:
-        """Like ``Handle.stream``, as an async iterator. Cancelling the iterating task cancels
-        the request (unless the producer was made with ``cancel_on_cancel=False``)."""
-        check_resume(resume)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            item = await self._told(self._next_chunk(resume, deadline, timeout))
-            if item is None:
-                self._core.value(self._future.result(), self._ct)  # raises unless ok
-                return
-            if isinstance(item, Ended):
-                return  # Final ended it: the result comes with the rest of its batch
-            yield self._chunk_value(item)
-
-    async def _next_chunk(
-        self, resume: str, deadline: float | None, timeout: float | None
-    ) -> Chunk | Restarted | Ended | None:
-        feed = self._open_feed()
-        changed = self._changed
-        assert changed is not None
-        while True:
-            item = feed.take(resume)
-            if item is not None or self.done():
-                return item
-            changed.clear()
-            wait = None if deadline is None else deadline - asyncio.get_running_loop().time()
-            try:
-                async with asyncio.timeout(wait):
-                    await changed.wait()
-            except TimeoutError:
-                raise ResultTimeout(self.id, timeout or 0.0) from None
-
-    def _open_feed(self) -> ChunkFeed:
-        if self._feed is None:
-            self._feed = ChunkFeed()
-            self._changed = asyncio.Event()
-        return self._feed
-
-    def _chunks(self, chunks: list[Chunk]) -> None:
-        """Chunks for this request arrived (the listener's task)."""
-        self._open_feed().offer(chunks)
-        if self._changed is not None:
-            self._changed.set()
-
     async def _wait(self, wait: float | None, timeout: float | None = None) -> Outcome:
         """The outcome within ``wait`` seconds, else ResultTimeout."""
         try:
@@ -368,37 +151,3 @@ class AsyncHandle(BaseHandle):
             self._future.exception()
         if self._changed is not None:
             self._changed.set()
-
-
-def gather(handles: list[Handle], gathered: Gathered, gone: GoneFn) -> list[Any]:
-    """``map``'s results of ``handles``, which share one latch (one wait for all)."""
-    if handles and not handles[0]._latch.wait_all(gathered.remaining()):
-        waiting = [h for h in handles if not h.done()]
-        if waiting:
-            gone(waiting, cancelled=False)
-            raise ResultTimeout(waiting[0].id, gathered.timeout or 0.0)
-    for handle in handles:
-        try:
-            gathered.results.append(handle._value())
-        except Exception as exc:
-            gathered.failed(exc)
-    return gathered.finish()
-
-
-async def gather_async(handles: list[AsyncHandle], gathered: Gathered, gone: GoneFn) -> list[Any]:
-    """``map``'s results of ``handles``; a timed-out or cancelled wait tells ``gone`` of the
-    requests still waiting."""
-    for handle in handles:
-        try:
-            outcome = await handle._wait(gathered.remaining())
-        except ResultTimeout:
-            gone([h for h in handles if not h.done()], cancelled=False)
-            raise ResultTimeout(handle.id, gathered.timeout or 0.0) from None
-        except asyncio.CancelledError:
-            gone([h for h in handles if not h.done()], cancelled=True)
-            raise
-        try:
-            gathered.results.append(handle._core.value(outcome, handle._ct))
-        except Exception as exc:
-            gathered.failed(exc)
-    return gathered.finish()

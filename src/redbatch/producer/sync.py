@@ -15,7 +15,9 @@ from redbatch.producer.admission import Deadline
 from redbatch.producer.chunk_feed import RAISE, check_resume
 from redbatch.producer.chunk_reader import read_stream, reading
 from redbatch.producer.engine import Engine
-from redbatch.producer.handle import Handle, Latch, gather
+from redbatch.producer.gather import gather
+from redbatch.producer.handle import Handle
+from redbatch.producer.latch import Latch
 from redbatch.producer.listener import Listening, ThreadListener, is_cluster
 from redbatch.producer.overdue import Overdue
 from redbatch.producer.plans import Flow, Steps
