@@ -105,6 +105,44 @@ def test_api_status_is_the_status_json_document(
     assert "busy_ratio" in overview["workers"][0]
 
 
+def test_many_queues_give_the_summary_and_every_queue_on_demand(
+    dashboards: Start, redis_client: redis.Redis, redis_url: str, namespace: str
+) -> None:
+    """Past 20 queues /api/status is the summary ``status --json`` prints, ``?all=1`` the
+    ``--all`` document; the page's ``?q=`` lists the queues whose name holds the text."""
+    names = [f"m{i:02d}" for i in range(60)]
+    for i, name in enumerate(names):
+        keys = queue_keys(redis_client, namespace, name)
+        for n in range(i % 4):  # 0-3 entries: the ones holding most come first
+            redis_client.xadd(keys.streams[1], build_entry(f"{name}-{n}", pack(n), enq=now_ms()))
+    conn = ("--redis-url", redis_url, "--namespace", namespace)
+    expected = run_json("status", "--json", *conn)
+    assert expected["summary"]["complete"] is False  # the CLI summarizes: the test compares that
+    dashboard = dashboards(*conn)
+
+    got = http(f"{dashboard.url}api/status").body
+    same_shape(got, expected)
+    assert got["summary"] == expected["summary"]
+    assert [q["name"] for q in got["queues"]] == [q["name"] for q in expected["queues"]]
+    assert got["summary"]["queues"] == 60 and got["summary"]["length"] == sum(
+        i % 4 for i in range(60)
+    )
+
+    every = http(f"{dashboard.url}api/status?all=1").body
+    same_shape(every, run_json("status", "--json", "--all", *conn))
+    assert [q["name"] for q in every["queues"]] == names
+    assert every["summary"] == {**got["summary"], "shown": 60, "complete": True}
+
+    page = http(f"{dashboard.url}api/overview").body
+    assert len(page["queues"]) == got["summary"]["shown"] == 20
+    assert len(http(f"{dashboard.url}api/overview?all=1").body["queues"]) == 60
+    found = http(f"{dashboard.url}api/overview?q=m1").body
+    assert [q["name"] for q in found["queues"]] == [f"m1{d}" for d in range(10)]
+    assert found["history"]["queues"].keys() == {f"m1{d}" for d in range(10)}
+    too_long = http(f"{dashboard.url}api/overview?q={'x' * 201}")
+    assert too_long.status == 400 and "longer than 200" in too_long.body["error"]
+
+
 def test_writes_need_allow_writes_a_token_and_the_csrf_token(
     dashboards: Start,
     redis_client: redis.Redis,

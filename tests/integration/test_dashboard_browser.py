@@ -190,3 +190,45 @@ def read_only_refuses(page: Any, read_only: DashboardProcess, queue: str) -> Non
     )
     assert refused[0] == 403 and refused[1].startswith("read-only"), refused
     assert http(f"{read_only.url}api/queues/{queue}/dead/purge", body={}).status == 403
+
+
+def test_past_twenty_queues_the_page_shows_the_summary_and_finds_the_rest(
+    browser: Any,
+    dashboards: Callable[..., DashboardProcess],
+    redis_client: redis.Redis,
+    redis_url: str,
+    namespace: str,
+) -> None:
+    """25 idle queues, one holding a request: the page lists that one with the totals; the
+    name search and "show all" ask the server for the others, whose lanes open as before."""
+    from playwright.sync_api import expect  # noqa: PLC0415
+
+    for i in range(25):
+        keys = queue_keys(redis_client, namespace, f"idle-{i:02d}")
+        if i == 3:
+            redis_client.xadd(keys.streams[1], {"id": "r3", "ct": "json", "payload": "1"})
+    site = dashboards("--redis-url", redis_url, "--namespace", namespace, "--interval", "0.5")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(site.url)
+    rows = page.locator("#queues tbody tr[data-queue]:not([data-queue=''])")
+    summary = page.locator("#queue-summary")
+    expect(summary).to_contain_text("25 queues hold 1 entries", timeout=SEEN_MS)
+    expect(rows).to_have_count(1, timeout=SEEN_MS)
+    assert rows.first.get_attribute("data-queue") == "idle-03"
+
+    page.fill("#queue-match", "idle-1")
+    page.press("#queue-match", "Enter")
+    expect(rows).to_have_count(10, timeout=SEEN_MS)
+    expect(summary).to_contain_text("10 queues named *idle-1*", timeout=SEEN_MS)
+    page.locator('tr[data-queue="idle-12"] button.toggle').click()
+    expect(page.locator("#queues tbody tr.sub")).to_have_count(3, timeout=SEEN_MS)
+
+    page.click("#show-all")
+    expect(rows).to_have_count(25, timeout=SEEN_MS)
+    expect(page.locator("#show-all")).to_have_text("show the summary")
+    page.click("#show-all")
+    expect(rows).to_have_count(1, timeout=SEEN_MS)
+    assert errors == []
+    page.close()

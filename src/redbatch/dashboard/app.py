@@ -5,6 +5,10 @@ bad name or id, 401/403 for a refused write, 404 for nothing found, 503 when Red
 used (unreachable, or the ACL user lacks a command). The page's JS draws everything from the
 API with ``textContent`` (never as HTML), so a payload or reason cannot inject markup, and the
 Content-Security-Policy allows scripts of this server only.
+
+``/api/status`` is what ``redbatch status --json`` prints (a summary past 20 queues),
+``?all=1`` what ``--all`` adds; ``/api/overview`` is the page's document, the summary by
+default, every queue with ``?all=1``, the queues whose name holds a text with ``?q=TEXT``.
 """
 
 from __future__ import annotations
@@ -86,6 +90,11 @@ async def _answer(url: str, work: Callable[[], dict[str, Any]]) -> JSONResponse:
         return _error(503, str(exc))
 
 
+def _flag(request: Request, name: str) -> bool:
+    """``?all=1`` (or true/yes): a query flag."""
+    return request.query_params.get(name, "").lower() in {"1", "true", "yes"}
+
+
 class _Endpoints:
     """The routes' handlers, for one Redis (``url``, shown redacted) and namespace."""
 
@@ -99,10 +108,13 @@ class _Endpoints:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     async def overview(self, request: Request) -> JSONResponse:
-        return await _answer(self.url, self.source.overview)
+        every = _flag(request, "all")
+        match = request.query_params.get("q") or None
+        return await _answer(self.url, lambda: self.source.overview(every, match))
 
     async def status(self, request: Request) -> JSONResponse:
-        return await _answer(self.url, self.source.status)
+        every = _flag(request, "all")
+        return await _answer(self.url, lambda: self.source.status(every))
 
     async def session(self, request: Request) -> JSONResponse:
         csrf = self.guard.csrf(request.cookies.get(SESSION_COOKIE))

@@ -5,6 +5,11 @@ as the commands use): the web app runs them on its thread pool.
 Refreshing is lazy: a page asks every couple of seconds and gets the last sample while it is
 younger than half the refresh interval, so any number of open pages cost one refresh per
 interval, and nothing runs while no page is open.
+
+A sample is what ``redbatch status`` shows by default: the totals over every queue and the
+details of the served or marked ones plus the ``SUMMARY_ROWS`` holding most (with 10,000 idle
+queues, reading each in detail would take seconds per refresh). Every queue (``every``) or
+those whose name holds a text (``match``) are read when a page asks, not cached.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import redis
 
 from redbatch.clock import now_ms
 from redbatch.dashboard import overview
+from redbatch.errors import ConfigError
 from redbatch.ops import status
 from redbatch.ops.dlq import letters as dead_letters
 from redbatch.ops.inspect import find as inspect_find
@@ -30,6 +36,10 @@ from redbatch.transport.connection import Client
 
 # Dead letters a page lists at most (the newest); ``redbatch dlq list --limit`` for more.
 MAX_LETTERS = 500
+# Queues a summary details beyond the served ones: redbatch status's (cli.status.SUMMARY_ROWS;
+# the cli is a layer above), so /api/status is the document ``status --json`` prints.
+SUMMARY_ROWS = 20
+MAX_MATCH_CHARS = 200
 
 
 @dataclass
@@ -39,6 +49,7 @@ class Sample:
     taken: float  # monotonic
     snapshot: Snapshot
     document: dict[str, Any]
+    busy: dict[str, float | None]  # each worker's busy ratio
 
 
 class Source:
@@ -73,14 +84,27 @@ class Source:
 
     def _refresh(self) -> Sample:
         now = self._clock()
-        snapshot = status.collect(self._client, self._keyspace, now)
+        snapshot = status.collect(self._client, self._keyspace, now, limit=SUMMARY_ROWS)
         reads = self._read_slots([q.name for q in snapshot.queues], now)
         for (queue, slot), counts in reads.slots.items():
             self._history.update(queue, slot, counts)
         self._history.prune({logical_name(q.name) for q in snapshot.queues}, now)
         busy = self._busy.observe(snapshot.time_ms, snapshot.workers)
         document = overview.document(snapshot, reads, self._history, busy, now)
-        return Sample(time.monotonic(), snapshot, document)
+        return Sample(time.monotonic(), snapshot, document, busy)
+
+    def _listed(self, match: str | None) -> dict[str, Any]:
+        """The overview of every queue, or of those whose name holds ``match``, read now;
+        busy ratios from the latest sample (two reads close together cannot give one)."""
+        busy = self.sample().busy
+        now = self._clock()
+        only = None if match is None else (lambda name: match in logical_name(name))
+        snapshot = status.collect(self._client, self._keyspace, now, only=only)
+        reads = self._read_slots([q.name for q in snapshot.queues], now)
+        with self._lock:
+            for (queue, slot), counts in reads.slots.items():
+                self._history.update(queue, slot, counts)
+            return overview.document(snapshot, reads, self._history, busy, now)
 
     def _read_slots(self, physical: list[str], now: float) -> overview.SlotReads:
         """Each physical queue's and each queue's last minute, and each queue's slots (the
@@ -108,11 +132,19 @@ class Source:
         reads.slots = {key: stats.merge(found) for key, found in by_slot.items()}
         return reads
 
-    def overview(self) -> dict[str, Any]:
+    def overview(self, every: bool = False, match: str | None = None) -> dict[str, Any]:
+        """The page's document: the summary (the latest sample), or with ``every`` all
+        queues, or with ``match`` the queues whose name holds it."""
+        if match is not None and len(match) > MAX_MATCH_CHARS:
+            raise ConfigError(f"the search text is longer than {MAX_MATCH_CHARS} characters")
+        if every or match:
+            return self._listed(match or None)
         return self.sample().document
 
-    def status(self) -> dict[str, Any]:
-        """Exactly what ``redbatch status --json`` prints."""
+    def status(self, every: bool = False) -> dict[str, Any]:
+        """Exactly what ``redbatch status --json`` prints (``every``: with ``--all``)."""
+        if every:
+            return status.to_json(status.collect(self._client, self._keyspace, self._clock()))
         return status.to_json(self.sample().snapshot)
 
     # -- one request ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // The dashboard page: polls /api/overview every interval and redraws; dead letters, replay,
-// purge and request look-up through the JSON API. Text goes in with textContent only: a
+// purge and request look-up through the JSON API. The queues table shows the summary (the
+// served queues and those holding most) unless the user asks for all or searches by name. Text goes in with textContent only: a
 // payload, reason or name is never parsed as HTML.
 "use strict";
 
@@ -10,6 +11,11 @@ const state = {
   deadQueue: "",
   deadSeen: null, // the dead count the shown list was loaded at
   watching: null, // a request id looked up again on every refresh until it finished
+  match: "", // the queues listed: those whose name holds this, ...
+  all: false, // ... or every queue; neither: the summary
+  timer: null,
+  running: false,
+  again: false, // the listing changed while a refresh ran: refresh once more at its end
 };
 
 const $ = (id) => document.getElementById(id);
@@ -130,7 +136,34 @@ function renderQueues(o) {
   }
   $("queues").replaceChild(body, $("queues").tBodies[0]);
   draws.forEach((draw) => draw());
-  $("no-queues").hidden = o.queues.length > 0;
+  $("no-queues").hidden = o.queues.length > 0 || Boolean(state.match);
+  renderSummary(o);
+}
+
+function renderSummary(o) {
+  const s = o.summary;
+  const held = `${count(s.length)} entries, ${count(s.delayed)} delayed, ${count(s.dead)} dead`;
+  let text;
+  if (state.match) text = `${count(o.queues.length)} queues named *${state.match}*: ${held}`;
+  else if (s.complete) text = `${count(s.queues)} queues: ${held}`;
+  else text = `${count(s.queues)} queues hold ${held}; shown: the ${count(o.queues.length)} served or holding most`;
+  $("queue-summary").textContent = text;
+  $("show-all").textContent = state.all ? "show the summary" : "show all";
+}
+
+function listing() {
+  if (state.match) return `/api/overview?q=${encodeURIComponent(state.match)}`;
+  return state.all ? "/api/overview?all=1" : "/api/overview";
+}
+
+function relist(match, all) {
+  state.match = match;
+  state.all = all;
+  if (state.running) state.again = true;
+  else {
+    clearTimeout(state.timer);
+    refresh();
+  }
 }
 
 // -- charts ---------------------------------------------------------------------------------
@@ -183,8 +216,10 @@ function renderWorkers(o) {
 // -- the refresh loop -----------------------------------------------------------------------
 
 async function refresh() {
+  state.running = true;
+  state.again = false;
   try {
-    const o = await api("/api/overview");
+    const o = await api(listing());
     state.overview = o;
     $("where").textContent = `${o.redis} · namespace ${o.namespace}`;
     renderQueues(o);
@@ -197,7 +232,8 @@ async function refresh() {
   } catch (error) {
     problem(`${error.message} (trying again)`);
   } finally {
-    setTimeout(refresh, state.session.interval_ms);
+    state.running = false;
+    state.timer = setTimeout(refresh, state.again ? 0 : state.session.interval_ms);
   }
 }
 
@@ -248,6 +284,14 @@ async function start() {
     event.preventDefault();
     const id = $("search-id").value.trim();
     if (id) watch(id);
+  });
+  $("queue-list").addEventListener("submit", (event) => {
+    event.preventDefault();
+    relist($("queue-match").value.trim(), false);
+  });
+  $("show-all").addEventListener("click", () => {
+    $("queue-match").value = "";
+    relist("", !state.all);
   });
   $("chart-queue").addEventListener("change", (e) => { state.chartQueue = e.target.value; if (state.overview) renderCharts(state.overview); });
   $("dead-queue").addEventListener("change", (e) => { state.deadQueue = e.target.value; state.deadSeen = null; if (state.overview) RBDead.refresh(state.overview); });

@@ -14,7 +14,7 @@ trips, so the numbers can be off by what happened in those milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,14 +300,22 @@ def _shown(
 
 
 def collect(
-    client: Client, keyspace: KeySpace, now: float, *, limit: int | None = None
+    client: Client,
+    keyspace: KeySpace,
+    now: float,
+    *,
+    limit: int | None = None,
+    only: Callable[[str], bool] | None = None,
 ) -> Snapshot:
     """Read the status of the queues of ``keyspace`` and of its workers; ``now`` is unix
     seconds (ages and the statistics window are taken against it). With ``limit`` and more
     queues than that, a summary: totals over every queue, details of the served ones and the
-    ``limit`` holding most (``choose``). Redis errors propagate."""
+    ``limit`` holding most (``choose``). ``only``: the queues whose name it passes, as if
+    they were all (the dashboard's search). Redis errors propagate."""
     now_ms = int(now * 1000)
     queues = _queue_names(client, keyspace)
+    if only is not None:
+        queues = [keys for keys in queues if only(keys.name)]
     heartbeat_keys = _heartbeat_keys(client, keyspace)
     summary = None
     if limit is not None and len(queues) > limit:
