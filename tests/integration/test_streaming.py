@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from helpers.workers import WorkerProcess, wait_serving, wait_until
-from redbatch import AsyncProducer, Producer, RequestCancelled, StreamRestarted
+from redbatch import AsyncProducer, ConfigError, Producer, RequestCancelled, StreamRestarted
 from redbatch.protocol.keys import KeySpace
 
 Factory = Callable[..., WorkerProcess]
@@ -86,7 +86,19 @@ def test_a_request_submitted_without_streaming_interest_gets_its_result_only(
         plain = producer.submit(queue, {"tag": "p", "n": 0})
         assert plain.result(timeout=WAIT_S) == ["p:a", "p:b"]  # no Final: its chunks
         assert plain.position == (0, -1)
+        # Its stream() would end empty having had no chunks: it says why instead, at once.
+        with pytest.raises(ConfigError, match="without stream=True"):
+            plain.stream()
         assert list(producer.stream(queue, {"tag": "s", "n": 0}, timeout=WAIT_S)) == ["s:a", "s:b"]
+
+    async def async_side() -> None:
+        async with AsyncProducer.from_url(redis_url, namespace=namespace) as producer:
+            handle = await producer.submit(queue, {"tag": "q", "n": 0})
+            with pytest.raises(ConfigError, match="without stream=True"):
+                handle.stream()
+            assert await handle.result(timeout=WAIT_S) == ["q:a", "q:b"]
+
+    asyncio.run(async_side())
 
 
 def test_a_cancelled_stream_stops_and_ends_cancelled_while_its_batchmate_completes(

@@ -30,6 +30,7 @@ from redbatch.protocol.fields import (
     DEAD,
     EXPIRED,
     OK,
+    STREAM,
     Outcome,
     build_entry,
     decode_reply,
@@ -119,6 +120,11 @@ class Submission:
     fields: dict[str, str | bytes | int]
     priority: str = DEFAULT_PRIORITY
     timeout_ms: int = 0
+
+    @property
+    def streaming(self) -> bool:
+        """Submitted with ``stream=True``: its chunks come to its producer."""
+        return self.fields.get(STREAM) == "1"
 
 
 class ProducerCore:

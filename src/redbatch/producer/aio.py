@@ -191,7 +191,9 @@ class AsyncProducer:
 
     def _handles(self, subs: list[Submission], once: bool) -> list[AsyncHandle]:
         core, cancel, gone = self._core, self._cancel_ids, self._overdue.gone
-        return [AsyncHandle(core, cancel, s.queue, s.request_id, gone, once) for s in subs]
+        return [
+            AsyncHandle(core, cancel, s.queue, s.request_id, gone, once, s.streaming) for s in subs
+        ]
 
     async def _cancel_ids(self, queue: str, ids: list[str]) -> None:
         await self._drive(self._engine.cancel_here(queue, ids))

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from redbatch.errors import ResultTimeout, StreamRestarted
+from redbatch.errors import ConfigError, ResultTimeout, StreamRestarted
 from redbatch.producer._core import ProducerCore
-from redbatch.producer.chunk_feed import ChunkFeed, Restarted
+from redbatch.producer.chunk_feed import ChunkFeed, Restarted, check_resume
 from redbatch.protocol.chunks import Chunk
 from redbatch.protocol.fields import OK, Outcome
 
@@ -26,7 +26,8 @@ class BaseHandle:
     outcome becomes a value."""
 
     __slots__ = (
-        "_cancel", "_core", "_ct", "_feed", "_gone", "id", "once", "queue", "submitted_at",
+        "_cancel", "_core", "_ct", "_feed", "_gone", "id", "once", "queue", "streaming",
+        "submitted_at",
     )  # fmt: skip
 
     def __init__(
@@ -37,12 +38,15 @@ class BaseHandle:
         request_id: str,
         gone: GoneFn | None = None,
         once: bool = False,
+        streaming: bool = False,
     ) -> None:
         """``cancel`` sets the cancel keys of (queue, ids); ``gone`` is told when the
-        caller's wait ends without an outcome; ``once``: submitted with a caller-chosen id."""
+        caller's wait ends without an outcome; ``once``: submitted with a caller-chosen id;
+        ``streaming``: submitted with ``stream=True`` (its chunks come to this producer)."""
         self.id = request_id
         self.queue = queue
         self.once = once
+        self.streaming = streaming
         self._core = core
         self._cancel = cancel
         self._gone = gone
@@ -68,6 +72,16 @@ class BaseHandle:
     def _left(self, cancelled: bool) -> None:
         if self._gone is not None and not self.done():
             self._gone([self], cancelled=cancelled)
+
+    def _check_streaming(self, resume: str) -> None:
+        """Before a ``stream()``: a request submitted without ``stream=True`` gets no chunks,
+        so iterating it would end empty, silently: say so instead."""
+        check_resume(resume)
+        if not self.streaming:
+            raise ConfigError(
+                f"request {self.id} was submitted without stream=True, so its chunks are not "
+                "sent: submit(..., stream=True) or producer.stream(queue, payload) to stream it"
+            )
 
     def _chunk_value(self, item: Chunk | Restarted) -> Any:
         """A chunk's value; StreamRestarted for a restart to announce."""

@@ -28,10 +28,11 @@ class Handle(ThreadStream):
 
     def __init__(
         self, core: ProducerCore, cancel: Callable[[str, list[str]], Any], queue: str,
-        request_id: str, gone: GoneFn | None = None, once: bool = False, latch: Latch | None = None,
+        request_id: str, gone: GoneFn | None = None, once: bool = False,
+        streaming: bool = False, latch: Latch | None = None,
     ) -> None:  # fmt: skip
         """``latch`` is shared with the other handles of one ``map`` call."""
-        BaseHandle.__init__(self, core, cancel, queue, request_id, gone, once)
+        BaseHandle.__init__(self, core, cancel, queue, request_id, gone, once, streaming)
         self._latch = latch if latch is not None else Latch(1)
         self._outcome: Outcome | None = None
         self._error: Exception | None = None

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from redbatch.errors import ResultTimeout
 from redbatch.producer.base_handle import BaseHandle
-from redbatch.producer.chunk_feed import RAISE, ChunkFeed, Ended, Restarted, check_resume
+from redbatch.producer.chunk_feed import RAISE, ChunkFeed, Ended, Restarted
 from redbatch.producer.latch import Latch
 from redbatch.protocol.chunks import Chunk
 from redbatch.protocol.fields import Outcome
@@ -45,8 +45,12 @@ class ThreadStream(BaseHandle):
         StreamRestarted (``.attempt``), after which ``result()`` gives the new attempt's
         value and a new ``stream()`` yields its chunks from the first; ``resume="restart"``
         goes on with the new attempt's chunks instead. ``timeout`` bounds the whole stream
-        (ResultTimeout; with ``cancel_on_timeout`` the request is then cancelled)."""
-        check_resume(resume)
+        (ResultTimeout; with ``cancel_on_timeout`` the request is then cancelled). Raises
+        ConfigError at once for a request submitted without ``stream=True``."""
+        self._check_streaming(resume)
+        return self._stream(timeout, resume)
+
+    def _stream(self, timeout: float | None, resume: str) -> Iterator[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             item = self._next_chunk(resume, deadline, timeout)
@@ -101,12 +105,14 @@ class TaskStream(BaseHandle):
         """Like ``Handle.position``."""
         return self._feed.seen if self._feed is not None else (0, -1)
 
-    async def stream(
-        self, timeout: float | None = None, *, resume: str = RAISE
-    ) -> AsyncIterator[Any]:
-        """Like ``Handle.stream``, as an async iterator. Cancelling the iterating task cancels
-        the request (unless the producer was made with ``cancel_on_cancel=False``)."""
-        check_resume(resume)
+    def stream(self, timeout: float | None = None, *, resume: str = RAISE) -> AsyncIterator[Any]:
+        """Like ``Handle.stream``, as an async iterator (``async for``). Cancelling the
+        iterating task cancels the request (unless the producer was made with
+        ``cancel_on_cancel=False``)."""
+        self._check_streaming(resume)
+        return self._stream(timeout, resume)
+
+    async def _stream(self, timeout: float | None, resume: str) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:

@@ -172,7 +172,10 @@ class Producer:
     def _handles(self, subs: list[Submission], once: bool) -> list[Handle]:
         latch = Latch(len(subs))
         core, cancel, gone = self._core, self._cancel_ids, self._overdue.gone
-        return [Handle(core, cancel, s.queue, s.request_id, gone, once, latch=latch) for s in subs]
+        return [
+            Handle(core, cancel, s.queue, s.request_id, gone, once, s.streaming, latch=latch)
+            for s in subs
+        ]
 
     def _cancel_ids(self, queue: str, ids: list[str]) -> None:
         self._drive(self._engine.cancel_here(queue, ids))
