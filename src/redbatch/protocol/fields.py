@@ -276,6 +276,12 @@ def integer_field(fields: dict[bytes, bytes], name: str) -> int:
     raw = fields.get(key)
     if not raw:
         return default
+    # The common case without decoding: bytes.isdigit() is true for ASCII digits only, the
+    # same rule as the text check below (which is kept for the error message).
+    if raw.isdigit() and len(raw) <= _MAX_INT_DIGITS:
+        value = int(raw)
+        if value >= minimum:
+            return value
     text = _text(raw, name)
     if not (text.isdigit() and len(text) <= _MAX_INT_DIGITS) or int(text) < minimum:
         raise MalformedEntry(f"field {name!r} must be an integer >= {minimum}, got {text!r:.40}")
