@@ -23,8 +23,10 @@ from pydantic import BaseModel
 from redbatch import (
     AsyncProducer,
     ConnectionFailed,
+    NoWorker,
     PayloadError,
     PayloadTooLarge,
+    ProducerClosed,
     QueueFull,
     RedbatchError,
     RedisRefused,
@@ -88,6 +90,8 @@ STATUS: list[tuple[type[RedbatchError], int]] = [
     (QueueFull, 503),
     (ConnectionFailed, 503),
     (RedisRefused, 503),
+    (NoWorker, 503),  # only with require_worker=True: nothing serves the queue right now
+    (ProducerClosed, 503),  # the server is shutting down: another replica will answer
     (PayloadTooLarge, 413),
     (PayloadError, 422),
     (ResultTimeout, 504),

@@ -37,6 +37,9 @@ def test_every_public_error_has_a_status() -> None:
     ]
     statuses = {cls.__name__: example.status_of(cls.__new__(cls)) for cls in errors}
     assert statuses["QueueFull"] == statuses["ConnectionFailed"] == 503
+    # Nothing serving the queue (require_worker) and a server shutting down are not the
+    # app's bug: retry elsewhere or shortly, never the catch-all 500.
+    assert statuses["NoWorker"] == statuses["ProducerClosed"] == 503
     assert statuses["ResultTimeout"] == 504
     assert statuses["PayloadTooLarge"] == 413
     assert statuses["RequestFailed"] == 502
