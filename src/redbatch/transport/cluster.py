@@ -118,15 +118,22 @@ def connect_any(
     ``cluster`` says so), else as ``connect``. ``cluster=None`` asks the server.
     ``client_name``: every connection names itself so (``CLIENT SETNAME``);
     ``max_connections``: the pool's size (per node on a cluster)."""
-    if cluster is None:
-        try:
-            cluster = is_cluster(url, client_name)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConnectionFailed(describe_error(url, exc)) from None
+    cluster = _cluster_or_ask(url, cluster, client_name)
     pool = pool_options(max_connections, client_name)
     if not cluster:
         return connect(url, retries=retries, socket_timeout=socket_timeout, **pool)
     return connect_cluster(url, socket_timeout=socket_timeout, **pool)
+
+
+def _cluster_or_ask(url: str, cluster: bool | None, client_name: str | None) -> bool:
+    """``cluster`` as given, or (None) the server's answer; a server that does not answer
+    the probe is a ConnectionFailed."""
+    if cluster is not None:
+        return cluster
+    try:
+        return is_cluster(url, client_name)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise ConnectionFailed(describe_error(url, exc)) from None
 
 
 def pool_options(max_connections: int | None, client_name: str | None) -> dict[str, Any]:
@@ -229,11 +236,7 @@ def connect_async_any(
 ) -> AsyncClient:
     """Like ``connect_any``, for asyncio (the server is asked with a short sync probe;
     ``connect_async_lazily`` asks it without blocking the loop)."""
-    if cluster is None:
-        try:
-            cluster = is_cluster(url, client_name)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConnectionFailed(describe_error(url, exc)) from None
+    cluster = _cluster_or_ask(url, cluster, client_name)
     pool = pool_options(max_connections, client_name)
     if not cluster:
         return connect_async(url, retries=retries, socket_timeout=socket_timeout, **pool)

@@ -103,12 +103,7 @@ class PackedScript:
         deadline: float | None = None,
     ) -> Any:
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
-        packed = hiredis.pack_command(command)  # type: ignore[arg-type]
-        conn = self._pool.get_connection()
-        try:
-            return _call(conn, packed, deadline, self._script.script)
-        finally:
-            self._pool.release(conn)
+        return _on_pool(self._pool, command, deadline, self._script.script)
 
 
 def bounded_command(client: Any, args: Sequence[bytes | str | int], deadline: float | None) -> Any:
@@ -116,11 +111,20 @@ def bounded_command(client: Any, args: Sequence[bytes | str | int], deadline: fl
     ``deadline``; through the client's own API for any other client (no bound there)."""
     if type(client) is not redis.Redis:
         return client.execute_command(*args)
-    packed = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
-    pool = client.connection_pool
+    return _on_pool(client.connection_pool, tuple(args), deadline)
+
+
+def _on_pool(
+    pool: redis.ConnectionPool,
+    command: tuple[bytes | str | int, ...],
+    deadline: float | None,
+    script: Any = None,
+) -> Any:
+    """``command`` packed by hiredis and run on one connection taken from ``pool``."""
+    packed = hiredis.pack_command(command)  # type: ignore[arg-type]
     conn = pool.get_connection()
     try:
-        return _call(conn, packed, deadline)
+        return _call(conn, packed, deadline, script)
     finally:
         pool.release(conn)
 
