@@ -412,6 +412,8 @@ def test_result_with_unknown_status_raises_value_error(fields: dict[bytes, bytes
         ("deadline", None, 0),
         ("deadline", b"0", 0),
         ("enq", b"1700000000123", 1700000000123),
+        ("enq", b"9" * 19, int("9" * 19)),
+        ("cost", b"0012", 12),
     ],
 )
 def test_one_rule_reads_every_integer_field(name: str, raw: bytes | None, expected: int) -> None:
@@ -423,7 +425,8 @@ def test_one_rule_reads_every_integer_field(name: str, raw: bytes | None, expect
 @pytest.mark.parametrize(
     ("name", "raw", "default"),
     [("attempt", b"0", 1), ("cost", b"0", 1), ("deadline", b"-5", 0), ("enq", b"1" * 20, 0),
-     ("cost", b"x", 1), ("attempt", "٣".encode(), 1)],
+     ("cost", b"x", 1), ("attempt", "٣".encode(), 1), ("cost", b"+5", 1), ("cost", b" 5", 1),
+     ("enq", b"1_000", 0), ("cost", "²".encode(), 1)],
 )  # fmt: skip
 def test_a_bad_integer_field_is_malformed_or_its_default(
     name: str, raw: bytes, default: int
