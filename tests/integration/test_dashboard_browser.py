@@ -230,5 +230,11 @@ def test_past_twenty_queues_the_page_shows_the_summary_and_finds_the_rest(
     expect(page.locator("#show-all")).to_have_text("show the summary")
     page.click("#show-all")
     expect(rows).to_have_count(1, timeout=SEEN_MS)
+
+    # All idle: the summary lists no queue, and the page does not call the namespace empty.
+    redis_client.xtrim(queue_keys(redis_client, namespace, "idle-03").streams[1], 0)
+    expect(summary).to_contain_text("25 queues hold 0 entries", timeout=SEEN_MS)
+    expect(rows).to_have_count(0)
+    expect(page.locator("#no-queues")).to_be_hidden()
     assert errors == []
     page.close()

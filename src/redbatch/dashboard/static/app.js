@@ -136,7 +136,8 @@ function renderQueues(o) {
   }
   $("queues").replaceChild(body, $("queues").tBodies[0]);
   draws.forEach((draw) => draw());
-  $("no-queues").hidden = o.queues.length > 0 || Boolean(state.match);
+  // Past 20 queues a summary may list none (all idle): the namespace is not empty then.
+  $("no-queues").hidden = o.queues.length > 0 || o.summary.queues > 0 || Boolean(state.match);
   renderSummary(o);
 }
 
