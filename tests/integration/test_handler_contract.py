@@ -42,7 +42,9 @@ def test_a_handler_with_requests_sees_each_requests_fields(
     worker_factory: WorkerFactory,
 ) -> None:  # fmt: skip
     wait_serving(worker_factory([queue], "helpers.contract_handlers:describe"))
-    with Producer.from_url(redis_url, namespace=namespace) as producer:
+    # default_timeout=None: a request without a timeout of its own has no deadline (with the
+    # producer's default, it would carry that default as its deadline).
+    with Producer.from_url(redis_url, namespace=namespace, default_timeout=None) as producer:
         before = now_ms()
         a = producer.submit(queue, "a", id="req-a", cost=5, timeout=60)
         b = producer.submit(queue, "b", id="req-b", priority="high")
