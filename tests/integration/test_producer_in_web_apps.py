@@ -179,6 +179,26 @@ def test_another_event_loop_raises_naming_the_fix(redis_url: str, namespace: str
         first.close()
 
 
+def test_a_handle_awaited_on_another_loop_raises_naming_the_fix(
+    redis_url: str, namespace: str
+) -> None:
+    """A handle carried to another loop (a thread with its own asyncio.run): asyncio alone
+    raises "attached to a different loop" and leaves an unretrieved future behind."""
+    producer = AsyncProducer.from_url(redis_url, namespace=namespace)
+    first = asyncio.new_event_loop()
+    try:
+        handle = first.run_until_complete(producer.submit("nobody-serves", "x", timeout=WAIT))
+        with pytest.raises(WrongEventLoop, match="one per event loop"):
+            asyncio.run(handle.result(timeout=WAIT))
+        with pytest.raises(WrongEventLoop, match="one per event loop"):
+            asyncio.run(handle.cancel())
+        assert not handle.done()  # nothing was waited on or sent from the wrong loop
+        assert first.run_until_complete(handle.cancel())  # on its own loop it works
+        first.run_until_complete(producer.close())
+    finally:
+        first.close()
+
+
 def test_connections_name_themselves(
     redis_url: str, redis_client: redis.Redis, namespace: str, queue: str
 ) -> None:

@@ -102,6 +102,7 @@ class AsyncHandle(TaskStream):
         return await self._result(self._core.timeout(timeout))
 
     async def _result(self, wait: float | None, timeout: float | None = None) -> Any:
+        self._check_loop()
         outcome = await self._told(self._wait(wait, timeout))
         return self._core.value(outcome, self._ct)
 
@@ -121,6 +122,7 @@ class AsyncHandle(TaskStream):
         """Like ``Handle.cancel``."""
         if self.done():
             return False
+        self._check_loop()
         if self._feed is not None:
             self._feed.cancelled = True  # no more chunks, only the outcome
         cancelled: Awaitable[None] = self._cancel(self.queue, [self.id])

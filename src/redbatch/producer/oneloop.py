@@ -24,6 +24,15 @@ def connector(url: str, pool: PoolOptions, name: str) -> Connector:
     return lambda: connect_async_lazily(url, **pool, client_name=name)
 
 
+def wrong_loop() -> WrongEventLoop:
+    """The error of a producer, or one of its handles, used on a loop not its own: asyncio
+    would hang, or raise "attached to a different loop" naming no fix."""
+    return WrongEventLoop(
+        "this AsyncProducer was first used on another event loop; its connections, handles "
+        "and futures belong to that loop: make one per event loop (e.g. in the app's lifespan)"
+    )
+
+
 class OneLoop:
     """The loop a producer first ran on; ``connector`` makes its client (None: given)."""
 
@@ -41,11 +50,7 @@ class OneLoop:
         if self.loop is None:
             self.loop = loop
         elif self.loop is not loop:
-            raise WrongEventLoop(
-                "this AsyncProducer was first used on another event loop; its connections "
-                "and futures belong to that loop: make one per event loop (e.g. in the "
-                "app's lifespan)"
-            )
+            raise wrong_loop()
 
     async def connect(self, deadline: Deadline | None = None) -> AsyncClient | None:
         """The client made now, or None when connected already. ConnectionFailed when

@@ -13,6 +13,7 @@ from redbatch.errors import ResultTimeout
 from redbatch.producer.base_handle import BaseHandle
 from redbatch.producer.chunk_feed import RAISE, ChunkFeed, Ended, Restarted
 from redbatch.producer.latch import Latch
+from redbatch.producer.oneloop import wrong_loop
 from redbatch.protocol.chunks import Chunk
 from redbatch.protocol.fields import Outcome
 
@@ -100,6 +101,12 @@ class TaskStream(BaseHandle):
     async def _told(self, waiting: Awaitable[T]) -> T:
         raise NotImplementedError
 
+    def _check_loop(self) -> None:
+        """WrongEventLoop when awaited on a loop other than its producer's (a task on another
+        loop cannot await its future: asyncio raises an error naming no fix)."""
+        if asyncio.get_running_loop() is not self._future.get_loop():
+            raise wrong_loop()
+
     @property
     def position(self) -> tuple[int, int]:
         """Like ``Handle.position``."""
@@ -113,6 +120,7 @@ class TaskStream(BaseHandle):
         return self._stream(timeout, resume)
 
     async def _stream(self, timeout: float | None, resume: str) -> AsyncIterator[Any]:
+        self._check_loop()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
