@@ -50,3 +50,13 @@ def tensors(payloads: list[Any]) -> list[Any]:
 def unencodable_when_asked(payloads: list[Any]) -> list[Any]:
     """Echo, but the payload "set" is answered with a set, which no codec can carry."""
     return [{1, 2} if p == "set" else p for p in payloads]
+
+
+async def until_one_is_cancelled(payloads: list[Any], requests: list[RequestInfo]) -> list[Any]:
+    """Runs (up to 20 s) until a request of its batch is cancelled; answers with what each
+    request's ``cancelled()`` says then: a plain handler learns of a cancel while it runs."""
+    for _ in range(1000):
+        if any(r.cancelled() for r in requests):
+            break
+        await asyncio.sleep(0.02)
+    return [r.cancelled() for r in requests]

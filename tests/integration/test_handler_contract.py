@@ -14,7 +14,7 @@ import redis
 
 from helpers import optional
 from helpers.entries import add_atomically, now_ms, pack, wait_results
-from helpers.workers import WorkerProcess, start_worker, wait_serving
+from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
 from redbatch import Producer, RequestFailed
 from redbatch.embedded import EmbeddedRedis
 from redbatch.protocol.keys import KeySpace
@@ -83,6 +83,22 @@ def app_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         "    return [os.path.basename(__file__)] * len(payloads)\n"
     )
     yield app, module
+
+
+def test_a_plain_handler_sees_a_cancel_that_arrives_while_it_runs(
+    redis_client: redis.Redis, redis_url: str, namespace: str, queue: str,
+    worker_factory: WorkerFactory,
+) -> None:  # fmt: skip
+    wait_serving(worker_factory([queue], "helpers.contract_handlers:until_one_is_cancelled"))
+    stream = KeySpace(namespace).queue(queue).stream
+    with Producer.from_url(redis_url, namespace=namespace) as producer:
+        stay, go = producer.submit_many(queue, ["stay", "go"], timeout=60)  # one batch
+        wait_until(lambda: redis_client.xpending(stream, "workers")["pending"] == 2)
+        go.cancel()
+        # The handler returns once it sees the cancel (it would wait 20 s otherwise); a
+        # running request keeps its outcome.
+        assert go.result(timeout=WAIT_S) is True
+        assert stay.result(timeout=WAIT_S) is False
 
 
 @pytest.mark.parametrize("by", ["--path", "working directory"])

@@ -37,10 +37,7 @@ class ChunkSender:
     def publisher(self, queue: str) -> StepPublisher:
         """The ``publish`` of a batch read from physical queue ``queue`` (made for every
         batch: cheap, and nothing starts until a streaming handler's first step)."""
-        keys = self._keys.get(queue)
-        if keys is None:
-            keys = self._keys[queue] = self._keyspace.queue(queue)
-        return StepPublisher(self, keys)
+        return StepPublisher(self, self.keys(queue))
 
     def submit(
         self, keys: QueueKeys, running: list[str], chunks: list[StepChunk]
@@ -67,6 +64,23 @@ class ChunkSender:
             )  # fmt: skip
             return set()
         return {running[int(at) - 1] for at in cancelled}
+
+    def check_cancelled(self, keys: QueueKeys, running: list[str]) -> set[str]:
+        """The ids of ``running`` whose cancel key is set (a step without chunks); none
+        when Redis cannot say (the next check asks again)."""
+        script_keys, argv = push_chunks_args(keys, running, [], ttl_ms=self._ttl_ms)
+        try:
+            cancelled = self._script(keys=script_keys, args=argv)
+        except redis.RedisError as exc:
+            log.debug("could not check cancels: %s", exc, extra={"event": "cancel_check_failed"})
+            return set()
+        return {running[int(at) - 1] for at in cancelled}
+
+    def keys(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = self._keyspace.queue(queue)
+        return keys
 
 
 class StepPublisher:

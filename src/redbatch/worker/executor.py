@@ -124,7 +124,8 @@ class Executor:
                 live.append(i)
         if live:
             # Grows while a streaming handler runs: each step's cancel check adds to it.
-            alive_cancelled = set(cancelled)
+            # (or, for a handler that declares requests, the runner's watch: the same set)
+            alive_cancelled = cancelled if isinstance(cancelled, set) else set(cancelled)
             infos = self._infos([requests[i] for i in live], alive_cancelled)
             results = self._isolated([prepared.payloads[i] for i in live], infos)
             if results[0][0] == _STREAM:
@@ -152,6 +153,11 @@ class Executor:
             )
             for i, request in enumerate(requests)
         ]  # fmt: skip
+
+    @property
+    def wants_requests(self) -> bool:
+        """The handler declares ``requests``: it may ask ``cancelled()`` while it runs."""
+        return self._call.wants_requests
 
     def _infos(self, requests: list[Request], cancelled: Set[str]) -> list[RequestInfo]:
         """The ``requests`` argument, built only for a handler that declares it."""

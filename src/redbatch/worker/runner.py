@@ -39,6 +39,7 @@ from redbatch.transport.cluster import connect_any
 from redbatch.transport.connection import Client, check_reachable, connection_name, redacted
 from redbatch.worker.batch import Batch, Turn, attempt_of
 from redbatch.worker.calling import Handler, HandlerLoop
+from redbatch.worker.cancel_watch import CancelWatch
 from redbatch.worker.chunk_sender import ChunkSender
 from redbatch.worker.executor import Executor, Ran
 from redbatch.worker.heartbeat import Heartbeat, Progress
@@ -135,6 +136,7 @@ class Worker:
         )
         self._recorder = Recorder(self._writer, self._counted)
         self._chunks = ChunkSender(self._client, self._keyspace, result_ttl_s=config.result_ttl_s)
+        self._cancel_watch = CancelWatch(self._chunks.check_cancelled)
         self._audit = PendingAudit(self._client, self._keyspace, config.name, self._writer)
         # Entries taken from the reader but never started (a stop came first): handed back.
         self._unstarted: list[RawEntry] = []
@@ -202,6 +204,7 @@ class Worker:
             self._compute.submit(self._handler_loop.close)
             self._compute.shutdown(wait=False)
             self._chunks.close()
+            self._cancel_watch.close()
         self._drain()
         self.telemetry.close()
 
@@ -408,9 +411,18 @@ class Worker:
         began = self.progress.batch_started = time.monotonic()
         batch.running.set()
         publish = self._chunks.publisher(batch.queue)
+        # RequestInfo.cancelled() reads this set: the watch adds cancels that come meanwhile.
+        seen: set[str] | frozenset[str] = cancelled
+        watching = executor.wants_requests
+        if watching:
+            seen = set(cancelled)
+            ids = [r.id for r in batch.prepared.requests]
+            self._cancel_watch.watch(self._chunks.keys(batch.queue), ids, seen)
         try:
-            return executor.execute(batch.prepared, cancelled, publish)
+            return executor.execute(batch.prepared, seen, publish)
         finally:
+            if watching:
+                self._cancel_watch.done()
             publish.flush()  # every chunk written before the batch's final replies
             self.progress.batch_started = None
             batch.service_s = time.monotonic() - began
