@@ -6,15 +6,13 @@ the loop the producer first ran on. It does no I/O until its first operation.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from redbatch.producer import options as opt
 from redbatch.producer._core import ProducerCore, Submission
 from redbatch.producer.admission import Deadline
-from redbatch.producer.chunk_feed import RAISE, check_resume
-from redbatch.producer.chunk_reader import read_stream_async, reading
 from redbatch.producer.engine import Engine
 from redbatch.producer.gather import gather_async
 from redbatch.producer.handle import AsyncHandle
@@ -24,6 +22,7 @@ from redbatch.producer.overdue import AsyncOverdue
 from redbatch.producer.plans import Flow, Steps
 from redbatch.producer.requests import Gathered
 from redbatch.producer.runners import run_async
+from redbatch.producer.stream_calls import AsyncStreams
 from redbatch.protocol.scripts import Scripts
 from redbatch.transport.connection import AsyncClient, address, ping_async
 
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class AsyncProducer:
+class AsyncProducer(AsyncStreams):
     """``Producer``'s methods as coroutines; one per event loop. ``cancel_on_cancel``: a
     task cancelled while it awaits ``result``, ``call`` or ``map`` cancels its requests."""
 
@@ -131,26 +130,6 @@ class AsyncProducer:
             return []
         await self._ready(deadline)
         return await self._overdue.within(deadline, batch)
-
-    async def stream(
-        self, queue: str, payload: Any, *, resume: str = RAISE, **options: Unpack[opt.SubmitOptions]
-    ) -> AsyncIterator[Any]:
-        """Like ``Producer.stream``: ``async for chunk in producer.stream(...)``."""
-        check_resume(resume)
-        options["stream"] = True
-        handle = await self.submit(queue, payload, **options)
-        async for chunk in handle.stream(options.get("timeout"), resume=resume):
-            yield chunk
-
-    async def stream_from(
-        self, queue: str, id: str, **options: Unpack[opt.FromOptions]
-    ) -> AsyncIterator[Any]:
-        """Like ``Producer.stream_from``."""
-        await self._ready()
-        flow = reading(self._core, queue, id, *opt.from_args(options))
-        reader = read_stream_async(self._client, flow)
-        async for chunk in reader:
-            yield chunk
 
     async def cancel(self, queue: str, id: str) -> None:
         """Like ``Producer.cancel``."""

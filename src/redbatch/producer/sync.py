@@ -5,15 +5,13 @@ caller's thread, and its reply listener on threads of its own (``listener``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from redbatch.producer import options as opt
 from redbatch.producer._core import ProducerCore, Submission
 from redbatch.producer.admission import Deadline
-from redbatch.producer.chunk_feed import RAISE, check_resume
-from redbatch.producer.chunk_reader import read_stream, reading
 from redbatch.producer.engine import Engine
 from redbatch.producer.gather import gather
 from redbatch.producer.handle import Handle
@@ -23,6 +21,7 @@ from redbatch.producer.overdue import Overdue
 from redbatch.producer.plans import Flow, Steps
 from redbatch.producer.requests import Gathered
 from redbatch.producer.runners import run
+from redbatch.producer.stream_calls import Streams
 from redbatch.protocol.scripts import Scripts
 from redbatch.transport.cluster import connect_any
 from redbatch.transport.connection import MAX_CONNECTIONS, Client, address, ping
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Producer:
+class Producer(Streams):
     """Sends requests to queues and receives their outcomes. Thread-safe; share one.
     Keywords: ``ProducerOptions`` (docs/usage.md#a-producer)."""
 
@@ -125,23 +124,6 @@ class Producer:
     ) -> list[Handle]:
         batch = self._engine.many(queue, payloads, options, deadline)
         return [] if batch is None else self._overdue.within(deadline, batch)
-
-    def stream(
-        self, queue: str, payload: Any, *, resume: str = RAISE, **options: Unpack[opt.SubmitOptions]
-    ) -> Iterator[Any]:
-        """``submit(..., stream=True)`` then ``handle.stream(timeout, resume=resume)``: yields
-        the request's chunks as a streaming handler makes them."""
-        check_resume(resume)
-        options["stream"] = True
-        handle = self.submit(queue, payload, **options)
-        return handle.stream(options.get("timeout"), resume=resume)
-
-    def stream_from(self, queue: str, id: str, **options: Unpack[opt.FromOptions]) -> Iterator[Any]:
-        """Read request ``id``'s chunks from where a reader left off (``after``: the
-        ``handle.position`` it had), from this or any process, out of the kept chunks, then
-        end with its outcome as ``stream()`` does. For a producer that reconnects mid-stream.
-        """
-        return read_stream(self._client, reading(self._core, queue, id, *opt.from_args(options)))
 
     def cancel(self, queue: str, id: str) -> None:
         """Cancel request ``id`` of ``queue`` (any producer's, from any process): a worker
