@@ -109,21 +109,30 @@ class DaemonPool:
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
+        self._stopped = False
 
     def submit(self, work: Callable[[], T]) -> Future[T]:
+        """Run ``work`` on a pool thread; after ``stop`` it runs on the caller's thread: a
+        job queued behind the stop sentinels would never run (its caller would wait out its
+        whole deadline)."""
         future: Future[T] = Future()
         with self._lock:
-            if self._idle == 0 and self._threads < self._size:
-                self._threads += 1
-                threading.Thread(target=self._run, name=self._name, daemon=True).start()
-        self._jobs.put((future, work))
+            stopped = self._stopped
+            if not stopped:
+                if self._idle == 0 and self._threads < self._size:
+                    self._threads += 1
+                    threading.Thread(target=self._run, name=self._name, daemon=True).start()
+                # Under the lock: never behind the sentinels of a concurrent stop().
+                self._jobs.put((future, work))
+        if stopped:
+            _settle(future, work)
         return future
 
     def stop(self) -> None:
         with self._lock:
-            threads = self._threads
-        for _ in range(threads):
-            self._jobs.put(None)
+            self._stopped = True
+            for _ in range(self._threads):
+                self._jobs.put(None)
 
     def _run(self) -> None:
         while True:
@@ -135,9 +144,13 @@ class DaemonPool:
             if job is None:
                 return
             future, work = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(work())
-            except BaseException as exc:  # the caller (or its done callback) sees it
-                future.set_exception(exc)
+            _settle(future, work)
+
+
+def _settle(future: Future[T], work: Callable[[], T]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(work())
+    except BaseException as exc:  # the caller (or its done callback) sees it
+        future.set_exception(exc)

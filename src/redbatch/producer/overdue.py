@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from redbatch.errors import ResultTimeout
+from redbatch.errors import ProducerClosed, ResultTimeout
 from redbatch.producer.admission import Deadline
 from redbatch.producer.background import AsyncBackgroundCancels, BackgroundCancels, DaemonPool
 from redbatch.producer.engine import Batch, Engine
@@ -51,6 +51,8 @@ class Overdue:
         too. At the deadline: ResultTimeout now, and once the flow ends its handles are
         dropped and, with ``cancel_on_timeout``, its requests cancelled (they may have been
         added)."""
+        if self._engine.closed:
+            raise ProducerClosed("producer is closed")
         if deadline.at is None:
             handles: list[Handle] = self._drive(batch.flow, None)
             return handles
@@ -91,6 +93,8 @@ class AsyncOverdue:
     async def within(self, deadline: Deadline, batch: Batch[AsyncHandle]) -> list[AsyncHandle]:
         """Run ``batch``'s flow by ``deadline`` (then ResultTimeout); a timed-out or
         cancelled admission is cancelled (it may have been added)."""
+        if self._engine.closed:
+            raise ProducerClosed("producer is closed")
         try:
             async with asyncio.timeout(deadline.remaining()):
                 handles: list[AsyncHandle] = await self._drive(batch.flow)
