@@ -32,16 +32,31 @@ class DashboardProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(STOP_TIMEOUT_S)
+        self._release()
+        return code
+
+    def kill(self) -> None:
+        """A test's clean-up after a failure: SIGKILL if still running, and the pipe closed
+        (left open, it is collected in a later test as a ResourceWarning that fails it)."""
+        _kill(self.proc)
+        self._release()
+
+    def _release(self) -> None:
         if self.reader is not None:
             self.reader.join(STOP_TIMEOUT_S)  # it ends at the pipe's end of file
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-        return code
 
     def token(self) -> str:
         """The token a ``--allow-writes`` dashboard without ``--token-file`` printed."""
         line = next(line for line in self.lines if line.startswith(_ANNOUNCE))
         return line.split("with token ", 1)[1].split(";", 1)[0]
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(STOP_TIMEOUT_S)
 
 
 def _read(stream: Any, into: queue.Queue[str | None], lines: list[str]) -> None:
@@ -71,7 +86,7 @@ def start_dashboard(*args: str) -> DashboardProcess:
         try:
             line = seen.get(timeout=START_TIMEOUT_S)
         except queue.Empty:
-            proc.kill()
+            DashboardProcess(proc, "", lines, reader).kill()
             raise AssertionError(f"no start-up line in {START_TIMEOUT_S} s: {lines}") from None
         if line is None:
             code = proc.wait()

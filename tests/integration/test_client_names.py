@@ -88,7 +88,9 @@ def test_client_list_names_every_part(
         for process in started:
             assert process.stop() == 0, process.log()
     finally:
-        for leftover in (watch, dashboard.proc if dashboard else None, *(p.proc for p in started)):
+        if dashboard is not None:
+            dashboard.kill()
+        for leftover in (watch, *(p.proc for p in started)):
             if leftover is not None and leftover.poll() is None:
                 leftover.kill()
                 leftover.wait(15)

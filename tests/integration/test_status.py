@@ -316,8 +316,9 @@ def test_watch_redraws_in_a_terminal_and_ctrl_c_exits_0(
     assert "Traceback" not in term.text
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_watch_into_a_pipe_appends_frames(
-    redis_client: redis.Redis, redis_url: str, namespace: str, queue: str
+    redis_client: redis.Redis, redis_url: str, namespace: str, queue: str, stop: signal.Signals
 ) -> None:
     queue_keys(redis_client, namespace, queue)
     args = [sys.executable, "-m", "redbatch", "status", "--watch", "--interval", "0.2",
@@ -330,7 +331,7 @@ def test_watch_into_a_pipe_appends_frames(
             rows += line.startswith(queue)
             if rows == 2:
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)  # Ctrl-C or a service manager's SIGTERM: exit 0 either way
         rest, _ = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 
 import click
@@ -14,7 +15,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from redbatch.cli.common import EXIT_INTERRUPTED, connection_options, fail
+from redbatch.cli.common import EXIT_INTERRUPTED, connection_options, fail, on_stop_signals
 from redbatch.config import check_environment
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.ops.status import Snapshot, collect, render, to_json
@@ -43,8 +44,16 @@ def _snapshot(client: Client, keyspace: KeySpace, url: str, every: bool) -> Snap
         raise RedbatchError(describe_error(url, exc)) from None
 
 
-def _watch(client: Client, keyspace: KeySpace, url: str, interval: float, every: bool) -> None:
-    """Redraw in place every ``interval`` s until Ctrl-C; a Redis outage is shown, not fatal."""
+def _watch(
+    client: Client,
+    keyspace: KeySpace,
+    url: str,
+    interval: float,
+    every: bool,
+    stop: threading.Event,
+) -> None:
+    """Redraw in place every ``interval`` s until Ctrl-C or SIGTERM (exit 0; a second one quits
+    at once, mid-poll); a Redis outage is shown, not fatal."""
 
     def frame() -> RenderableType:
         stamp = time.strftime("%H:%M:%S")
@@ -55,18 +64,16 @@ def _watch(client: Client, keyspace: KeySpace, url: str, interval: float, every:
         return Group(Text(f"redbatch status at {stamp}, every {interval:g} s; Ctrl-C quits"), body)
 
     console = Console()
-    try:
-        if not console.is_terminal or console.is_dumb_terminal:
-            # Live would print only the last frame into a pipe or file: append each instead.
-            while True:
-                console.print(frame(), "")
-                time.sleep(interval)  # the refresh period, not a synchronisation
-        with Live(console=console, auto_refresh=False) as live:
-            while True:
-                live.update(frame(), refresh=True)
-                time.sleep(interval)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a watch ends: exit 0
+    if not console.is_terminal or console.is_dumb_terminal:
+        # Live would print only the last frame into a pipe or file: append each instead.
+        while not stop.is_set():
+            console.print(frame(), "")
+            stop.wait(interval)  # the refresh period, cut short by Ctrl-C
+        return
+    with Live(console=console, auto_refresh=False) as live:
+        while not stop.is_set():
+            live.update(frame(), refresh=True)
+            stop.wait(interval)
 
 
 def _run(
@@ -86,12 +93,17 @@ def _run(
             f"invalid --interval {interval:g}: use {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g} s"
         )
     keyspace = KeySpace(namespace)
+    stop = threading.Event()
+    if watch:
+        # Ctrl-C sets ``stop`` rather than raising KeyboardInterrupt: an interrupt that lands in
+        # a finaliser (redis-py's ConnectionPool.__del__) is swallowed, and the watch ran on.
+        on_stop_signals(stop.set)
     # A cluster client when the server is one.
     client = connect_any(redis_url, cluster=cluster, client_name=connection_name("ops", "status"))
     try:
         check_reachable(redis_url, client)
         if watch:
-            _watch(client, keyspace, redis_url, interval, every)
+            _watch(client, keyspace, redis_url, interval, every, stop)
             return
         snapshot = _snapshot(client, keyspace, redis_url, every)
         if as_json:
