@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 
-from redbatch.protocol.fields import ATTEMPT, integer_field_or_default
-from redbatch.worker.executor import Prepared, Ran
+from redbatch.errors import MalformedEntry
+from redbatch.protocol.fields import ATTEMPT, Request, integer_field_or_default, parse_entry
+from redbatch.worker.executor import Executor, Prepared, Ran
 from redbatch.worker.reader import RawEntry
 from redbatch.worker.writer import Malformed
+
+log = logging.getLogger(__name__)
 
 
 def attempt_of(entry: RawEntry) -> int:
@@ -47,3 +51,25 @@ class Turn:
 
     following: Batch | None = None
     launched: Batch | None = None
+
+
+def prepare(entries: list[RawEntry], executor: Executor, *, alone: bool) -> Batch:
+    """Parse and decode ``entries`` (all of one queue, at least one): what does not parse is
+    kept aside as malformed, to be dead-lettered with the batch's results."""
+    queue = entries[0].queue
+    requests: list[Request] = []
+    malformed: list[Malformed] = []
+    for entry in entries:
+        try:
+            requests.append(parse_entry(queue, entry.entry_id, entry.fields, lane=entry.priority))
+        except MalformedEntry as exc:
+            malformed.append(Malformed(entry, str(exc)))
+    for bad in malformed:
+        log.warning(
+            "dead-lettering malformed entry %s on %s: %s",
+            bad.entry.entry_id,
+            queue,
+            bad.reason,
+            extra={"event": "entry_malformed", "queue": queue, "entry": bad.entry.entry_id},
+        )
+    return Batch(queue, entries, malformed, executor.prepare(requests), alone=alone)

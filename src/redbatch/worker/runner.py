@@ -21,7 +21,6 @@ import enum
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
@@ -30,36 +29,31 @@ from redbatch.batching import BatchPolicy
 from redbatch.batching.adaptive import AdaptiveWindow
 from redbatch.clock import now_ms
 from redbatch.config import WorkerConfig
-from redbatch.errors import ConfigError, MalformedEntry
+from redbatch.errors import ConfigError
 from redbatch.logconfig import settings_line
-from redbatch.protocol.fields import Request, parse_entry
 from redbatch.protocol.keys import KeySpace, logical_name
 from redbatch.transport.capabilities import detect
 from redbatch.transport.cluster import connect_any
 from redbatch.transport.connection import Client, check_reachable, connection_name, redacted
-from redbatch.worker.batch import Batch, Turn, attempt_of
-from redbatch.worker.calling import Handler, HandlerLoop
-from redbatch.worker.cancel_watch import CancelWatch
-from redbatch.worker.chunk_sender import ChunkSender
-from redbatch.worker.executor import Executor, Ran
+from redbatch.worker.batch import Batch, Turn, attempt_of, prepare
+from redbatch.worker.calling import Handler
+from redbatch.worker.executor import Ran
+from redbatch.worker.handler_thread import HandlerThread
 from redbatch.worker.heartbeat import Heartbeat, Progress
-from redbatch.worker.loader import load_executors, warm_up_all
+from redbatch.worker.loader import load_executors
 from redbatch.worker.pending import PendingAudit, held_keys
 from redbatch.worker.probes import Bounds, WorkerHealth
 from redbatch.worker.reader import RawEntry, Reader
 from redbatch.worker.recorder import Recorder, passing_refusal
 from redbatch.worker.shards import ShardWatch
 from redbatch.worker.telemetry import Telemetry
-from redbatch.worker.writer import Malformed, Writer
+from redbatch.worker.writer import Writer
 
 log = logging.getLogger(__name__)
 
 # Commands retried by redis-py (with backoff, capped at 2 s) before the loop sees the error.
 _WORKER_RETRIES = 10
 _SOCKET_TIMEOUT_MARGIN_S = 10.0
-# How long a launch waits for the handler thread to pick its batch up (it normally takes
-# microseconds; the bound only matters if the thread is still busy).
-_HANDOFF_WAIT_S = 0.005
 
 
 class State(enum.Enum):
@@ -120,11 +114,12 @@ class Worker:
             gated=self._tuner is None,
         )
         self._shards = ShardWatch(self._keyspace, config.queues)
-        # The event loop of async handlers: made and run by the handler thread only.
-        self._handler_loop = HandlerLoop()
-        self._executors = load_executors(config, handler, self._handler_loop)
+        self.progress = Progress()
         # One thread runs every handler call, so the loop can do Redis work meanwhile.
-        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redbatch-handler")
+        self._handler = HandlerThread(
+            self._client, self._keyspace, self.progress, result_ttl_s=config.result_ttl_s
+        )
+        self._executors = load_executors(config, handler, self._handler.loop)
         self._writer = Writer(
             self._client,
             self._keyspace,
@@ -135,12 +130,9 @@ class Worker:
             retry_delay_s=config.retry_delay_s,
         )
         self._recorder = Recorder(self._writer, self._counted)
-        self._chunks = ChunkSender(self._client, self._keyspace, result_ttl_s=config.result_ttl_s)
-        self._cancel_watch = CancelWatch(self._chunks.check_cancelled)
         self._audit = PendingAudit(self._client, self._keyspace, config.name, self._writer)
         # Entries taken from the reader but never started (a stop came first): handed back.
         self._unstarted: list[RawEntry] = []
-        self.progress = Progress()
         self.telemetry = Telemetry(
             config.queues, self.progress,
             max_attempts=config.max_attempts, metrics_port=config.metrics_port,
@@ -178,7 +170,7 @@ class Worker:
             client_name=self._client_name,
         )
         self.telemetry.serve()  # before a warm-up that may take minutes: a taken port fails now
-        warm_up_all(self._executors.values(), self._compute, self._handler_loop)
+        self._handler.warm_up(self._executors.values())
         self._serve_shards()
         self._reader.ensure_groups()
         self._set_state(State.SERVING)
@@ -200,11 +192,7 @@ class Worker:
                 running = self._turn(running)
             self._recorder.last(running)
         finally:
-            # Closed on its own thread, after the running batch (never, if that one hangs).
-            self._compute.submit(self._handler_loop.close)
-            self._compute.shutdown(wait=False)
-            self._chunks.close()
-            self._cancel_watch.close()
+            self._handler.close()
         self._drain()
         self.telemetry.close()
 
@@ -358,26 +346,8 @@ class Worker:
         if not entries:
             return None
         entries, alone = self._isolate(entries)
-        queue = entries[0].queue
-        requests: list[Request] = []
-        malformed: list[Malformed] = []
-        for entry in entries:
-            try:
-                requests.append(
-                    parse_entry(queue, entry.entry_id, entry.fields, lane=entry.priority)
-                )
-            except MalformedEntry as exc:
-                malformed.append(Malformed(entry, str(exc)))
-        for bad in malformed:
-            log.warning(
-                "dead-lettering malformed entry %s on %s: %s",
-                bad.entry.entry_id,
-                queue,
-                bad.reason,
-                extra={"event": "entry_malformed", "queue": queue, "entry": bad.entry.entry_id},
-            )
-        prepared = self._executors[logical_name(queue)].prepare(requests)
-        return Batch(queue, entries, malformed, prepared, alone=alone or not self._overlap)
+        executor = self._executors[logical_name(entries[0].queue)]
+        return prepare(entries, executor, alone=alone or not self._overlap)
 
     def _isolate(self, batch: list[RawEntry]) -> tuple[list[RawEntry], bool]:
         """A redelivered entry (attempt > 1) may be what crashed a worker: it runs alone, and
@@ -398,34 +368,8 @@ class Worker:
         requests = batch.prepared.requests
         if requests:
             cancelled = self._writer.start(batch.queue, requests)
-            executor = self._executors[logical_name(batch.queue)]
-            batch.future = self._compute.submit(self._execute, executor, batch, cancelled)
-            # Let the handler thread take the GIL now: otherwise it waits until this thread,
-            # busy building the previous batch's writes, next blocks on I/O.
-            batch.running.wait(_HANDOFF_WAIT_S)
+            self._handler.launch(self._executors[logical_name(batch.queue)], batch, cancelled)
         return batch
-
-    def _execute(self, executor: Executor, batch: Batch, cancelled: frozenset[str]) -> list[Ran]:
-        self.progress.batch_queue = logical_name(batch.queue)
-        self.progress.batch_items = len(batch.prepared.requests)
-        began = self.progress.batch_started = time.monotonic()
-        batch.running.set()
-        publish = self._chunks.publisher(batch.queue)
-        # RequestInfo.cancelled() reads this set: the watch adds cancels that come meanwhile.
-        seen: set[str] | frozenset[str] = cancelled
-        watching = executor.wants_requests
-        if watching:
-            seen = set(cancelled)
-            ids = [r.id for r in batch.prepared.requests]
-            self._cancel_watch.watch(self._chunks.keys(batch.queue), ids, seen)
-        try:
-            return executor.execute(batch.prepared, seen, publish)
-        finally:
-            if watching:
-                self._cancel_watch.done()
-            publish.flush()  # every chunk written before the batch's final replies
-            self.progress.batch_started = None
-            batch.service_s = time.monotonic() - began
 
     def _tune(self, batch: Batch, ran: list[Ran]) -> None:
         """Tell the tuner how the batch went; the reader uses the knobs it answers."""

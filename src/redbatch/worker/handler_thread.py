@@ -1,0 +1,84 @@
+"""The handler thread: one thread of its own runs every handler call and warm-up (always the
+same one, as CUDA contexts like), so the worker's loop does Redis work meanwhile.
+
+It owns what a batch needs while it runs: the event loop of async handlers, the sender of a
+streaming handler's steps, and the watch that tells a handler with ``requests`` about cancels
+that arrive mid-batch. The loop hands it a started batch (``launch``) and later waits on the
+batch's future; ``close`` lets the running batch end on its own (or never, if it hangs: the
+watchdog then ends the process).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from redbatch.protocol.keys import KeySpace, logical_name
+from redbatch.transport.connection import Client
+from redbatch.worker.batch import Batch
+from redbatch.worker.calling import HandlerLoop
+from redbatch.worker.cancel_watch import CancelWatch
+from redbatch.worker.chunk_sender import ChunkSender
+from redbatch.worker.executor import Executor, Ran
+from redbatch.worker.heartbeat import Progress
+from redbatch.worker.loader import warm_up_all
+
+# How long a launch waits for the handler thread to pick its batch up (it normally takes
+# microseconds; the bound only matters if the thread is still busy).
+_HANDOFF_WAIT_S = 0.005
+
+
+class HandlerThread:
+    """Runs batches on the handler thread, telling ``progress`` (the watchdog's view) when
+    one starts and ends."""
+
+    def __init__(
+        self, client: Client, keyspace: KeySpace, progress: Progress, *, result_ttl_s: int
+    ) -> None:
+        self._progress = progress
+        # The event loop of async handlers: made and run by the handler thread only.
+        self.loop = HandlerLoop()
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redbatch-handler")
+        self._chunks = ChunkSender(client, keyspace, result_ttl_s=result_ttl_s)
+        self._cancel_watch = CancelWatch(self._chunks.check_cancelled)
+
+    def warm_up(self, executors: Iterable[Executor]) -> None:
+        warm_up_all(executors, self._compute, self.loop)
+
+    def launch(self, executor: Executor, batch: Batch, cancelled: frozenset[str]) -> None:
+        """Run ``batch`` (marked started; ``cancelled``: its requests cancelled already)."""
+        batch.future = self._compute.submit(self._execute, executor, batch, cancelled)
+        # Let the handler thread take the GIL now: otherwise it waits until the loop's
+        # thread, busy building the previous batch's writes, next blocks on I/O.
+        batch.running.wait(_HANDOFF_WAIT_S)
+
+    def close(self) -> None:
+        # The loop is closed on its own thread, after the running batch (never, if that one
+        # hangs).
+        self._compute.submit(self.loop.close)
+        self._compute.shutdown(wait=False)
+        self._chunks.close()
+        self._cancel_watch.close()
+
+    def _execute(self, executor: Executor, batch: Batch, cancelled: frozenset[str]) -> list[Ran]:
+        self._progress.batch_queue = logical_name(batch.queue)
+        self._progress.batch_items = len(batch.prepared.requests)
+        began = self._progress.batch_started = time.monotonic()
+        batch.running.set()
+        publish = self._chunks.publisher(batch.queue)
+        # RequestInfo.cancelled() reads this set: the watch adds cancels that come meanwhile.
+        seen: set[str] | frozenset[str] = cancelled
+        watching = executor.wants_requests
+        if watching:
+            seen = set(cancelled)
+            ids = [r.id for r in batch.prepared.requests]
+            self._cancel_watch.watch(self._chunks.keys(batch.queue), ids, seen)
+        try:
+            return executor.execute(batch.prepared, seen, publish)
+        finally:
+            if watching:
+                self._cancel_watch.done()
+            publish.flush()  # every chunk written before the batch's final replies
+            self._progress.batch_started = None
+            batch.service_s = time.monotonic() - began
