@@ -18,13 +18,11 @@ from rich.text import Text
 from redbatch.cli.common import EXIT_INTERRUPTED, connection_options, fail, on_stop_signals
 from redbatch.config import check_environment
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
-from redbatch.ops.status import Snapshot, collect, render, to_json
+from redbatch.ops.status import SUMMARY_ROWS, Snapshot, collect, render, to_json
 from redbatch.protocol.keys import KeySpace
 from redbatch.transport.cluster import connect_any
 from redbatch.transport.connection import Client, check_reachable, connection_name, describe_error
 
-# Above this many queues, status shows a summary unless --all (redbatch.ops.status.choose).
-SUMMARY_ROWS = 20
 MIN_INTERVAL_S = 0.1
 MAX_INTERVAL_S = 3600.0
 

@@ -7,8 +7,9 @@ younger than half the refresh interval, so any number of open pages cost one ref
 interval, and nothing runs while no page is open.
 
 A sample is what ``redbatch status`` shows by default: the totals over every queue and the
-details of the served or marked ones plus the ``SUMMARY_ROWS`` holding most (with 10,000 idle
-queues, reading each in detail would take seconds per refresh). Every queue (``every``) or
+details of the served or marked ones plus the ``status.SUMMARY_ROWS`` holding most (the same
+constant: /api/status is the document ``status --json`` prints; with 10,000 idle queues,
+reading each in detail would take seconds per refresh). Every queue (``every``) or
 those whose name holds a text (``match``) are read when a page asks, not cached.
 """
 
@@ -36,9 +37,6 @@ from redbatch.transport.connection import Client
 
 # Dead letters a page lists at most (the newest); ``redbatch dlq list --limit`` for more.
 MAX_LETTERS = 500
-# Queues a summary details beyond the served ones: redbatch status's (cli.status.SUMMARY_ROWS;
-# the cli is a layer above), so /api/status is the document ``status --json`` prints.
-SUMMARY_ROWS = 20
 MAX_MATCH_CHARS = 200
 
 
@@ -84,7 +82,7 @@ class Source:
 
     def _refresh(self) -> Sample:
         now = self._clock()
-        snapshot = status.collect(self._client, self._keyspace, now, limit=SUMMARY_ROWS)
+        snapshot = status.collect(self._client, self._keyspace, now, limit=status.SUMMARY_ROWS)
         reads = self._read_slots([q.name for q in snapshot.queues], now)
         for (queue, slot), counts in reads.slots.items():
             self._history.update(queue, slot, counts)

@@ -52,8 +52,9 @@ Ages and times are integer milliseconds, ``null`` when there is nothing to measu
                              null when dead or for a worker too old to report it
 """
 
+from redbatch.ops.status.choose import SUMMARY_ROWS
 from redbatch.ops.status.collect import collect
 from redbatch.ops.status.model import Snapshot, to_json
 from redbatch.ops.status.render import render
 
-__all__ = ["Snapshot", "collect", "render", "to_json"]
+__all__ = ["SUMMARY_ROWS", "Snapshot", "collect", "render", "to_json"]

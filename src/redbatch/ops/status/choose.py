@@ -22,6 +22,9 @@ from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.scripts import load_lua, sizes_args
 from redbatch.transport.connection import Client
 
+# How many queues ``redbatch status`` and the dashboard detail beyond the served ones, once
+# there are more than that (``--all`` and a dashboard search read every one).
+SUMMARY_ROWS = 20
 # Queues per pipeline of size reads.
 _BATCH = 1000
 _SIZES = load_lua("sizes")
