@@ -7,16 +7,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redbatch.producer import options as opt
+from redbatch.producer._core import ProducerCore
+from redbatch.producer.admission import Deadline
 from redbatch.producer.chunk_feed import RAISE, check_resume
 from redbatch.producer.chunk_reader import read_stream, read_stream_async, reading
+from redbatch.producer.handle import AsyncHandle, Handle
+from redbatch.transport.connection import AsyncClient, Client
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-    from redbatch.producer._core import ProducerCore
-    from redbatch.producer.admission import Deadline
-    from redbatch.producer.handle import AsyncHandle, Handle
-    from redbatch.transport.connection import AsyncClient, Client
 
 
 class _Shell(Protocol):
