@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -49,6 +50,11 @@ def wait_results(
     return found
 
 
+def id_entries(ids: Iterable[str]) -> list[dict[str, Any]]:
+    """An entry per id whose payload is the id itself (what an echo handler answers)."""
+    return [{"id": request_id, "payload": pack(request_id)} for request_id in ids]
+
+
 def add_atomically(client: redis.Redis, stream: str, entries: list[dict[str, Any]]) -> None:
     """XADD every entry in one MULTI, so a single blocked read is handed all of them."""
     pipe = client.pipeline(transaction=True)
@@ -82,3 +88,21 @@ def queue_keys(client: redis.Redis, namespace: str, queue: str) -> QueueKeys:
     keys = space.queue(queue)
     ensure_queue(client, space, keys)
     return keys
+
+
+def wait_cancel_key(
+    client: redis.Redis, keys: QueueKeys, request_id: str, timeout: float = WAIT_S
+) -> None:
+    """Wait until the request's cancel key is set: a producer sets it from a background task
+    (a timed-out or cancelled wait), so no event announces it."""
+    wait_until(lambda: client.exists(keys.cancel(request_id)), timeout, f"{request_id} cancelled")
+
+
+async def wait_cancel_key_async(
+    client: redis.Redis, keys: QueueKeys, request_id: str, timeout: float = WAIT_S
+) -> None:
+    """As ``wait_cancel_key``, sleeping on this event loop so the producer's cancel task,
+    which runs on it, can set the key meanwhile."""
+    async with asyncio.timeout(timeout):
+        while not client.exists(keys.cancel(request_id)):
+            await asyncio.sleep(0.01)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 
+from helpers.entries import wait_cancel_key, wait_cancel_key_async
 from helpers.workers import WorkerProcess, assert_drained, wait_until
 from redbatch import (
     AsyncProducer,
@@ -53,15 +53,12 @@ def assert_cancel_key(client: redis.Redis, keys: QueueKeys, request_id: str) -> 
 
 def await_cancel_key(client: redis.Redis, keys: QueueKeys, request_id: str) -> None:
     """The cancel a timed-out wait implies goes in the background: wait for it, then check."""
-    wait_until(lambda: client.exists(keys.cancel(request_id)), WAIT, f"{request_id} cancelled")
+    wait_cancel_key(client, keys, request_id)
     assert_cancel_key(client, keys, request_id)
 
 
 async def await_cancel_key_async(client: redis.Redis, keys: QueueKeys, request_id: str) -> None:
-    """As ``await_cancel_key``, letting the producer's cancel task run on this loop."""
-    give_up = time.monotonic() + WAIT
-    while not client.exists(keys.cancel(request_id)) and time.monotonic() < give_up:
-        await asyncio.sleep(0.01)
+    await wait_cancel_key_async(client, keys, request_id)
     assert_cancel_key(client, keys, request_id)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import redis
 
-from helpers.entries import add_atomically, pack, text, wait_results
+from helpers.entries import add_atomically, id_entries, pack, text, wait_results
 from helpers.workers import WorkerProcess, assert_drained, wait_serving
 from redbatch.protocol.keys import KeySpace
 from redbatch.protocol.streams import ensure_queue
@@ -48,7 +48,7 @@ def test_preferred_size_runs_before_the_window(
     wait_serving(worker)
     ids = [f"p{i}" for i in range(4)]
     began = time.monotonic()
-    add_atomically(redis_client, keys.stream, [{"id": i, "payload": pack(i)} for i in ids])
+    add_atomically(redis_client, keys.stream, id_entries(ids))
     results = wait_results(redis_client, keys, ids, timeout=2.5)
     assert time.monotonic() - began < 2.5  # well before the 5 s window
     assert {text(r)["batch"] for r in results.values()} == {"4"}

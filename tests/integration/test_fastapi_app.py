@@ -14,6 +14,7 @@ import httpx
 import pytest
 import redis
 
+from helpers.entries import wait_cancel_key
 from helpers.webapp import AppProcess, start_app
 from helpers.workers import WorkerProcess, wait_serving, wait_until
 from redbatch import Producer, RequestCancelled, ResultNotFound
@@ -71,7 +72,7 @@ def test_a_client_that_hangs_up_cancels_its_request(
     # The client hung up. The endpoint's task is cancelled (redbatch.asgi), and with it the
     # producer's call: it marks the request cancelled in Redis.
     request_id = entries[0][1][fields.ID.encode()].decode()
-    wait_until(lambda: redis_client.exists(keys.cancel(request_id)), what="the cancel mark")
+    wait_cancel_key(redis_client, keys, request_id)
 
     seen = tmp_path / "seen.jsonl"
     worker = worker_factory(

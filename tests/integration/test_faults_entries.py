@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from helpers.entries import dead_letters, now_ms, queue_keys, wait_results
+from helpers.entries import add_atomically, dead_letters, now_ms, queue_keys, wait_results
 from helpers.workers import WorkerProcess, assert_drained, wait_serving, wait_until
 from redbatch.protocol.fields import (
     DEAD,
@@ -63,13 +63,8 @@ def test_an_oversized_entry_in_a_batch_is_dead_lettered_and_its_batchmates_answe
     keys = queue_keys(redis_client, namespace, queue)
     wait_serving(worker_factory([queue]))
     ids = [f"g{i}" for i in range(10)]
-    pipe = redis_client.pipeline(transaction=True)  # one read gets them all: one batch
-    for request_id in ids[:5]:
-        pipe.xadd(keys.stream, good(request_id))
-    pipe.xadd(keys.stream, oversized("big"))
-    for request_id in ids[5:]:
-        pipe.xadd(keys.stream, good(request_id))
-    pipe.execute()
+    batch = [*map(good, ids[:5]), oversized("big"), *map(good, ids[5:])]
+    add_atomically(redis_client, keys.stream, batch)  # one read gets them all: one batch
     results = wait_results(redis_client, keys, [*ids, "big"])
     assert {results[i][b"status"] for i in ids} == {OK.encode()}
     assert results["big"][b"status"] == DEAD.encode()

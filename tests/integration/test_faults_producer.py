@@ -26,6 +26,7 @@ import pytest
 import redis
 
 from helpers import subprocess_env
+from helpers.entries import wait_cancel_key
 from helpers.faultproxy import FaultProxy
 from helpers.servers import suite_server
 from helpers.workers import start_worker, wait_until
@@ -312,4 +313,4 @@ def test_a_joined_request_is_cancelled_only_by_its_last_waiter(
         assert not admin.exists(keys.cancel("shared"))  # the second still waits
         with pytest.raises(ResultTimeout):
             two.result(timeout=0.2)
-        wait_until(lambda: admin.exists(keys.cancel("shared")), timeout=10, what="cancelled")
+        wait_cancel_key(admin, keys, "shared", timeout=10)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 
-from helpers.entries import add_atomically, pack, text, wait_results
+from helpers.entries import add_atomically, id_entries, pack, text, wait_results
 from helpers.workers import WorkerProcess, assert_drained, wait_until
 from redbatch import Producer
 from redbatch.protocol.keys import GROUP, KeySpace
@@ -23,7 +23,7 @@ def test_reads_one_batch_ahead_while_the_handler_runs_and_no_more(
     keys = KeySpace(namespace).queue(queue)
     ensure_queue(redis_client, KeySpace(namespace), keys)
     ids = [f"r{i}" for i in range(40)]
-    add_atomically(redis_client, keys.stream, [{"id": i, "payload": pack(i)} for i in ids])
+    add_atomically(redis_client, keys.stream, id_entries(ids))
     worker = worker_factory(
         [queue], "redbatch.handlers:sleep", "--max-batch-size", "4", "--handler-option",
         "seconds=1.0",

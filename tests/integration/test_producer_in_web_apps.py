@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from helpers.entries import wait_cancel_key_async
 from helpers.workers import WorkerProcess
 from redbatch import AsyncProducer, Producer, RequestCancelled
 from redbatch.errors import ConnectionFailed, WrongEventLoop
@@ -104,16 +105,6 @@ def test_connect_fails_at_start_up(silent_url: str, redis_url: str) -> None:
     asyncio.run(main())
 
 
-def cancel_key_set(client: redis.Redis, namespace: str, queue: str, request_id: str) -> bool:
-    key = KeySpace(namespace).queue(queue).cancel(request_id)
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if client.exists(key):
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_a_cancelled_wait_cancels_the_request(
     redis_url: str,
     redis_client: redis.Redis,
@@ -129,9 +120,7 @@ def test_a_cancelled_wait_cancels_the_request(
             handle = await producer.submit(queue, "nobody reads this")
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(handle.result(), 0.1)
-            assert await asyncio.to_thread(
-                cancel_key_set, redis_client, namespace, queue, handle.id
-            )
+            await wait_cancel_key_async(redis_client, KeySpace(namespace).queue(queue), handle.id)
             ids = set(redis_client.smembers(KeySpace(namespace).queues))
             assert ids  # the queue exists; now call and map, cancelled the same way
             with pytest.raises(TimeoutError):

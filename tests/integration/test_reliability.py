@@ -28,6 +28,7 @@ from helpers.entries import (
     WAIT_S,
     add_atomically,
     dead_letters,
+    id_entries,
     pack,
     queue_keys,
     result_hashes,
@@ -237,9 +238,8 @@ def test_payload_that_kills_its_worker_ends_dead_and_spares_its_batch(
 ) -> None:
     keys = queue_keys(redis_client, namespace, queue)
     normal = [f"n{i}" for i in range(31)]
-    entries = [{"id": rid, "payload": pack(rid)} for rid in normal[:15]]
-    entries.append({"id": "poison", "payload": pack("kill-me")})
-    entries += [{"id": rid, "payload": pack(rid)} for rid in normal[15:]]
+    poison = {"id": "poison", "payload": pack("kill-me")}
+    entries = [*id_entries(normal[:15]), poison, *id_entries(normal[15:])]
     # Added before any worker runs: the first read (COUNT 32) takes all 32 as one batch.
     add_atomically(redis_client, keys.stream, entries)
     scheduler_factory("--max-attempts", "3")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from helpers.entries import wait_cancel_key_async
 from helpers.workers import WorkerProcess, wait_serving, wait_until
 from redbatch import AsyncProducer, ConfigError, Producer, RequestCancelled, StreamRestarted
 from redbatch.protocol.keys import KeySpace
@@ -23,6 +24,20 @@ FAST_TTL = ("--heartbeat-ttl", "2")
 
 def expected(tag: str, n: int) -> list[str]:
     return [f"{tag}:{k}" for k in range(n)]
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Path:
+    """While this file exists, a ``gated_tokens`` stream holds before its ``pause_at`` step."""
+    path = tmp_path / "gate"
+    path.touch()
+    return path
+
+
+def gated_worker(worker_factory: Factory, queue: str, gate: Path, *args: str) -> WorkerProcess:
+    """A serving worker whose handler streams tokens and holds at ``gate``."""
+    handler = "helpers.stream_handlers:gated_tokens"
+    return wait_serving(worker_factory([queue], handler, "--handler-option", f"gate={gate}", *args))
 
 
 def test_200_concurrent_streams_each_get_every_chunk_once_in_order_then_the_result(
@@ -102,19 +117,13 @@ def test_a_request_submitted_without_streaming_interest_gets_its_result_only(
 
 
 def test_a_cancelled_stream_stops_and_ends_cancelled_while_its_batchmate_completes(
-    redis_url: str, namespace: str, queue: str, worker_factory: Factory, tmp_path: Path
+    redis_url: str, namespace: str, queue: str, worker_factory: Factory, gate: Path
 ) -> None:
-    gate = tmp_path / "gate"
-    gate.touch()
     with Producer.from_url(redis_url, namespace=namespace) as producer:
         # Both wait in the stream before the worker starts: one batch.
         cancelled = producer.submit(queue, {"tag": "c", "n": 6, "pause_at": 2}, stream=True)
         mate = producer.submit(queue, {"tag": "m", "n": 6}, stream=True)
-        wait_serving(
-            worker_factory(
-                [queue], "helpers.stream_handlers:gated_tokens", "--handler-option", f"gate={gate}"
-            )
-        )
+        gated_worker(worker_factory, queue, gate)
         stream = cancelled.stream(timeout=WAIT_S)
         assert [next(stream), next(stream)] == ["c:0", "c:1"]
         assert cancelled.cancel()
@@ -134,13 +143,10 @@ def test_a_worker_killed_mid_stream_restarts_the_stream_and_the_rerun_gives_the_
     queue: str,
     worker_factory: Factory,
     scheduler_factory: Factory,
-    tmp_path: Path,
+    gate: Path,
     resume: str,
 ) -> None:
-    gate = tmp_path / "gate"
-    gate.touch()
-    option = ("--handler-option", f"gate={gate}", *FAST_TTL)
-    first = wait_serving(worker_factory([queue], "helpers.stream_handlers:gated_tokens", *option))
+    first = gated_worker(worker_factory, queue, gate, *FAST_TTL)
     with Producer.from_url(redis_url, namespace=namespace) as producer:
         handle = producer.submit(queue, {"tag": "k", "n": 5, "pause_at": 3}, stream=True)
         stream = handle.stream(timeout=WAIT_S, resume=resume)
@@ -149,7 +155,7 @@ def test_a_worker_killed_mid_stream_restarts_the_stream_and_the_rerun_gives_the_
         first.kill()  # SIGKILL, mid-stream: held before step 3
         gate.unlink()
         scheduler_factory()
-        wait_serving(worker_factory([queue], "helpers.stream_handlers:gated_tokens", *option))
+        gated_worker(worker_factory, queue, gate, *FAST_TTL)
         if resume == "raise":
             with pytest.raises(StreamRestarted) as restarted:
                 next(stream)
@@ -167,15 +173,9 @@ def test_a_producer_that_reconnects_mid_stream_resumes_after_its_last_chunk(
     namespace: str,
     queue: str,
     worker_factory: Factory,
-    tmp_path: Path,
+    gate: Path,
 ) -> None:
-    gate = tmp_path / "gate"
-    gate.touch()
-    wait_serving(
-        worker_factory(
-            [queue], "helpers.stream_handlers:gated_tokens", "--handler-option", f"gate={gate}"
-        )
-    )
+    gated_worker(worker_factory, queue, gate)
     with Producer.from_url(redis_url, namespace=namespace) as first:
         handle = first.submit(queue, {"tag": "r", "n": 6, "pause_at": 3}, stream=True)
         stream = handle.stream(timeout=WAIT_S)
@@ -206,10 +206,8 @@ def test_cancelling_the_task_that_iterates_an_async_stream_cancels_the_request(
     namespace: str,
     queue: str,
     worker_factory: Factory,
-    tmp_path: Path,
+    gate: Path,
 ) -> None:
-    gate = tmp_path / "gate"
-    gate.touch()
     keys = KeySpace(namespace).queue(queue)
 
     async def scenario() -> tuple[Any, Any]:
@@ -217,14 +215,7 @@ def test_cancelling_the_task_that_iterates_an_async_stream_cancels_the_request(
             cancelled, mate = await producer.submit_many(
                 queue, [{"tag": "c", "n": 6, "pause_at": 2}, {"tag": "m", "n": 6}], stream=True
             )
-            wait_serving(
-                worker_factory(
-                    [queue],
-                    "helpers.stream_handlers:gated_tokens",
-                    "--handler-option",
-                    f"gate={gate}",
-                )
-            )
+            gated_worker(worker_factory, queue, gate)
             got: list[Any] = []
             two = asyncio.Event()
 
@@ -239,11 +230,8 @@ def test_cancelling_the_task_that_iterates_an_async_stream_cancels_the_request(
             reader.cancel()  # a client that went away
             with pytest.raises(asyncio.CancelledError):
                 await reader
-            # The cancel reaches Redis from a background task (bounded polling: no event
-            # announces it); the worker sees it there.
-            async with asyncio.timeout(WAIT_S):
-                while not redis_client.exists(keys.cancel(cancelled.id)):
-                    await asyncio.sleep(0.01)
+            # The cancel reaches Redis from a background task; the worker sees it there.
+            await wait_cancel_key_async(redis_client, keys, cancelled.id, WAIT_S)
             gate.unlink()
             assert got == ["c:0", "c:1"]
             with pytest.raises(RequestCancelled):
@@ -254,19 +242,13 @@ def test_cancelling_the_task_that_iterates_an_async_stream_cancels_the_request(
 
 
 def test_an_item_ended_by_final_ends_its_stream_before_its_batch_ends(
-    redis_url: str, namespace: str, queue: str, worker_factory: Factory, tmp_path: Path
+    redis_url: str, namespace: str, queue: str, worker_factory: Factory, gate: Path
 ) -> None:
-    gate = tmp_path / "gate"
-    gate.touch()
     with Producer.from_url(redis_url, namespace=namespace) as producer:
         short, long = producer.submit_many(
             queue, [{"tag": "s", "n": 2}, {"tag": "l", "n": 6, "pause_at": 4}], stream=True
         )
-        wait_serving(
-            worker_factory(
-                [queue], "helpers.stream_handlers:gated_tokens", "--handler-option", f"gate={gate}"
-            )
-        )
+        gated_worker(worker_factory, queue, gate)
         assert list(short.stream(timeout=WAIT_S)) == expected("s", 2)
         assert not short.done()  # its batchmate is held at the gate: no result yet
         gate.unlink()

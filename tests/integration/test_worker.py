@@ -18,7 +18,7 @@ import msgpack
 import pytest
 import redis
 
-from helpers.entries import add_atomically, now_ms, pack, text, wait_results
+from helpers.entries import add_atomically, id_entries, now_ms, pack, text, wait_results
 from helpers.workers import WorkerProcess, assert_drained, wait_serving, wait_until
 from redbatch import Producer
 from redbatch.embedded import EmbeddedRedis
@@ -145,7 +145,7 @@ def test_burst_of_exactly_batch_size_runs_at_once(
     wait_serving(worker)
     ids = [f"b{i}" for i in range(8)]
     began = time.monotonic()
-    add_atomically(redis_client, keys.stream, [{"id": i, "payload": pack(i)} for i in ids])
+    add_atomically(redis_client, keys.stream, id_entries(ids))
     # Well before the 5 s window: a full batch must not wait for the window to close.
     results = wait_results(redis_client, keys, ids, timeout=2.5)
     assert time.monotonic() - began < 2.5
@@ -165,7 +165,7 @@ def test_partial_batch_runs_when_window_expires(
     )
     wait_serving(worker)
     ids = ["p0", "p1", "p2"]
-    add_atomically(redis_client, keys.stream, [{"id": i, "payload": pack(i)} for i in ids])
+    add_atomically(redis_client, keys.stream, id_entries(ids))
     results = wait_results(redis_client, keys, ids, timeout=10)
     assert {f[b"status"] for f in results.values()} == {b"ok"}
     assert {f[b"batch"] for f in results.values()} == {b"3"}
@@ -241,7 +241,7 @@ def test_wrong_length_handler_fails_the_whole_batch(
     keys = KeySpace(namespace).queue(queue)
     ensure_queue(redis_client, KeySpace(namespace), keys)
     ids = ["w0", "w1", "w2", "w3"]
-    add_atomically(redis_client, keys.stream, [{"id": i, "payload": pack(i)} for i in ids])
+    add_atomically(redis_client, keys.stream, id_entries(ids))
     worker_factory([queue], "helpers.handlers:wrong_length", "--max-batch-size", "4")
     results = [text(f) for f in wait_results(redis_client, keys, ids).values()]
     for result in results:
