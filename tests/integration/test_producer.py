@@ -464,7 +464,7 @@ def test_listener_read_timeout_outlasts_its_blocking_pop(redis_url: str) -> None
     async def main() -> float:
         async with AsyncProducer.from_url(redis_url) as producer:
             await producer.connect()  # from_url connects at first use
-            kwargs = producer._listener._listen_client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+            kwargs = producer._listener._blocking.client.connection_pool.connection_kwargs  # type: ignore[union-attr]
             return float(kwargs["socket_timeout"])
 
     assert asyncio.run(main()) > LISTEN_TIMEOUT_S

@@ -21,6 +21,7 @@ from redbatch.producer.listener import Listening
 from redbatch.producer.options import url_options
 from redbatch.producer.plans import Flow, Plan, Steps
 from redbatch.producer.requests import submissions
+from redbatch.transport.topology import ONE_NODE
 
 
 def drive(flow: Flow[Any], replies: list[Any]) -> tuple[Any, list[Plan[Any]]]:
@@ -101,7 +102,7 @@ def test_pool_keywords_with_a_given_client_name_from_url(name: str) -> None:
 
 def engine() -> Engine[BaseHandle]:
     core = ProducerCore()
-    listening = Listening(core, threading.Condition(), {}, cluster=False)
+    listening = Listening(core, threading.Condition(), {}, ONE_NODE)
     return Engine(core, listening, lambda subs, once: [])
 
 

@@ -16,7 +16,7 @@ from redbatch.producer.admission import Deadline
 from redbatch.producer.engine import Engine
 from redbatch.producer.gather import gather_async
 from redbatch.producer.handle import AsyncHandle
-from redbatch.producer.listener import Listening, TaskListener, is_cluster
+from redbatch.producer.listener import Listening, TaskListener
 from redbatch.producer.oneloop import OneLoop, connector
 from redbatch.producer.overdue import AsyncOverdue
 from redbatch.producer.plans import Flow, Steps
@@ -25,6 +25,7 @@ from redbatch.producer.runners import run_async
 from redbatch.producer.stream_calls import AsyncStreams
 from redbatch.protocol.scripts import Scripts
 from redbatch.transport.connection import AsyncClient, address, ping_async
+from redbatch.transport.topology import ONE_NODE, topology_of
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -42,7 +43,7 @@ class AsyncProducer(AsyncStreams):
         self._core = ProducerCore(**opt.client_options(options))
         self._owns_client = False
         self._one_loop = OneLoop()
-        self._listening = Listening(self._core, threading.Condition(), {}, False)
+        self._listening = Listening(self._core, threading.Condition(), {}, ONE_NODE)
         self._engine: Engine[AsyncHandle] = Engine(self._core, self._listening, self._handles)
         self._overdue = AsyncOverdue(self._engine, self._drive)
         if client is not None:
@@ -51,7 +52,7 @@ class AsyncProducer(AsyncStreams):
     def _attach(self, client: AsyncClient) -> None:
         self._client = client
         self._scripts = Scripts(client)
-        self._listening.cluster = is_cluster(client)
+        self._listening.topology = topology_of(client)
         self._listener = TaskListener(client, self._listening)
         self._engine.listen = self._listener.add
 

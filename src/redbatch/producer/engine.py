@@ -166,14 +166,14 @@ class Engine(Generic[H]):
             raise NoWorker(queue)
 
     def _live_worker(self, queue: str) -> Flow[bool]:
-        """Group consumers with a heartbeat key; else (not on a cluster, where a SCAN would
-        not reach the queue's node) a SCAN for heartbeat keys."""
+        """Group consumers with a heartbeat key; else (where a SCAN walks every key: not on
+        a cluster, whose SCAN would not reach the queue's node) a SCAN for heartbeat keys."""
         keyspace = self.core.keyspace
         names = yield from self.served(queue)
         found = yield plans.consumers(keyspace, names)
         if found and (yield plans.heartbeats(keyspace, found)):
             return True
-        for name in names if not self.listening.cluster else ():
+        for name in names if self.listening.topology.one_node else ():
             cursor, hit = yield plans.heartbeat_scan(keyspace, name, 0)
             while not hit and cursor:
                 cursor, hit = yield plans.heartbeat_scan(keyspace, name, cursor)

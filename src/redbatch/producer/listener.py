@@ -22,9 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-import redis.asyncio
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.cluster import RedisCluster
 
 from redbatch.errors import RedbatchError, RedisRefused
 from redbatch.producer import plans
@@ -42,14 +39,12 @@ from redbatch.producer.plans import Flow, Pause, Steps
 from redbatch.producer.runners import run, run_async
 from redbatch.protocol.chunks import split_records
 from redbatch.protocol.fields import Outcome
-from redbatch.transport.cluster import dedicated, disconnect
-from redbatch.transport.connection import AsyncClient, Client, backoff_retry_async, clone_kwargs
+from redbatch.transport.cluster import dedicated, dedicated_async, disconnect
+from redbatch.transport.connection import AsyncClient, Client
+from redbatch.transport.topology import Topology
 
 log = logging.getLogger(__name__)
 
-# A cluster asyncio listener's blocking pop (s): shorter than the cluster client's read
-# timeout (connection.DEFAULT_SOCKET_TIMEOUT_S), since it pops through that client's pool.
-_CLUSTER_LISTEN_S = 2.0
 # A loop with no reply list to pop yet waits for one to be added.
 _FOR_KEYS = Pause(-1.0)
 
@@ -73,12 +68,12 @@ class Listening:
         core: ProducerCore,
         cond: threading.Condition,
         pending: dict[str, Any],
-        cluster: bool,
+        topology: Topology,
     ) -> None:
         self.core = core
         self.cond = cond
         self.pending = pending
-        self.cluster = cluster
+        self.topology = topology
         self.outage = Outage()  # read by the producer's timeout path
         self.reply_keys: dict[str, str] = {}  # physical queue -> reply key, oldest first
         self.closed = False
@@ -94,12 +89,17 @@ class Listening:
             first_key = next(iter(self.reply_keys.values()), None)
             self.reply_keys[queue] = self.core.reply_key(queue)
             self.cond.notify_all()
-            start = self.cluster or self.loops == 0
+            start = self.apart or self.loops == 0
             self.loops += start
         # The single loop may be blocked on the old keys: a marker on the oldest (which
         # every snapshot holds) makes it return and pick up the new key.
-        wake = first_key if not self.cluster else None
-        return Added(start, queue if self.cluster else None, wake)
+        wake = first_key if not self.apart else None
+        return Added(start, queue if self.apart else None, wake)
+
+    @property
+    def apart(self) -> bool:
+        """A loop per queue: a pop may name keys of one slot only (a cluster)."""
+        return not self.topology.multi_slot
 
     def close(self) -> list[str]:
         """Stop every loop; the keys to wake (each cluster loop blocks on its own key, the
@@ -107,10 +107,10 @@ class Listening:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
-            return list(self.reply_keys.values())[: None if self.cluster else 1]
+            return list(self.reply_keys.values())[: None if self.apart else 1]
 
     def listen(self, only: str | None, block_s: float) -> Flow[None]:
-        """Pop replies until closed: of every queue, or ``only`` that one's (a cluster). A
+        """Pop replies until closed: of every queue, or ``only`` that one's (``apart``). A
         lost connection is redis-py's to retry (backoff with jitter, LISTEN_RETRIES attempts
         per command); between its rounds this loop only checks for a stop. Once Redis
         answers again, stored results settle what replies may have lost."""
@@ -139,9 +139,7 @@ class Listening:
             exc.__context__, redis.ConnectionError | redis.TimeoutError
         ):
             return 1.0  # a refusal (ACL, OOM...): redis-py does not retry these
-        # redis-py's cluster client re-reads the slot map between its attempts but does not
-        # back off: a failover takes seconds. On one node its retries backed off already.
-        return 0.1 if self.cluster else 0.0
+        return self.topology.lost_pause_s
 
     def recover(self) -> Flow[int]:
         """After an outage: recreate the queues (Redis may have restarted empty) and resolve
@@ -264,21 +262,6 @@ class ThreadListener:
                 self.state.cond.wait()
 
 
-def _listen_client(client: redis.asyncio.Redis, name: str) -> redis.asyncio.Redis:
-    """A one-connection client for the single-node task's blocking pops."""
-    pool = client.connection_pool
-    kwargs = clone_kwargs(client, socket_timeout=LISTEN_SOCKET_TIMEOUT_S)
-    kwargs["client_name"] = name
-    return redis.asyncio.Redis(
-        connection_pool=redis.asyncio.ConnectionPool(
-            connection_class=pool.connection_class,
-            max_connections=1,
-            retry=backoff_retry_async(LISTEN_RETRIES),
-            **kwargs,
-        )
-    )
-
-
 class TaskListener:
     """``Listening`` run by asyncio tasks: on one node on a connection of its own; on a
     cluster each task holds a connection of the cluster client's pool for its slot's node
@@ -287,10 +270,12 @@ class TaskListener:
     def __init__(self, client: AsyncClient, listening: Listening) -> None:
         self.state = listening
         self._client = client
-        self._listen_client: AsyncClient = (
-            client
-            if isinstance(client, AsyncRedisCluster)
-            else _listen_client(client, listening.core.client_name("listener"))
+        self._blocking = dedicated_async(
+            client,
+            block_s=LISTEN_TIMEOUT_S,
+            socket_timeout=LISTEN_SOCKET_TIMEOUT_S,
+            retries=LISTEN_RETRIES,
+            client_name=listening.core.client_name("listener"),
         )
         self._keys_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -317,19 +302,15 @@ class TaskListener:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        # aclose() leaves a pool it was given alone: close the listener's connection here.
-        if not isinstance(self._listen_client, AsyncRedisCluster):  # else: the client's pools
-            await self._listen_client.connection_pool.disconnect()
-            await self._listen_client.aclose()
+        await self._blocking.aclose()
 
     async def _listen(self, only: str | None) -> None:
-        block_s = _CLUSTER_LISTEN_S if self.state.cluster else LISTEN_TIMEOUT_S
-        steps = Steps(self.state.listen(only, block_s))
+        steps = Steps(self.state.listen(only, self._blocking.block_s))
         for step in steps:
             if isinstance(step, Pause):
                 await self._pause(step)
             else:
-                await steps.settle_async(run_async(self._listen_client, step))
+                await steps.settle_async(run_async(self._blocking.client, step))
 
     async def _pause(self, pause: Pause) -> None:
         if pause is not _FOR_KEYS:
@@ -338,7 +319,3 @@ class TaskListener:
         self._keys_changed.clear()
         if not self.state.reply_keys and not self.state.closed:
             await self._keys_changed.wait()
-
-
-def is_cluster(client: Client | AsyncClient) -> bool:
-    return isinstance(client, RedisCluster | AsyncRedisCluster)

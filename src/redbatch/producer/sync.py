@@ -16,7 +16,7 @@ from redbatch.producer.engine import Engine
 from redbatch.producer.gather import gather
 from redbatch.producer.handle import Handle
 from redbatch.producer.latch import Latch
-from redbatch.producer.listener import Listening, ThreadListener, is_cluster
+from redbatch.producer.listener import Listening, ThreadListener
 from redbatch.producer.overdue import Overdue
 from redbatch.producer.plans import Flow, Steps
 from redbatch.producer.requests import Gathered
@@ -25,6 +25,7 @@ from redbatch.producer.stream_calls import Streams
 from redbatch.protocol.scripts import Scripts
 from redbatch.transport.cluster import connect_any
 from redbatch.transport.connection import MAX_CONNECTIONS, Client, address, ping
+from redbatch.transport.topology import topology_of
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -45,7 +46,7 @@ class Producer(Streams):
         self._client = client
         self._owns_client = owns_client
         self._scripts = Scripts(client)
-        listening = Listening(core, threading.Condition(), {}, is_cluster(client))
+        listening = Listening(core, threading.Condition(), {}, topology_of(client))
         self._listener = ThreadListener(client, listening)
         self._engine: Engine[Handle] = Engine(core, listening, self._handles)
         self._engine.listen = self._listener.add

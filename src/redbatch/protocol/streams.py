@@ -12,11 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-import redis.asyncio
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.cluster import RedisCluster
 
 from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
+from redbatch.transport.connection import AsyncClient, Client
 
 
 def _is_busygroup(exc: object) -> bool:
@@ -30,7 +28,7 @@ def _check(replies: list[Any]) -> None:
             raise reply
 
 
-def ensure_queue(client: redis.Redis | RedisCluster, keyspace: KeySpace, keys: QueueKeys) -> None:
+def ensure_queue(client: Client, keyspace: KeySpace, keys: QueueKeys) -> None:
     pipe = client.pipeline(transaction=False)
     for stream in keys.streams:
         pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)
@@ -38,9 +36,7 @@ def ensure_queue(client: redis.Redis | RedisCluster, keyspace: KeySpace, keys: Q
     _check(pipe.execute(raise_on_error=False))
 
 
-async def ensure_queue_async(
-    client: redis.asyncio.Redis | AsyncRedisCluster, keyspace: KeySpace, keys: QueueKeys
-) -> None:
+async def ensure_queue_async(client: AsyncClient, keyspace: KeySpace, keys: QueueKeys) -> None:
     pipe = client.pipeline(transaction=False)
     for stream in keys.streams:
         pipe.xgroup_create(stream, GROUP, id="0", mkstream=True)

@@ -9,6 +9,7 @@ one slot); redis-py routes them by that slot and follows MOVED/ASK and failovers
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -194,6 +195,47 @@ def dedicated(
             **(clone_kwargs(client, socket_timeout=socket_timeout) | named),
         )
     )
+
+
+# An asyncio cluster client gets no dedicated twin: its blocking commands each hold a
+# connection of its node pools, whose read timeout is connection.DEFAULT_SOCKET_TIMEOUT_S, so
+# they block at most this long (s).
+SHARED_BLOCK_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncBlocking:
+    """Where an asyncio part runs its blocking commands, and how long each may block."""
+
+    client: AsyncClient
+    block_s: float
+
+    async def aclose(self) -> None:
+        """Close its connections: on one node its own; on a cluster they are the client's it
+        was made for (closed with that one)."""
+        if isinstance(self.client, redis.asyncio.Redis):
+            await self.client.connection_pool.disconnect()
+            await self.client.aclose()
+
+
+def dedicated_async(
+    client: AsyncClient, *, block_s: float, socket_timeout: float, retries: int, client_name: str
+) -> AsyncBlocking:
+    """``dedicated`` for asyncio: on one node a pool of one connection, blocking up to
+    ``block_s``; on a cluster ``client`` itself, blocking up to ``SHARED_BLOCK_S``."""
+    if isinstance(client, AsyncRedisCluster):
+        return AsyncBlocking(client, min(block_s, SHARED_BLOCK_S))
+    pool = client.connection_pool
+    kwargs = clone_kwargs(client, socket_timeout=socket_timeout) | {"client_name": client_name}
+    one = redis.asyncio.Redis(
+        connection_pool=redis.asyncio.ConnectionPool(
+            connection_class=pool.connection_class,
+            max_connections=1,
+            retry=backoff_retry_async(retries),
+            **kwargs,
+        )
+    )
+    return AsyncBlocking(one, block_s)
 
 
 def _nodes(client: RedisCluster) -> list[ClusterNode]:

@@ -20,7 +20,8 @@ from redis.commands.core import Script
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
-from redbatch.transport.connection import reconnect_backoff
+from redbatch.transport.connection import Client, reconnect_backoff
+from redbatch.transport.topology import topology_of
 
 
 class Deferred:
@@ -78,6 +79,16 @@ class Deferred:
         assert self._conn is not None
         self._conn.disconnect()  # type: ignore[no-untyped-call]
         self.unread = 0
+
+
+def deferred_for(client: Client) -> Deferred | None:
+    """A ``Deferred`` on ``client``'s pool; None on a cluster, where the slots decide which
+    node each command goes to and only redis-py's cluster client knows them: there every
+    call waits for its reply, through the client."""
+    if topology_of(client).cluster:
+        return None
+    assert isinstance(client, redis.Redis)
+    return Deferred(client)
 
 
 class PackedScript:

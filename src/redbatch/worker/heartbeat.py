@@ -18,10 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError
 
 from redbatch import clock
 from redbatch.protocol.keys import KeySpace, QueueKeys
@@ -39,6 +39,7 @@ from redbatch.protocol.records import (
     BEAT_STATE,
 )
 from redbatch.transport.connection import Client
+from redbatch.transport.topology import pipelines_apart, topology_of
 from redbatch.worker import stats_buffer
 from redbatch.worker.recorder import passing_refusal
 from redbatch.worker.stats_buffer import StatsBuffer
@@ -100,7 +101,7 @@ class Heartbeat:
     ) -> None:
         self._stop_requested = stop
         self._client = client
-        self._cluster = isinstance(client, RedisCluster)
+        self._topology = topology_of(client)
         self._keys = keys
         self._name = name
         self._progress = progress
@@ -164,12 +165,8 @@ class Heartbeat:
             BEAT_STATE: p.state,
             BEAT_BUSY: "1" if p.batch_started is not None else "0",
         }
-        lost = self._renew_each(fields) if self._cluster else None
         pipe = self._client.pipeline(transaction=False)
-        if not self._cluster:
-            for keys in self._keys:
-                pipe.hset(keys.worker(self._name), mapping=fields)  # type: ignore[arg-type]
-                pipe.expire(keys.worker(self._name), self._ttl_s)
+        lost = self._put_beats(pipe, fields)
         taken = self._stats.take() if self._stats is not None else {}
         stats_buffer.write(pipe, self._stats_keys, taken)
         try:
@@ -209,21 +206,23 @@ class Heartbeat:
             return
         self._watch_marked = now
 
-    def _renew_each(self, fields: dict[str, str | int]) -> redis.RedisError | None:
-        """On a cluster: each queue's heartbeat on its own, so a primary that is down (for
+    def _put_beats(self, pipe: Any, fields: dict[str, str | int]) -> redis.RedisError | None:
+        """Every queue's heartbeat: into ``pipe`` on one node; where nodes fail apart (a
+        cluster) each queue's now, in a pipeline of its own, so a primary that is down (for
         its failover, up to cluster-node-timeout and more) lapses only the heartbeats of its
         own slots; one pipeline for all would renew none, and the scheduler would re-queue
         this worker's running batches everywhere. Returns the last failure, if any."""
-        lost: redis.RedisError | None = None
-        for keys in self._keys:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hset(keys.worker(self._name), mapping=fields)  # type: ignore[arg-type]
-            pipe.expire(keys.worker(self._name), self._ttl_s)
-            try:
-                pipe.execute()
-            except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
-                lost = exc
-        return lost
+        put = partial(self._put_beat, fields)
+        if self._topology.one_node:
+            for keys in self._keys:
+                put(pipe, keys)
+            return None
+        _, failures = pipelines_apart(self._client, [[keys] for keys in self._keys], put)
+        return failures[-1] if failures else None
+
+    def _put_beat(self, fields: dict[str, str | int], pipe: Any, keys: QueueKeys) -> None:
+        pipe.hset(keys.worker(self._name), mapping=fields)
+        pipe.expire(keys.worker(self._name), self._ttl_s)
 
     def _run(self) -> None:
         # Renew several times per TTL so one slow round trip never lets it lapse.

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError
 
 from redbatch import clock as server_clock
 from redbatch.batching import BatchPolicy, Company, Held, decide
@@ -28,6 +26,7 @@ from redbatch.protocol.fields import COST, DEADLINE, entry_key, integer_field_or
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
 from redbatch.transport.connection import Client
+from redbatch.transport.topology import by_node, pipelines_apart, topology_of
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ class Reader:
         gated: bool = True,
     ) -> None:
         self._client = client
-        self._cluster = isinstance(client, RedisCluster)
+        self._topology = topology_of(client)
         self._keyspace = keyspace
         self._keys: dict[str, QueueKeys] = {}
         self._lane_of_stream: dict[bytes, tuple[str, str, int]] = {}
@@ -240,7 +239,7 @@ class Reader:
         entries never keep a worker from reading the high ones."""
         holding = self.holding
         try:
-            if block_ms is not None and self._cluster:
+            if block_ms is not None and not self._topology.multi_slot:
                 replies = self._poll_idle(count, block_ms)
             elif block_ms is not None:
                 replies = [
@@ -279,47 +278,40 @@ class Reader:
         reads = [(n, part) for n, streams in by_count.items() for part in self._by_slot(streams)]
         if not reads:
             return []
-        if self._cluster:
+        if not self._topology.one_node:
             return self._read_per_node(reads)
         pipe = self._client.pipeline(transaction=False)
-        for n, streams in reads:
-            pipe.xreadgroup(GROUP, self._consumer, streams, count=n)
+        for read in reads:
+            self._put_read(pipe, read)
         replies: list[Any] = pipe.execute()
         return replies
+
+    def _put_read(self, pipe: Any, read: tuple[int, dict[Any, Any]]) -> None:
+        count, streams = read
+        pipe.xreadgroup(GROUP, self._consumer, streams, count=count)
 
     def _read_per_node(self, reads: list[tuple[int, dict[Any, Any]]]) -> list[Any]:
         """A cluster's reads, one pipeline per node. A read that ran is never thrown away:
         its entries are now pending to this worker, and unheld they would wait for the
-        scheduler's hung-batch limit. redis-py's cluster pipeline raises for all of its
-        nodes when one fails (a primary dying): here only that node's reads are lost
-        (and tried again next round); the error is raised only when every node failed."""
-        assert isinstance(self._client, RedisCluster)
-        by_node: dict[str, list[tuple[int, dict[Any, Any]]]] = {}
-        for n, streams in reads:
-            node = self._client.get_node_from_key(next(iter(streams)))  # type: ignore[no-untyped-call]
-            by_node.setdefault(node.name, []).append((n, streams))
-        replies: list[Any] = []
-        failure: redis.RedisError | None = None
-        for group in by_node.values():
-            pipe = self._client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
-            for n, streams in group:
-                pipe.xreadgroup(GROUP, self._consumer, streams, count=n)
-            try:
-                replies += pipe.execute()
-            except (redis.ConnectionError, redis.TimeoutError, ClusterDownError) as exc:
-                log.debug(
-                    "a cluster node did not answer a read: %s",
-                    exc,
-                    extra={"event": "cluster_read_failed"},
-                )
-                failure = exc
-        if failure is not None and not replies:
-            raise failure
+        scheduler's hung-batch limit. So a node that fails (a primary dying) loses only
+        its own reads (tried again next round); the error is raised only when every node
+        failed."""
+        groups = by_node(self._client, reads, key=lambda read: next(iter(read[1])))
+        replies, failures = pipelines_apart(self._client, groups, self._put_read)
+        for exc in failures:
+            log.debug(
+                "a cluster node did not answer a read: %s",
+                exc,
+                extra={"event": "cluster_read_failed"},
+            )
+        if failures and not replies:
+            raise failures[-1]
         return replies
 
     def _by_slot(self, streams: dict[Any, Any]) -> list[dict[Any, Any]]:
-        """``streams`` as one read, or on a cluster one per queue (a queue is one slot)."""
-        if not self._cluster:
+        """``streams`` as one read, or where a command names one slot one per queue (a
+        queue is one slot)."""
+        if self._topology.multi_slot:
             return [streams]
         parts: dict[str, dict[Any, Any]] = {}
         for stream, position in streams.items():
@@ -336,7 +328,7 @@ class Reader:
             replies = self._read_lanes({count: self._streams})
             if any(replies) or time.monotonic() >= deadline:
                 return replies
-            time.sleep(pause)  # a poll period: a cluster has no multi-slot blocking read
+            time.sleep(pause)  # a poll period: no blocking read spans slots
             pause = min(2 * pause, _IDLE_POLL_MAX_S)
 
     def _hold(self, reply: Any) -> int:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
 
 from redbatch.clock import now_ms
 from redbatch.protocol.fields import (
@@ -40,7 +39,7 @@ from redbatch.protocol.scripts import (
     requeue_args,
 )
 from redbatch.transport.connection import Client
-from redbatch.transport.deferred import Deferred
+from redbatch.transport.deferred import deferred_for
 from redbatch.worker.executor import Ran
 from redbatch.worker.reader import RawEntry
 
@@ -89,9 +88,9 @@ class Writer:
     ) -> None:
         self._client = client
         self._scripts = Scripts(client)
-        # A cluster's slots decide where each call goes: only redis-py's cluster client knows
-        # them, so there every call waits for its reply (no raw connection of our own).
-        self._deferred = None if isinstance(client, RedisCluster) else Deferred(client)
+        # Replies read a batch later, on a connection of our own; None on a cluster, where
+        # every call waits for its reply.
+        self._deferred = deferred_for(client)
         self._keyspace = keyspace
         self._worker = worker_name
         self._ttl_ms = result_ttl_s * 1000

@@ -18,7 +18,8 @@ from helpers.workers import WorkerProcess, start_worker, wait_serving
 from redbatch import AsyncProducer, Producer
 from redbatch.ops.queue import set_shards
 from redbatch.protocol.keys import KeySpace
-from redbatch.transport.cluster import connect_any, is_cluster
+from redbatch.transport.cluster import connect_any, connect_async_any, is_cluster
+from redbatch.transport.topology import by_node, topology_of
 
 pytestmark = pytest.mark.cluster
 WAIT_S = 60.0
@@ -32,6 +33,30 @@ def cluster_client(redis_cluster: LocalCluster) -> Iterator[RedisCluster]:
         yield client
     finally:
         client.close()
+
+
+def test_by_node_groups_keys_as_the_cluster_holds_them(
+    redis_cluster: LocalCluster, cluster_client: RedisCluster, namespace: str
+) -> None:
+    """The groups of ``by_node`` are the nodes holding the keys (a SCAN of each primary on
+    a connection of its own); keys of one queue (one slot) are one group."""
+    assert topology_of(cluster_client).cluster
+    async_client = connect_async_any(redis_cluster.url, cluster=True)
+    assert topology_of(async_client).cluster
+    asyncio.run(async_client.aclose())
+    keys = [f"{namespace}:{{q{i}}}:a" for i in range(12)] + [f"{namespace}:{{q0}}:b"]
+    for key in keys:
+        cluster_client.set(key, 1)
+    holders: dict[int, set[str]] = {}
+    for node in redis_cluster.primaries():
+        with redis_cluster.client(node) as direct:
+            holders[node.port] = {k.decode() for k in direct.scan_iter(match=f"{namespace}:*")}
+    held = sorted(sorted(ks) for ks in holders.values() if ks)
+    assert len(held) > 1, "twelve slots all on one primary: the test proves nothing"
+    grouped = by_node(cluster_client, keys, key=lambda k: k)
+    assert sorted(sorted(g) for g in grouped) == held
+    for key in keys:
+        cluster_client.delete(key)
 
 
 @pytest.fixture
