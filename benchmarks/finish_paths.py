@@ -31,8 +31,9 @@ from benchlib import cpu_seconds
 
 from redbatch.embedded import EmbeddedRedis
 from redbatch.protocol.fields import OK, Outcome
+from redbatch.protocol.finish_args import Finished, RunFacts, finish_batch_args
 from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys
-from redbatch.protocol.scripts import Finished, RunFacts, Scripts, finish_batch_args
+from redbatch.protocol.scripts import Scripts
 from redbatch.servers import SERVERS, server_build
 
 TTL_MS = 3_600_000

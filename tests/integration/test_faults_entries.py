@@ -26,15 +26,9 @@ from redbatch.protocol.fields import (
     Outcome,
     build_entry,
 )
+from redbatch.protocol.finish_args import Finished, RunFacts, finish_batch_args
 from redbatch.protocol.keys import GROUP, QueueKeys
-from redbatch.protocol.scripts import (
-    Finished,
-    RunFacts,
-    Scripts,
-    delayed_member,
-    finish_batch_args,
-    load_lua,
-)
+from redbatch.protocol.scripts import Scripts, delayed_member, load_lua
 
 Factory = Callable[..., WorkerProcess]
 FIELDS = 5000  # Lua's unpack fails past ~8,000 values: 5,000 fields are 10,000

@@ -8,19 +8,25 @@ import msgpack
 import pytest
 
 from redbatch.errors import ConfigError
-from redbatch.protocol.fields import DEAD, ERROR, OK, Outcome, decode_reply, result_fields
+from redbatch.protocol.fields import (
+    DEAD,
+    ERROR,
+    OK,
+    Outcome,
+    Request,
+    decode_reply,
+    result_fields,
+)
+from redbatch.protocol.finish_args import Finished, RunFacts, finish_batch_args
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace
 from redbatch.protocol.scripts import (
     RETRY,
     Admission,
-    Finished,
     RequeueItem,
-    RunFacts,
     Scripts,
     admit_args,
     admit_once_args,
     delayed_member,
-    finish_batch_args,
     load_lua,
     move_due_args,
     remove_consumer_args,
@@ -159,6 +165,30 @@ def test_ran_item_stores_ct_only_when_not_msgpack_and_ok() -> None:
     result = parsed_items(keys, argv)[0]["result"]
     assert result["error"] == b"boom"  # type: ignore[index]
     assert "ct" not in result  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("ct", ["msgpack", "json"])
+def test_short_pairs_are_the_ran_items_column_wise(ct: str) -> None:
+    """``short`` (request, outcome) pairs give the same items as Finished with facts, before
+    the long-form items, and share reply keys with them."""
+    outcomes = [Outcome("r1", OK, b"\x01"), Outcome("r2", ERROR, b"boom")]
+    requests = [
+        Request("echo", f"1-{n}", o.id, b"", reply="p1", enq=5, attempt=2, ct=ct)
+        for n, o in enumerate(outcomes)
+    ]
+    dead = Finished("1-9", Outcome("r9", DEAD, b"why"), reply="p1", dead_reason="why")
+    pairs = list(zip(requests, outcomes, strict=True))
+    as_facts = [Finished(r.entry_id, o, reply=r.reply, facts=r) for r, o in pairs]
+    expected = finish_batch_args(KEYS, [*as_facts, dead], ttl_ms=1, dead_maxlen=1, common=COMMON)
+    got = finish_batch_args(
+        KEYS, [dead], ttl_ms=1, dead_maxlen=1, common=COMMON,
+        short=pairs,
+    )  # fmt: skip
+    assert got == expected
+    assert parsed_items(*got)[1]["result"] == {  # not ok: no payload, no ct
+        "status": ERROR, "error": b"boom", "attempt": 2, "enq": 5,
+        "worker": "w1", "start": 10, "end": 12, "batch": 3,
+    }  # fmt: skip
 
 
 def test_shared_reply_key_is_deduplicated() -> None:

@@ -24,15 +24,14 @@ from redbatch.protocol.fields import (
     entry_request_id,
     result_fields,
 )
+from redbatch.protocol.finish_args import Finished, finish_batch_args
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.scripts import (
     HANDBACK,
     RETRY,
-    Finished,
     RequeueItem,
     Scripts,
     delayed_member,
-    finish_batch_args,
     followers_of,
     held_entry,
     remove_consumer_args,
@@ -59,9 +58,10 @@ class Sending:
     """finish_batch calls sent for one batch (one per lane), whose replies are unread."""
 
     keys: QueueKeys
-    calls: list[tuple[list[Finished], list[str], list[bytes | str | int]]] = field(
-        default_factory=list
-    )
+    # Per call: its long-form items, its short-form (request, outcome) pairs, KEYS, ARGV.
+    calls: list[
+        tuple[list[Finished], list[tuple[Request, Outcome]], list[str], list[bytes | str | int]]
+    ] = field(default_factory=list)
     # Replies already read (a cluster client's calls wait for theirs), in call order.
     replies: list[Any] = field(default_factory=list)
 
@@ -125,31 +125,39 @@ class Writer:
         works only while a batch holds no two entries with the same id."""
         keys: QueueKeys = self._keyspace.queue(queue)
         lanes: dict[str, list[Finished]] = {p: [] for p in PRIORITIES}
+        short: dict[str, list[tuple[Request, Outcome]]] = {p: [] for p in PRIORITIES}
         # A batch's requests share worker, start, end and batch size: sent once per call.
         common: dict[str, str | int] = {}
+        batch_times = (0, 0, 0)
         if ran:
             first = ran[0]
             common = {"worker": self._worker, "start": first.start, "end": first.end}
             common["batch"] = first.batch
+            batch_times = (first.start, first.end, first.batch)
         for r in ran:
-            entry = _raw_entry(raw, r.request)
-            lanes.setdefault(entry.priority, []).append(self._finished(r, entry, ran[0]))
+            request = r.request
+            if r.retry or r.outcome.status == DEAD or (r.start, r.end, r.batch) != batch_times:
+                entry = _raw_entry(raw, request)
+                lanes.setdefault(entry.priority, []).append(self._finished(r, entry))
+            else:  # the short form, column-wise (parse_entry gave it the lane it came from)
+                short.setdefault(request.priority, []).append((request, r.outcome))
         for m in malformed:
             lanes.setdefault(m.entry.priority, []).append(self._dead_entry(m))
         sending = Sending(keys)
         script = self._scripts.finish_batch
         for priority, items in lanes.items():
-            if not items:
+            ran_here = short.get(priority, [])
+            if not items and not ran_here:
                 continue
             script_keys, argv = finish_batch_args(
                 keys, items, ttl_ms=self._ttl_ms, dead_maxlen=self._dead_maxlen,
-                priority=priority, common=common,
+                priority=priority, common=common, short=ran_here,
             )  # fmt: skip
             if self._deferred is None:
                 sending.replies.append(script(keys=script_keys, args=argv))
             else:
                 self._deferred.send("EVALSHA", script.sha, len(script_keys), *script_keys, *argv)
-            sending.calls.append((items, script_keys, argv))
+            sending.calls.append((items, ran_here, script_keys, argv))
         return sending
 
     def settle(self, sending: Sending) -> int:
@@ -157,7 +165,7 @@ class Writer:
         reply is read even when one is an error, which is raised after."""
         existed = 0
         refused: redis.ResponseError | None = None
-        for items, script_keys, argv in sending.calls:
+        for items, ran_here, script_keys, argv in sending.calls:
             try:
                 reply = sending.replies.pop(0) if sending.replies else self._read()
             except redis.exceptions.NoScriptError:
@@ -167,7 +175,7 @@ class Writer:
             except redis.ResponseError as exc:
                 refused = refused or exc
                 continue
-            existed += self._told(sending.keys, items, reply)
+            existed += self._told(sending.keys, items, ran_here, reply)
         if refused is not None:
             raise refused
         return existed
@@ -180,11 +188,18 @@ class Writer:
         assert self._deferred is not None
         return self._deferred.read()
 
-    def _told(self, keys: QueueKeys, items: list[Finished], reply: Any) -> int:
+    def _told(
+        self,
+        keys: QueueKeys,
+        items: list[Finished],
+        ran: list[tuple[Request, Outcome]],
+        reply: Any,
+    ) -> int:
         """Tell the producers a finish_batch reply names (guard followers); its ``existed``."""
         existed, *guarded = reply
         if guarded:
             own = {i.outcome.id: i.reply for i in items if i.outcome is not None}
+            own.update((outcome.id, request.reply) for request, outcome in ran)
             followers = followers_of(guarded, own)
             self._scripts.tell_followers(keys, followers, ttl_ms=self._ttl_ms)
         return int(existed)
@@ -266,8 +281,9 @@ class Writer:
         script_keys, argv = remove_consumer_args(self._keyspace.queue(queue), self._worker)
         return bool(self._scripts.remove_consumer(keys=script_keys, args=argv))
 
-    def _finished(self, ran: Ran, entry: RawEntry, first: Ran) -> Finished:
-        """``first`` is the batch's first request: the common result fields are its."""
+    def _finished(self, ran: Ran, entry: RawEntry) -> Finished:
+        """A request that does not take the short form: a retry, a dead letter, or one whose
+        batch times differ from the batch's first request's (the common fields)."""
         request: Request = ran.request
         if ran.retry:
             if request.attempt < self._max_attempts:
@@ -281,13 +297,6 @@ class Writer:
             reason = f"retried {request.attempt} times, max_attempts reached: {ran.outcome.error}"
             ran = replace(ran, outcome=Outcome(request.id, DEAD, reason.encode()))
         dead = ran.outcome.status == DEAD
-        if not dead and (ran.start, ran.end, ran.batch) == (first.start, first.end, first.batch):
-            return Finished(
-                entry_id=request.entry_id,
-                outcome=ran.outcome,
-                reply=request.reply,
-                facts=request,
-            )
         result = result_fields(
             ran.outcome,
             ct=request.ct,
