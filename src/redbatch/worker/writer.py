@@ -39,6 +39,7 @@ from redbatch.protocol.scripts import (
 )
 from redbatch.transport.connection import Client
 from redbatch.transport.deferred import deferred_for
+from redbatch.transport.packed import claim_then_get
 from redbatch.worker.executor import Ran
 from redbatch.worker.reader import RawEntry
 
@@ -212,18 +213,16 @@ class Writer:
         merely held (read, or about to be handed back) when it was killed keep their attempt
         and no request nobody ever ran is dead-lettered for other requests' crashes."""
         keys = self._keyspace.queue(queue)
-        by_lane: dict[str, list[Any]] = {}
+        by_lane: dict[str, list[str]] = {}
         for r in requests:
             # parse_entry gave each request the lane (priority stream) it was read from.
             by_lane.setdefault(r.priority, []).append(r.entry_id)
-        pipe = self._client.pipeline(transaction=False)
-        for priority, ids in by_lane.items():
-            pipe.xclaim(
-                keys.stream_for(priority), GROUP, self._worker, 0, ids,
-                justid=True, retrycount=STARTED_DELIVERIES,
-            )  # fmt: skip
-        pipe.mget([keys.cancel(r.id) for r in requests])
-        flags = pipe.execute()[-1]
+        claims = [(keys.stream_for(priority), ids) for priority, ids in by_lane.items()]
+        cancel_at = keys.cancel("")
+        flags = claim_then_get(
+            self._client, claims, [cancel_at + r.id for r in requests],
+            group=GROUP, consumer=self._worker, retry_count=STARTED_DELIVERIES,
+        )  # fmt: skip
         return frozenset(r.id for r, flag in zip(requests, flags, strict=True) if flag)
 
     def hand_back(self, entries: list[RawEntry]) -> int:

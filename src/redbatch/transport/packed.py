@@ -1,0 +1,88 @@
+"""Several commands in one write, packed by hiredis, their replies read in order.
+
+redis-py's pipeline encodes every argument in Python before hiredis packs it: for the started
+mark of a batch of 256 (one ``XCLAIM`` of 256 ids and one ``MGET`` of 256 cancel keys) that is
+3.3 µs a request, against 0.4 µs packed by hiredis in one call per command. Only for commands
+that may run twice: a lost connection sends them all again (as redis-py's pipeline does).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+import redis
+from redis.connection import Connection
+
+from redbatch.transport.connection import reconnect_backoff
+
+Command = tuple[bytes | str | int, ...]
+
+_BACKOFF = reconnect_backoff()
+
+
+def packed_pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
+    """The replies of ``commands``, sent in one write on one connection of ``client``'s pool.
+    An error reply raises once every reply is read (the connection stays in step); a lost
+    connection is retried with the client's number of retries and ``reconnect_backoff``."""
+    packed = [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        failures = 0
+        while True:
+            try:
+                return _send_and_read(conn, packed)
+            except (redis.ConnectionError, redis.TimeoutError):
+                conn.disconnect()  # type: ignore[no-untyped-call]
+                failures += 1
+                if 0 <= conn.retry.get_retries() < failures:
+                    raise
+                time.sleep(_BACKOFF.compute(failures))
+    finally:
+        pool.release(conn)
+
+
+def _send_and_read(conn: Connection, packed: list[bytes]) -> list[Any]:
+    # No health check: its PING would be answered between our replies.
+    conn.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+    replies: list[Any] = []
+    refused: redis.ResponseError | None = None
+    for _ in packed:
+        try:
+            replies.append(conn.read_response())
+        except redis.ResponseError as exc:
+            refused = refused or exc
+            replies.append(exc)
+    if refused is not None:
+        raise refused
+    return replies
+
+
+def claim_then_get(
+    client: Any,
+    claims: Sequence[tuple[str, Sequence[str]]],
+    keys: Sequence[str],
+    *,
+    group: str,
+    consumer: str,
+    retry_count: int,
+) -> list[Any]:
+    """One round trip: ``XCLAIM stream group consumer 0 ids... RETRYCOUNT n JUSTID`` for each
+    (stream, ids) of ``claims``, then ``MGET keys``; returns the MGET's reply. Packed by
+    hiredis on a plain client; through redis-py's pipeline on any other (a cluster routes
+    each command by its key)."""
+    if type(client) is redis.Redis:
+        commands: list[Command] = [
+            ("XCLAIM", stream, group, consumer, 0, *ids, "RETRYCOUNT", retry_count, "JUSTID")
+            for stream, ids in claims
+        ]
+        commands.append(("MGET", *keys))
+        return list(packed_pipeline(client, commands)[-1])
+    pipe = client.pipeline(transaction=False)
+    for stream, ids in claims:
+        pipe.xclaim(stream, group, consumer, 0, ids, justid=True, retrycount=retry_count)
+    pipe.mget(keys)
+    return list(pipe.execute()[-1])
