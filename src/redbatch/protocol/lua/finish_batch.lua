@@ -175,7 +175,11 @@ local function record(item)
     if stored[1] == 'ok' then body = stored[2] end
     reply = cmsgpack.pack({item.request_id, stored[1] or 'error', body or ''})
   elseif #item.fields > 0 then
-    chunked('HSET', {result_key}, item.fields)
+    if #item.fields > CHUNK then
+      chunked('HSET', {result_key}, item.fields)
+    else  -- the common case, without chunked's two tables and copy per call
+      redis.call('HSET', result_key, unpack(item.fields))
+    end
     redis.call('PEXPIRE', result_key, ttl)
     written[result_key] = true
   end
