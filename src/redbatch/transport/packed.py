@@ -17,6 +17,7 @@ import redis
 from redis.connection import Connection
 
 from redbatch.transport.connection import reconnect_backoff
+from redbatch.transport.topology import topology_of
 
 Command = tuple[bytes | str | int, ...]
 
@@ -72,9 +73,10 @@ def claim_then_get(
 ) -> list[Any]:
     """One round trip: ``XCLAIM stream group consumer 0 ids... RETRYCOUNT n JUSTID`` for each
     (stream, ids) of ``claims``, then ``MGET keys``; returns the MGET's reply. Packed by
-    hiredis on a plain client; through redis-py's pipeline on any other (a cluster routes
-    each command by its key)."""
-    if type(client) is redis.Redis:
+    hiredis on one node; through redis-py's pipeline on a cluster (it routes each command
+    by its key)."""
+    if not topology_of(client).cluster:
+        assert isinstance(client, redis.Redis)
         commands: list[Command] = [
             ("XCLAIM", stream, group, consumer, 0, *ids, "RETRYCOUNT", retry_count, "JUSTID")
             for stream, ids in claims
