@@ -3,11 +3,16 @@ mark and cancellation check), against a real server."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from redbatch.protocol.keys import GROUP
-from redbatch.transport.packed import claim_then_get, packed_pipeline
+from redbatch.transport.connection import backoff_retry_async
+from redbatch.transport.deferred import packed_script
+from redbatch.transport.packed import AsyncPackedScript, claim_then_get, packed_pipeline
 
 
 def test_replies_come_in_order(redis_client: redis.Redis, namespace: str) -> None:
@@ -67,3 +72,71 @@ def test_claim_then_get_marks_started_in_each_stream_and_reads_the_keys(
 def _url(client: redis.Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs
     return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+# -- AsyncPackedScript: a plain asyncio client's scripts (the AsyncProducer's admission) -------
+
+SLOW_ECHO = "redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]"
+
+
+def async_script(url: str, body: str = SLOW_ECHO) -> tuple[AsyncRedis, AsyncPackedScript]:
+    client = AsyncRedis.from_url(url, retry=backoff_retry_async(3))  # as a producer's
+    script = packed_script(client, client.register_script(body))
+    assert isinstance(script, AsyncPackedScript)
+    return client, script
+
+
+def test_async_script_runs_and_loads_itself_after_a_flush(
+    redis_url: str, redis_client: redis.Redis, namespace: str
+) -> None:
+    async def main() -> list[object]:
+        client, script = async_script(redis_url)
+        try:
+            first = await script(keys=[f"{namespace}:a"], args=["one"])
+            redis_client.script_flush()  # the server forgets it: NOSCRIPT, then loaded
+            second = await script(keys=[f"{namespace}:a"], args=["two"])
+            return [first, second]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == [b"one", b"two"]
+    assert redis_client.get(f"{namespace}:a") == b"two"
+
+
+def test_async_script_is_sent_again_on_a_new_connection(
+    redis_url: str, redis_client: redis.Redis, namespace: str
+) -> None:
+    async def main() -> object:
+        client, script = async_script(redis_url)
+        try:
+            await script(keys=[f"{namespace}:a"], args=["one"])
+            for conn in redis_client.client_list():
+                if conn["cmd"] == "evalsha":
+                    redis_client.client_kill_filter(_id=conn["id"])
+            return await script(keys=[f"{namespace}:a"], args=["two"])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == b"two"
+
+
+def test_a_cancelled_async_call_leaves_no_reply_for_the_next(
+    redis_url: str, namespace: str
+) -> None:
+    """Cancelled while Redis runs it: the next call on the pool reads its own reply."""
+    slow = "local t = redis.call('TIME') local u = t[1] * 1e6 + t[2] " + (
+        "while true do local n = redis.call('TIME') "
+        "if n[1] * 1e6 + n[2] - u > 50000 then break end end return ARGV[1]"
+    )
+
+    async def main() -> object:
+        client, script = async_script(redis_url, slow)
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.01):
+                    await script(keys=[f"{namespace}:a"], args=["late"])
+            return await script(keys=[f"{namespace}:a"], args=["own"])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == b"own"

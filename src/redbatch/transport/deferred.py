@@ -16,11 +16,13 @@ from typing import Any
 
 import hiredis
 import redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import Script
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from redbatch.transport.connection import Client, reconnect_backoff
+from redbatch.transport.packed import AsyncPackedScript
 from redbatch.transport.topology import topology_of
 
 
@@ -202,8 +204,10 @@ class UnboundedScript:
 
 
 def packed_script(client: Any, script: Any) -> Any:
-    """``script`` as a PackedScript for a plain sync client; wrapped as an UnboundedScript for
-    any other (asyncio, cluster)."""
+    """``script`` as a PackedScript for a plain sync client, an AsyncPackedScript for a plain
+    asyncio one; wrapped as an UnboundedScript for any other (cluster)."""
     if type(client) is redis.Redis:
         return PackedScript(client, script)
+    if type(client) is AsyncRedis:
+        return AsyncPackedScript(client, script)
     return UnboundedScript(script)

@@ -8,13 +8,16 @@ that may run twice: a lost connection sends them all again (as redis-py's pipeli
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 import redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.connection import Connection
+from redis.exceptions import NoScriptError
 
 from redbatch.transport.connection import reconnect_backoff
 from redbatch.transport.topology import topology_of
@@ -88,3 +91,48 @@ def claim_then_get(
         pipe.xclaim(stream, group, consumer, 0, ids, justid=True, retrycount=retry_count)
     pipe.mget(keys)
     return list(pipe.execute()[-1])
+
+
+class AsyncPackedScript:
+    """A registered script of a plain asyncio client, called like ``PackedScript``: its
+    EVALSHA packed by hiredis in one call (redis-py's asyncio client encodes every argument
+    in Python first: eight a request for an admission). ``deadline`` is accepted and not
+    enforced: the caller bounds the call (``asyncio.timeout``); a call cancelled half-way
+    leaves no reply behind, as redis-py's connection disconnects on any exception while it
+    sends or reads. A lost connection is retried as the client's own calls are; NOSCRIPT
+    loads the script on the same connection."""
+
+    def __init__(self, client: AsyncRedis, script: Any) -> None:
+        self._pool = client.connection_pool
+        self._script = script
+        self.sha = script.sha
+
+    async def __call__(
+        self,
+        keys: Sequence[str],
+        args: Sequence[bytes | str | int],
+        deadline: float | None = None,
+    ) -> Any:
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        packed = hiredis.pack_command(command)
+        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            return await self._call(conn, packed)
+        finally:
+            await self._pool.release(conn)
+
+    async def _call(self, conn: Any, packed: bytes) -> Any:
+        failures = 0
+        while True:
+            try:
+                await conn.send_packed_command(packed, check_health=False)
+                return await conn.read_response()
+            except NoScriptError:
+                await conn.send_command("SCRIPT", "LOAD", self._script.script)
+                await conn.read_response()
+            except (redis.ConnectionError, redis.TimeoutError):
+                await conn.disconnect()
+                failures += 1
+                if 0 <= conn.retry.get_retries() < failures:
+                    raise
+                await asyncio.sleep(_BACKOFF.compute(failures))
