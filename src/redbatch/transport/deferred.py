@@ -187,7 +187,7 @@ def _send_and_read(conn: Connection, packed: bytes, deadline: float | None) -> A
 
 class UnboundedScript:
     """A redis-py ``Script`` of a client whose connections this module does not drive
-    (asyncio, cluster), called like a PackedScript: ``deadline`` is accepted and not
+    (a cluster, sync or asyncio), called like a PackedScript: ``deadline`` is accepted and not
     enforced here (the client's own socket timeouts and retries bound the call)."""
 
     def __init__(self, script: Any) -> None:
