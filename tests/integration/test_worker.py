@@ -199,8 +199,10 @@ def test_producer_deadline_passes_before_any_worker(
     worker_factory: WorkerFactory,
 ) -> None:
     with Producer.from_url(redis_url, namespace=namespace) as producer:
-        handle = producer.submit(queue, "late", timeout=0.05)
-        time.sleep(0.1)  # not synchronisation: the deadline itself must pass
+        # The timeout bounds the admission too (a first connect and script load): 0.5 s, not
+        # 0.05, so a loaded machine still admits it before it is late.
+        handle = producer.submit(queue, "late", timeout=0.5)
+        time.sleep(0.6)  # not synchronisation: the deadline itself must pass
         worker_factory([queue])
         with pytest.raises(RequestExpired):
             handle.result(timeout=WAIT_S)
