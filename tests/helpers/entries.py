@@ -31,6 +31,19 @@ def text(fields: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
 
 
+def wait_started(client: redis.Redis, stream: str, count: int) -> None:
+    """Wait until ``count`` entries of ``stream`` are marked started (delivery count 2, the
+    wire contract's mark, set in the round trip that also reads their cancel keys): from then
+    a cancel reaches the handler, not the check before it runs. Pending alone (only read) is
+    too early."""
+
+    def started() -> bool:
+        rows = client.xpending_range(stream, "workers", "-", "+", count)
+        return len(rows) == count and all(r["times_delivered"] >= 2 for r in rows)
+
+    wait_until(started, WAIT_S, f"{count} entries of {stream} started")
+
+
 def wait_results(
     client: redis.Redis, keys: QueueKeys, ids: Iterable[str], timeout: float = WAIT_S
 ) -> dict[str, dict[bytes, bytes]]:

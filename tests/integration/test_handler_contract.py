@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from helpers import optional
-from helpers.entries import add_atomically, now_ms, pack, wait_results
-from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
+from helpers.entries import add_atomically, now_ms, pack, wait_results, wait_started
+from helpers.workers import WorkerProcess, start_worker, wait_serving
 from redbatch import Producer, RequestFailed
 from redbatch.embedded import EmbeddedRedis
 from redbatch.protocol.keys import KeySpace
@@ -93,7 +93,7 @@ def test_a_plain_handler_sees_a_cancel_that_arrives_while_it_runs(
     stream = KeySpace(namespace).queue(queue).stream
     with Producer.from_url(redis_url, namespace=namespace) as producer:
         stay, go = producer.submit_many(queue, ["stay", "go"], timeout=60)  # one batch
-        wait_until(lambda: redis_client.xpending(stream, "workers")["pending"] == 2)
+        wait_started(redis_client, stream, 2)
         go.cancel()
         # The handler returns once it sees the cancel (it would wait 20 s otherwise); a
         # running request keeps its outcome.
