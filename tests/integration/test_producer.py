@@ -223,6 +223,51 @@ def test_result_timeout_then_the_request_ends_cancelled_async_worker_skips_cance
     assert_drained(redis_client, stream_of(namespace, queue))
 
 
+def test_async_handles_followed_by_callbacks_not_tasks(
+    redis_url: str,
+    redis_client: redis.Redis,
+    namespace: str,
+    queue: str,
+    worker_factory: WorkerFactory,
+) -> None:
+    """add_done_callback + result_nowait (what bench follows 2,000 requests with); abandon
+    stops following one the way a timed-out wait does (cancelled: cancel_on_timeout)."""
+
+    async def main() -> None:
+        async with AsyncProducer.from_url(redis_url, namespace=namespace) as producer:
+            late = await producer.submit(queue, "abandoned")
+            with pytest.raises(asyncio.InvalidStateError, match=late.id):
+                late.result_nowait()
+            late.abandon()
+            worker_factory([queue], "helpers.handlers:poison")
+            handles = await producer.submit_many(queue, ["a", "poison", "b"])
+            seen: dict[str, Any] = {}
+            all_in = asyncio.Event()
+
+            def arrived(handle: Any) -> None:
+                assert handle.done()
+                try:
+                    seen[handle.id] = handle.result_nowait()
+                except RequestFailed as exc:
+                    seen[handle.id] = exc
+                if len(seen) == len(handles):
+                    all_in.set()
+
+            for handle in handles:
+                handle.add_done_callback(arrived)
+            await asyncio.wait_for(all_in.wait(), WAIT)
+            a, poisoned, b = (seen[h.id] for h in handles)
+            assert (a, b) == ("a", "b") and isinstance(poisoned, RequestFailed)
+            called = asyncio.Event()
+            handles[0].add_done_callback(lambda h: called.set())  # already done: called soon
+            await asyncio.wait_for(called.wait(), WAIT)
+            with pytest.raises(RequestCancelled):
+                await late.result(timeout=WAIT)
+
+    asyncio.run(main())
+    assert_drained(redis_client, stream_of(namespace, queue))
+
+
 def test_close_fails_waiting_handles_sync(
     redis_url: str,
     redis_client: redis.Redis,

@@ -89,7 +89,8 @@ async def _load(
         with Progress(*columns, console=console, transient=True, disable=hidden) as progress:
             task = progress.add_task("requests", total=settings.requests)
             tally = Tally(sample_stride(settings.requests, settings.sample))
-            tally.advance = lambda: progress.advance(task)
+            if not hidden:  # a hidden bar still takes a lock per advance
+                tally.advance = lambda: progress.advance(task)
             if settings.rate is None:
                 work = load.closed_loop(range(settings.requests), settings.concurrency, tally)
             else:
