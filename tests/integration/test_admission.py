@@ -30,6 +30,7 @@ from redbatch.errors import ConfigError, PayloadTooLarge
 from redbatch.producer import AsyncHandle, Handle, MapQueueFull
 from redbatch.producer._core import CANCEL_TTL_MS
 from redbatch.protocol.keys import KeySpace, QueueKeys
+from redbatch.protocol.scripts import Admission, Scripts, admit_args
 
 WorkerFactory = Callable[..., WorkerProcess]
 WAIT = 30.0
@@ -502,3 +503,41 @@ def test_map_timeout_cancels_its_waiting_requests_worker_skips_cancelled(
         wait_drained(redis_client, keys)
         statuses = [redis_client.hget(keys.result(i), "status") for i in ids]
         assert statuses == [b"cancelled"] * 6
+
+
+def test_one_admission_of_requests_with_different_fields_writes_each_as_given(
+    redis_client: redis.Redis, namespace: str, queue: str
+) -> None:
+    """admit.lua builds each XADD in one argument table it reuses: a short request after a
+    long one, and requests with and without a timeout, each get exactly their own fields,
+    ``enq`` and ``deadline`` (Redis's clock) before the last field."""
+    keys = KeySpace(namespace).queue(queue)
+    long_one = {"id": "a", "reply": "p", "cost": 3, "tag": "t", "payload": b"A"}
+    short_one = {"id": "b", "payload": b"B"}
+    timed = {"id": "c", "reply": "p", "payload": b"C"}
+    entries = [(0, long_one), (5000, short_one), (5000, timed), (0, dict(short_one, id="d"))]
+    admission = Admission("p", seq=1, low=1, ttl_ms=60_000)
+    script_keys, argv = admit_args(keys, entries, admission, max_queue_len=0)
+    reply = Scripts(redis_client).admit(keys=script_keys, args=argv)
+    assert reply[0] == 1 and len(reply) == 5
+    written = [
+        [(name.decode(), value) for name, value in fields.items()]
+        for _, fields in redis_client.xrange(keys.stream)
+    ]
+    enq = {int(dict(fields)["enq"]) for fields in written}
+    assert len(enq) == 1  # one clock reading for the call
+    [now] = enq
+    stamp = [("enq", str(now).encode())]
+    deadline = [("deadline", str(now + 5000).encode())]
+
+    def expected(fields: dict[str, Any], extra: list[tuple[str, bytes]]) -> list[Any]:
+        pairs = [(name, str(v).encode() if isinstance(v, int) else v) for name, v in fields.items()]
+        pairs = [(n, v.encode() if isinstance(v, str) else v) for n, v in pairs]
+        return pairs[:-1] + extra + pairs[-1:]
+
+    assert written == [
+        expected(long_one, stamp),
+        expected(short_one, stamp + deadline),
+        expected(timed, stamp + deadline),
+        expected(dict(short_one, id="d"), stamp),
+    ]

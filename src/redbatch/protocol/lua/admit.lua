@@ -32,37 +32,56 @@ if redis.call('ZSCORE', KEYS[2], seq) then
   return {4}
 end
 local max_len = tonumber(ARGV[1])
-local requests = {}
+-- Pass 1: check every request and count them (nothing is added unless all fit).
+local count = 0
 local i = 5
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 1])
   if n + 4 > 64 then
     return redis.error_reply('admit: a request of ' .. n .. ' values (at most 60)')
   end
-  requests[#requests + 1] = {tonumber(ARGV[i]), i + 2, i + 1 + n}
+  count = count + 1
   i = i + n + 2
 end
 local length = redis.call('XLEN', KEYS[1])
-if max_len > 0 and length + #requests > max_len then
+if max_len > 0 and length + count > max_len then
   return {0, length}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local enq = string.format('%.0f', now)
+-- A call's requests mostly share one timeout: each deadline's text is made once.
+local deadlines = {}
+-- One argument table for every XADD, filled by index and unpacked to its length: no table
+-- per request (what is left past the length from a longer request is not sent).
+local args = {}
 local ids = {1}
-for _, r in ipairs(requests) do
-  local fields = {}
-  for j = r[2], r[3] - 2 do
-    fields[#fields + 1] = ARGV[j]
+i = 5
+while i <= #ARGV do
+  local timeout_ms, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local last = i + 1 + n  -- the last field's value (payload, which stays last)
+  local m = 0
+  for j = i + 2, last - 2 do
+    m = m + 1
+    args[m] = ARGV[j]
   end
-  fields[#fields + 1] = 'enq'
-  fields[#fields + 1] = string.format('%.0f', now)
-  if r[1] > 0 then
-    fields[#fields + 1] = 'deadline'
-    fields[#fields + 1] = string.format('%.0f', now + r[1])
+  args[m + 1] = 'enq'
+  args[m + 2] = enq
+  m = m + 2
+  if timeout_ms > 0 then
+    local deadline = deadlines[timeout_ms]
+    if deadline == nil then
+      deadline = string.format('%.0f', now + timeout_ms)
+      deadlines[timeout_ms] = deadline
+    end
+    args[m + 1] = 'deadline'
+    args[m + 2] = deadline
+    m = m + 2
   end
-  fields[#fields + 1] = ARGV[r[3] - 1]  -- the last field (payload) stays last
-  fields[#fields + 1] = ARGV[r[3]]
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(fields))
+  args[m + 1] = ARGV[last - 1]
+  args[m + 2] = ARGV[last]
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(args, 1, m + 2))
+  i = last + 1
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
 redis.call('ZADD', KEYS[2], seq, seq)
