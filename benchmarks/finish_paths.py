@@ -3,6 +3,7 @@ with Redis 8's ``HSETEX ... FNX`` (the path issue 20 asked to measure before bui
 
     python benchmarks/finish_paths.py                       # redis7, redis8, valkey8
     python benchmarks/finish_paths.py --servers redis8 --batches 400 --batch 64
+    python benchmarks/finish_paths.py --servers redis7 --batch 256 --before old_finish_batch.lua
 
 Per server and path: FLUSHALL, add ``batches * batch`` entries and read them all into one
 consumer's pending list first, so that while the finish calls run the server does nothing
@@ -15,6 +16,10 @@ no guard set): ``EXISTS`` over the result keys and the guard keys (which a compl
 needs to notice the rare cases and send them through the script), ``HSETEX FNX`` per
 result, one ``RPUSH`` + ``PEXPIRE`` for the producer's replies, ``XACK`` + ``XDEL``. It is
 the cheapest the newer commands can make the finish step: an upper bound of their gain.
+
+``--before FILE``: also the path ``lua-before``, the same calls to another finish_batch.lua
+(e.g. ``git show main:src/redbatch/protocol/lua/finish_batch.lua``), interleaved with
+``lua`` round by round on the same server: an A/B of a change to the script.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -53,7 +59,7 @@ def prepare(client: redis.Redis, keys: QueueKeys, count: int) -> list[tuple[str,
     return [(eid.decode(), fields[b"id"].decode()) for eid, fields in read[0][1]]
 
 
-def finish_lua(scripts: Scripts, keys: QueueKeys, batch: list[tuple[str, str]]) -> None:
+def finish_lua(script: Any, keys: QueueKeys, batch: list[tuple[str, str]]) -> None:
     facts = RunFacts(attempt=1, enq=1_700_000_000_000)
     items = [
         Finished(eid, Outcome(rid, OK, BODY), reply=PRODUCER, facts=facts) for eid, rid in batch
@@ -62,7 +68,7 @@ def finish_lua(scripts: Scripts, keys: QueueKeys, batch: list[tuple[str, str]]) 
     script_keys, argv = finish_batch_args(
         keys, items, ttl_ms=TTL_MS, dead_maxlen=1000, common=common
     )
-    scripts.finish_batch(keys=script_keys, args=argv)
+    script(keys=script_keys, args=argv)
 
 
 def finish_multi(client: redis.Redis, keys: QueueKeys, batch: list[tuple[str, str]]) -> None:
@@ -85,20 +91,23 @@ def finish_multi(client: redis.Redis, keys: QueueKeys, batch: list[tuple[str, st
     pipe.execute()
 
 
-def run_path(server: EmbeddedRedis, path: str, batches: int, size: int) -> dict[str, float]:
+def run_path(
+    server: EmbeddedRedis, path: str, batches: int, size: int, before: str = ""
+) -> dict[str, float]:
     client = redis.Redis.from_url(server.url)
     client.flushall()
     keys = KeySpace("fp").queue("echo")
     entries = prepare(client, keys, batches * size)
-    scripts = Scripts(client)
-    scripts.finish_batch.sha  # noqa: B018 (loaded before the measured phase)
-    client.script_load(scripts.finish_batch.script)
+    script = Scripts(client).finish_batch
+    if path == "lua-before":
+        script = client.register_script(before)
+    client.script_load(script.script)  # loaded before the measured phase
     assert server.pid is not None
     cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
     for at in range(0, len(entries), size):
         batch = entries[at : at + size]
-        if path == "lua":
-            finish_lua(scripts, keys, batch)
+        if path != "multi":
+            finish_lua(script, keys, batch)
         else:
             finish_multi(client, keys, batch)
     wall, cpu = time.perf_counter() - t0, cpu_seconds(server.pid) - cpu0
@@ -114,15 +123,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--before", default="", help="another finish_batch.lua to A/B against")
     args = parser.parse_args(argv)
+    before = Path(args.before).read_text(encoding="utf-8") if args.before else ""
     rows: list[dict[str, Any]] = []
     for name in args.servers.split(","):
         with EmbeddedRedis(command=server_build(name).command) as server:
             paths = ["lua", "multi"] if name == "redis8" else ["lua"]
+            if before:
+                paths.append("lua-before")
             runs: dict[str, list[dict[str, float]]] = {p: [] for p in paths}
             for i in range(args.rounds):
                 for path in paths if i % 2 == 0 else paths[::-1]:
-                    runs[path].append(run_path(server, path, args.batches, args.batch))
+                    runs[path].append(run_path(server, path, args.batches, args.batch, before))
             for path, samples in runs.items():
                 row: dict[str, Any] = {"server": name, "path": path, "batch": args.batch}
                 for field in ("per_s", "server_us_per_request"):
