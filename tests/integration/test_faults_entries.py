@@ -25,6 +25,7 @@ from redbatch.protocol.fields import (
     OK,
     Outcome,
     build_entry,
+    decode_reply,
 )
 from redbatch.protocol.finish_args import Finished, RunFacts, finish_batch_args
 from redbatch.protocol.keys import GROUP, QueueKeys
@@ -200,6 +201,49 @@ def test_finish_batch_refuses_a_dead_letter_copy_past_the_bound(
     with pytest.raises(redis.ResponseError, match="refused before writing anything"):
         Scripts(redis_client).finish_batch(keys=script_keys, args=argv)
     assert snapshot(redis_client, keys) == before
+
+
+def test_finish_batch_refuses_a_truncated_item(
+    redis_client: redis.Redis, namespace: str, queue: str
+) -> None:
+    keys = queue_keys(redis_client, namespace, queue)
+    entry_ids = [redis_client.xadd(keys.stream, good(f"r{i}")).decode() for i in range(4)]
+    redis_client.xreadgroup(GROUP, "w1", {keys.stream: ">"}, count=10)
+    script_keys, argv = finish_batch_args(
+        keys, batch_items(entry_ids)[:2], ttl_ms=60_000, dead_maxlen=100, common={"worker": "w1"}
+    )
+    before = snapshot(redis_client, keys)
+    with pytest.raises(redis.ResponseError, match="refused before writing anything: malformed"):
+        Scripts(redis_client).finish_batch(keys=script_keys, args=argv[:-1])
+    assert snapshot(redis_client, keys) == before
+
+
+def test_finish_batch_with_a_request_id_twice_keeps_the_first_outcome(
+    redis_client: redis.Redis, namespace: str, queue: str
+) -> None:
+    """Two entries of one request id in one call (a producer's retry read in the same batch):
+    the first outcome is stored, the second finds it and re-sends it."""
+    keys = queue_keys(redis_client, namespace, queue)
+    entry_ids = [redis_client.xadd(keys.stream, good("r0")).decode() for _ in range(2)]
+    redis_client.xreadgroup(GROUP, "w1", {keys.stream: ">"}, count=10)
+    items = [
+        Finished(e, Outcome("r0", status, body), reply="p1", facts=RunFacts(attempt=1, enq=1))
+        for e, status, body in zip(entry_ids, (OK, "error"), (b"\x01", b"E: second"), strict=True)
+    ]
+    script_keys, argv = finish_batch_args(
+        keys, items, ttl_ms=60_000, dead_maxlen=100, common={"worker": "w1"}
+    )
+    assert Scripts(redis_client).finish_batch(keys=script_keys, args=argv) == [1]
+    assert redis_client.hgetall(keys.result("r0")) == {
+        b"status": b"ok",
+        b"payload": b"\x01",
+        b"attempt": b"1",
+        b"enq": b"1",
+        b"worker": b"w1",
+    }
+    replies = [decode_reply(r) for r in redis_client.lrange(keys.reply("p1"), 0, -1)]
+    assert [(r.status, r.body) for r in replies] == [(OK, b"\x01")] * 2
+    assert redis_client.xpending(keys.stream, GROUP)["pending"] == 0
 
 
 def test_the_scripts_hold_the_contracts_field_bound() -> None:

@@ -28,8 +28,11 @@
 --       the delayed-set member (the entry's fields with the next attempt, msgpack).
 --
 -- Replies are pushed once per reply key, in item order, with one PEXPIRE per key. One EXISTS
--- over all result keys, and one over all guard keys, spares the per-item checks in the
--- common case where no result exists yet and no request was submitted with its own id.
+-- over all result and guard keys (then, only if some exist, one over each kind) spares the
+-- per-item checks in the common case where no result exists yet and no request was
+-- submitted with its own id. In that case an "r" item costs no table: it is read from ARGV
+-- where it stands and written with one HSET and one PEXPIRE (the script's own work per
+-- request was about as much Redis CPU as its commands').
 --
 -- Nothing is written until everything that could fail is checked: the argument counts, each
 -- dead-letter copy within the contract's bound (MAX_VALUES), and the type of every key that
@@ -49,23 +52,28 @@ local MAX_VALUES = 64
 local group, ttl, dead_maxlen = ARGV[1], ARGV[2], ARGV[3]
 local n_outcomes = tonumber(ARGV[4])
 local n_common = tonumber(ARGV[5])
-local common = {}
-for j = 6, 5 + n_common do
-  common[#common + 1] = ARGV[j]
-end
+local first_common, last_common = 6, 5 + n_common
+-- An "r" item's HSET in one call without a table: its 8 or 10 values and the common ones.
+local r_in_one_call = n_common + 10 <= CHUNK
 
 local function refuse(why)
   return redis.error_reply('finish_batch refused before writing anything: ' .. why)
 end
 
--- Calls command(fixed..., chunk of list...) once per CHUNK values of list.
+-- Calls command(fixed..., chunk of list...) once per CHUNK values of list; fixed holds at
+-- most two values (passed as arguments: no table built and copied per call).
 local function chunked(command, fixed, list)
-  local total = 0
-  for s = 1, #list, CHUNK do
-    local args = {}
-    for _, v in ipairs(fixed) do args[#args + 1] = v end
-    for j = s, math.min(#list, s + CHUNK - 1) do args[#args + 1] = list[j] end
-    local n = redis.call(command, unpack(args))
+  local total, n_fixed, n_list = 0, #fixed, #list
+  for s = 1, n_list, CHUNK do
+    local e = math.min(n_list, s + CHUNK - 1)
+    local n
+    if n_fixed == 0 then
+      n = redis.call(command, unpack(list, s, e))
+    elseif n_fixed == 1 then
+      n = redis.call(command, fixed[1], unpack(list, s, e))
+    else
+      n = redis.call(command, fixed[1], fixed[2], unpack(list, s, e))
+    end
     if type(n) == 'number' then total = total + n end
   end
   return total
@@ -76,79 +84,122 @@ local function of_type(key, wanted)
   return t == 'none' or t == wanted
 end
 
--- Pass 1: read the items from ARGV (no Redis call).
+-- The "r" item at ARGV[i] as a table (the rare paths: its result exists, a guard set exists,
+-- its request id came twice, or the common fields are too many for one call).
+local function r_item(i, at)
+  local status, body, ct = ARGV[i + 5], ARGV[i + 6], ARGV[i + 9]
+  local fields = {'status', status, status == 'ok' and 'payload' or 'error', body,
+    'attempt', ARGV[i + 7], 'enq', ARGV[i + 8]}
+  if ct ~= '' then
+    fields[#fields + 1] = 'ct'
+    fields[#fields + 1] = ct
+  end
+  for j = first_common, last_common do
+    fields[#fields + 1] = ARGV[j]
+  end
+  return {kind = 'r', entry_id = ARGV[i + 1], request_id = ARGV[i + 2],
+    reply_idx = tonumber(ARGV[i + 3]), reply = ARGV[i + 4], fields = fields, at = at}
+end
+
+-- Pass 1: read the items from ARGV (no Redis call). An "r" item (the common case) is only
+-- its index into ARGV: no table per item; every other item is a table.
 local items = {}
+local n_items = 0
 local key_at = 4
 local i = 6 + n_common
-while i <= #ARGV do
+local n_argv = #ARGV
+while i <= n_argv do
   local kind = ARGV[i]
-  local item = {kind = kind, entry_id = ARGV[i + 1], reply_idx = 0}
+  n_items = n_items + 1
   if kind == 'r' then
-    local status, body, ct = ARGV[i + 5], ARGV[i + 6], ARGV[i + 9]
-    local fields = {'status', status, status == 'ok' and 'payload' or 'error', body,
-      'attempt', ARGV[i + 7], 'enq', ARGV[i + 8]}
-    if ct ~= '' then
-      fields[#fields + 1] = 'ct'
-      fields[#fields + 1] = ct
-    end
-    for _, value in ipairs(common) do
-      fields[#fields + 1] = value
-    end
-    item.request_id, item.reply_idx, item.reply = ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4]
-    item.fields, item.at = fields, key_at
+    items[n_items] = i
     key_at = key_at + 2
     i = i + 10
-  elseif kind == 'd' then
-    item.due, item.member = ARGV[i + 2], ARGV[i + 3]
-    i = i + 4
-  elseif kind == 'g' then
-    local n_result = tonumber(ARGV[i + 5])
-    local n_dead = n_result and tonumber(ARGV[i + 6 + n_result])
-    if n_dead == nil then return refuse('malformed arguments') end
-    item.request_id = ARGV[i + 2]
-    if item.request_id ~= '' then
-      item.reply_idx, item.reply = tonumber(ARGV[i + 3]), ARGV[i + 4]
-      item.fields = {unpack(ARGV, i + 6, i + 5 + n_result)}
-      item.at = key_at
-      key_at = key_at + 2
-    end
-    if n_dead > MAX_VALUES or n_dead % 2 ~= 0 then
-      return refuse('a dead-letter copy of ' .. n_dead .. ' values (at most ' .. MAX_VALUES .. ')')
-    end
-    item.dead = {unpack(ARGV, i + 7 + n_result, i + 6 + n_result + n_dead)}
-    i = i + 7 + n_result + n_dead
   else
-    return refuse('unknown item kind ' .. tostring(kind))
+    local item = {kind = kind, entry_id = ARGV[i + 1], reply_idx = 0}
+    if kind == 'd' then
+      item.due, item.member = ARGV[i + 2], ARGV[i + 3]
+      i = i + 4
+    elseif kind == 'g' then
+      local n_result = tonumber(ARGV[i + 5])
+      local n_dead = n_result and tonumber(ARGV[i + 6 + n_result])
+      if n_dead == nil then return refuse('malformed arguments') end
+      item.request_id = ARGV[i + 2]
+      if item.request_id ~= '' then
+        item.reply_idx, item.reply = tonumber(ARGV[i + 3]), ARGV[i + 4]
+        item.fields = {unpack(ARGV, i + 6, i + 5 + n_result)}
+        item.at = key_at
+        key_at = key_at + 2
+      end
+      if n_dead > MAX_VALUES or n_dead % 2 ~= 0 then
+        return refuse('a dead-letter copy of ' .. n_dead .. ' values (at most ' .. MAX_VALUES .. ')')
+      end
+      item.dead = {unpack(ARGV, i + 7 + n_result, i + 6 + n_result + n_dead)}
+      i = i + 7 + n_result + n_dead
+    else
+      return refuse('unknown item kind ' .. tostring(kind))
+    end
+    items[n_items] = item
   end
-  items[#items + 1] = item
 end
+if i ~= n_argv + 1 then return refuse('malformed arguments') end
 if key_at ~= 4 + 2 * n_outcomes then return refuse('outcome count does not match the items') end
 
--- Pass 2: every key a write below could fail on (reads only).
-local result_keys, guard_keys = {}, {}
-for k = 4, 3 + 2 * n_outcomes, 2 do
-  result_keys[#result_keys + 1] = KEYS[k]
-  guard_keys[#guard_keys + 1] = KEYS[k + 1]
+-- Pass 2: every key a write below could fail on (reads only). One EXISTS over all result
+-- and guard keys (a slice of KEYS, no table); only when some exist, one over each kind.
+local any_result, any_guard = false, false
+local any_existing = false
+for s = 4, 3 + 2 * n_outcomes, CHUNK do
+  if redis.call('EXISTS', unpack(KEYS, s, math.min(3 + 2 * n_outcomes, s + CHUNK - 1))) > 0 then
+    any_existing = true
+    break
+  end
 end
-local any_result = chunked('EXISTS', {}, result_keys) > 0
-local any_guard = chunked('EXISTS', {}, guard_keys) > 0
+if any_existing then
+  local result_keys, guard_keys = {}, {}
+  for k = 4, 3 + 2 * n_outcomes, 2 do
+    result_keys[#result_keys + 1] = KEYS[k]
+    guard_keys[#guard_keys + 1] = KEYS[k + 1]
+  end
+  any_result = chunked('EXISTS', {}, result_keys) > 0
+  any_guard = chunked('EXISTS', {}, guard_keys) > 0
+end
 local any_dead, any_delayed = false, false
 local reply_checked = {}
-for _, item in ipairs(items) do
-  if item.at and any_result and not of_type(KEYS[item.at], 'hash') then
-    return refuse(KEYS[item.at] .. ' is not a hash')
-  end
-  if item.at and any_guard and not of_type(KEYS[item.at + 1], 'set') then
-    return refuse(KEYS[item.at + 1] .. ' is not a set')
-  end
-  if item.reply_idx > 0 and not reply_checked[item.reply_idx] then
-    if not of_type(KEYS[item.reply_idx], 'list') then
-      return refuse(KEYS[item.reply_idx] .. ' is not a list')
+-- The reply-key index of each distinct ARGV value an "r" item names it by (0: none).
+local reply_at = {}
+key_at = 4
+for n = 1, n_items do
+  local item = items[n]
+  local at, reply_idx
+  if type(item) == 'number' then
+    at = key_at
+    key_at = key_at + 2
+    local idx_arg = ARGV[item + 3]
+    reply_idx = reply_at[idx_arg]
+    if reply_idx == nil then
+      reply_idx = tonumber(idx_arg)
+      if reply_idx == nil then return refuse('malformed arguments') end
+      reply_at[idx_arg] = reply_idx
     end
-    reply_checked[item.reply_idx] = true
+  else
+    at, reply_idx = item.at, item.reply_idx
+    if at then key_at = key_at + 2 end
+    any_dead = any_dead or (item.dead ~= nil and #item.dead > 0)
+    any_delayed = any_delayed or item.kind == 'd'
   end
-  any_dead = any_dead or (item.dead ~= nil and #item.dead > 0)
-  any_delayed = any_delayed or item.kind == 'd'
+  if at and any_result and not of_type(KEYS[at], 'hash') then
+    return refuse(KEYS[at] .. ' is not a hash')
+  end
+  if at and any_guard and not of_type(KEYS[at + 1], 'set') then
+    return refuse(KEYS[at + 1] .. ' is not a set')
+  end
+  if reply_idx > 0 and not reply_checked[reply_idx] then
+    if not of_type(KEYS[reply_idx], 'list') then
+      return refuse(KEYS[reply_idx] .. ' is not a list')
+    end
+    reply_checked[reply_idx] = true
+  end
 end
 if any_dead and not of_type(KEYS[2], 'stream') then return refuse(KEYS[2] .. ' is not a stream') end
 if any_delayed and not of_type(KEYS[3], 'zset') then return refuse(KEYS[3] .. ' is not a zset') end
@@ -160,6 +211,17 @@ local ids = {}
 local followers = {}
 local replies = {}
 local reply_order = {}
+
+-- Queues a reply for the reply key KEYS[reply_idx], in item order.
+local function queue_reply(reply_idx, reply)
+  local list = replies[reply_idx]
+  if list == nil then
+    list = {}
+    replies[reply_idx] = list
+    reply_order[#reply_order + 1] = reply_idx
+  end
+  list[#list + 1] = reply
+end
 
 -- Writes the result unless one exists (then the reply re-sends the stored outcome); queues
 -- the reply; tells the guard set's members. Returns whether this outcome was the first.
@@ -183,15 +245,7 @@ local function record(item)
     redis.call('PEXPIRE', result_key, ttl)
     written[result_key] = true
   end
-  if item.reply_idx > 0 then
-    local list = replies[item.reply_idx]
-    if list == nil then
-      list = {}
-      replies[item.reply_idx] = list
-      reply_order[#reply_order + 1] = item.reply_idx
-    end
-    list[#list + 1] = reply
-  end
+  if item.reply_idx > 0 then queue_reply(item.reply_idx, reply) end
   if any_guard then
     local members = redis.call('SMEMBERS', guard_key)
     if #members > 0 then
@@ -203,15 +257,46 @@ local function record(item)
   return first
 end
 
-for _, item in ipairs(items) do
-  ids[#ids + 1] = item.entry_id
-  if item.kind == 'd' then
-    redis.call('ZADD', KEYS[3], item.due, item.member)
+local slow_r = any_result or any_guard or not r_in_one_call
+key_at = 4
+for n = 1, n_items do
+  local item = items[n]
+  if type(item) == 'number' then
+    -- An "r" item: ARGV[item + 1..9] are entry id, request id, reply-key index, reply,
+    -- status, body, attempt, enq, ct.
+    local result_key = KEYS[key_at]
+    ids[n] = ARGV[item + 1]
+    if slow_r or written[result_key] then
+      record(r_item(item, key_at))
+    else
+      local status, ct = ARGV[item + 5], ARGV[item + 9]
+      local body_field = status == 'ok' and 'payload' or 'error'
+      if ct == '' then
+        redis.call('HSET', result_key, 'status', status, body_field, ARGV[item + 6],
+          'attempt', ARGV[item + 7], 'enq', ARGV[item + 8],
+          unpack(ARGV, first_common, last_common))
+      else
+        redis.call('HSET', result_key, 'status', status, body_field, ARGV[item + 6],
+          'attempt', ARGV[item + 7], 'enq', ARGV[item + 8], 'ct', ct,
+          unpack(ARGV, first_common, last_common))
+      end
+      redis.call('PEXPIRE', result_key, ttl)
+      written[result_key] = true
+      local reply_idx = reply_at[ARGV[item + 3]]
+      if reply_idx > 0 then queue_reply(reply_idx, ARGV[item + 4]) end
+    end
+    key_at = key_at + 2
   else
-    local first = true
-    if item.at then first = record(item) end
-    if first and item.dead and #item.dead > 0 then
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', dead_maxlen, '*', unpack(item.dead))
+    ids[n] = item.entry_id
+    if item.at then key_at = key_at + 2 end
+    if item.kind == 'd' then
+      redis.call('ZADD', KEYS[3], item.due, item.member)
+    else
+      local first = true
+      if item.at then first = record(item) end
+      if first and item.dead and #item.dead > 0 then
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', dead_maxlen, '*', unpack(item.dead))
+      end
     end
   end
 end
