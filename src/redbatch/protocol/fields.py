@@ -209,10 +209,7 @@ def parse_entry(
         request_id,
         payload,
         reply,
-        integer_field(fields, ENQ),
-        integer_field(fields, DEADLINE),
-        integer_field(fields, ATTEMPT),
-        integer_field(fields, COST),
+        *_integers(fields),
         ct,
         priority if lane is None else lane,
         fields.get(_B_STREAM) == b"1",  # any other value: no interest (old readers ignore it)
@@ -286,6 +283,26 @@ def integer_field(fields: dict[bytes, bytes], name: str) -> int:
     if not (text.isdigit() and len(text) <= _MAX_INT_DIGITS) or int(text) < minimum:
         raise MalformedEntry(f"field {name!r} must be an integer >= {minimum}, got {text!r:.40}")
     return int(text)
+
+
+def _integers(fields: dict[bytes, bytes]) -> tuple[int, int, int, int]:
+    """enq, deadline, attempt, cost as ``integer_field`` reads them, in that order; the
+    common case (a first attempt at cost 1) without a call per field."""
+    enq = fields.get(_B_ENQ)
+    deadline = fields.get(_B_DEADLINE)
+    if (
+        _B_ATTEMPT not in fields
+        and _B_COST not in fields
+        and (enq is None or (enq.isdigit() and len(enq) <= _MAX_INT_DIGITS))
+        and (deadline is None or (deadline.isdigit() and len(deadline) <= _MAX_INT_DIGITS))
+    ):  # both minimums are 0: any digits will do
+        return (0 if enq is None else int(enq)), (0 if deadline is None else int(deadline)), 1, 1
+    return (
+        integer_field(fields, ENQ),
+        integer_field(fields, DEADLINE),
+        integer_field(fields, ATTEMPT),
+        integer_field(fields, COST),
+    )
 
 
 def integer_field_or_default(fields: dict[bytes, bytes], name: str) -> int:

@@ -8,8 +8,7 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
 
-from redbatch.errors import MalformedEntry
-from redbatch.protocol.fields import ATTEMPT, Request, integer_field_or_default, parse_entry
+from redbatch.protocol.fields import ATTEMPT, Request, integer_field_or_default
 from redbatch.worker.executor import Executor, Prepared, Ran
 from redbatch.worker.reader import RawEntry
 from redbatch.worker.writer import Malformed
@@ -18,7 +17,10 @@ log = logging.getLogger(__name__)
 
 
 def attempt_of(entry: RawEntry) -> int:
-    return integer_field_or_default(entry.fields, ATTEMPT)
+    """The entry's attempt (a malformed entry's field read as best it can be)."""
+    if entry.request is None:
+        return integer_field_or_default(entry.fields, ATTEMPT)
+    return entry.request.attempt
 
 
 @dataclass
@@ -54,16 +56,13 @@ class Turn:
 
 
 def prepare(entries: list[RawEntry], executor: Executor, *, alone: bool) -> Batch:
-    """Parse and decode ``entries`` (all of one queue, at least one): what does not parse is
-    kept aside as malformed, to be dead-lettered with the batch's results."""
+    """Decode ``entries`` (all of one queue, at least one; parsed when read): what did not
+    parse is kept aside as malformed, to be dead-lettered with the batch's results."""
     queue = entries[0].queue
-    requests: list[Request] = []
+    requests: list[Request] = [e.request for e in entries if e.request is not None]
     malformed: list[Malformed] = []
-    for entry in entries:
-        try:
-            requests.append(parse_entry(queue, entry.entry_id, entry.fields, lane=entry.priority))
-        except MalformedEntry as exc:
-            malformed.append(Malformed(entry, str(exc)))
+    if len(requests) < len(entries):
+        malformed = [Malformed(e, e.malformed) for e in entries if e.request is None]
     for bad in malformed:
         log.warning(
             "dead-lettering malformed entry %s on %s: %s",

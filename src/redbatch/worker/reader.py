@@ -15,14 +15,22 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from redbatch import clock as server_clock
 from redbatch.batching import BatchPolicy, Company, Held, decide
-from redbatch.protocol.fields import COST, DEADLINE, entry_key, integer_field_or_default
+from redbatch.errors import MalformedEntry
+from redbatch.protocol.fields import (
+    COST,
+    DEADLINE,
+    Request,
+    entry_key,
+    integer_field_or_default,
+    parse_entry,
+)
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
 from redbatch.transport.connection import Client
@@ -45,31 +53,45 @@ _IDLE_POLL_MAX_S = 0.01
 LEVELS = {p: len(PRIORITIES) - 1 - i for i, p in enumerate(PRIORITIES)}
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request on the hot path, and a frozen dataclass's __init__
+# sets each field through object.__setattr__ (4x the cost). Treat it as immutable.
+@dataclass(slots=True)
 class RawEntry:
+    """A stream entry as read, parsed once, here: the batch former, the suspect check and
+    the batch all use the one parse (each used to parse what it needed again)."""
+
     queue: str
     entry_id: str
     fields: dict[bytes, bytes]
     # The priority lane (stream) of ``queue`` the entry was read from.
     priority: str = "normal"
+    # Unique within a queue: lanes are separate streams, so entry ids may repeat.
+    lane_id: str = field(init=False, repr=False, compare=False)
+    # The entry's request (its ``priority`` the lane's), or None when it is malformed:
+    # ``malformed`` then says why; it is dead-lettered with the batch it is taken into.
+    request: Request | None = field(init=False, repr=False, compare=False)
+    malformed: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def lane_id(self) -> str:
-        """Unique within a queue: lanes are separate streams, so entry ids may repeat."""
-        return entry_key(self.priority, self.entry_id)
+    def __post_init__(self) -> None:
+        self.lane_id = entry_key(self.priority, self.entry_id)
+        try:
+            self.request = parse_entry(self.queue, self.entry_id, self.fields, self.priority)
+            self.malformed = ""
+        except MalformedEntry as exc:
+            self.request = None
+            self.malformed = str(exc)
 
 
 def held_of(entry: RawEntry, arrived: float, level: int = 0) -> Held:
-    """What the batch former needs of an entry (a malformed field counts as its default: the
-    entry is dead-lettered when it is parsed, and meanwhile costs one slot)."""
-    deadline_ms = integer_field_or_default(entry.fields, DEADLINE)
-    return Held(
-        key=entry.lane_id,
-        arrived=arrived,
-        cost=integer_field_or_default(entry.fields, COST),
-        deadline=deadline_ms / 1000 if deadline_ms else None,
-        priority=level,
-    )
+    """What the batch former needs of an entry (in a malformed entry a malformed field
+    counts as its default: the entry is dead-lettered with its batch, and costs one slot)."""
+    request = entry.request
+    if request is None:
+        cost = integer_field_or_default(entry.fields, COST)
+        deadline_ms = integer_field_or_default(entry.fields, DEADLINE)
+    else:
+        cost, deadline_ms = request.cost, request.deadline
+    return Held(entry.lane_id, arrived, cost, deadline_ms / 1000 if deadline_ms else None, level)
 
 
 def lanes(keys: QueueKeys) -> tuple[tuple[str, str], ...]:
