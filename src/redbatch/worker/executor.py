@@ -110,18 +110,7 @@ class Executor:
         start = self._clock_ms()
         outcomes: dict[int, Outcome] = {}
         retries: dict[int, float | None] = {}
-        live: list[int] = []
-        for i, request in enumerate(requests):
-            if request.id in cancelled:
-                # Dropped before it costs handler time: nobody waits for it any more.
-                outcomes[i] = Outcome(request.id, CANCELLED, b"cancelled before it ran")
-            elif request.expired(start):
-                # Dropped before it costs handler time.
-                outcomes[i] = Outcome(request.id, EXPIRED, b"deadline passed before it ran")
-            elif i in prepared.undecodable:
-                outcomes[i] = Outcome(request.id, DEAD, prepared.undecodable[i].encode())
-            else:
-                live.append(i)
+        live = self._live(prepared, cancelled, start, outcomes)
         if live:
             # Grows while a streaming handler runs: each step's cancel check adds to it.
             # (or, for a handler that declares requests, the runner's watch: the same set)
@@ -136,23 +125,76 @@ class Executor:
                 results = running.run(
                     results[0][1], self._call.loop.run, self._retry_on, error_text
                 )
-            for i, (kind, value) in zip(live, results, strict=True):
-                if kind == CANCELLED_KIND:
-                    outcomes[i] = Outcome(requests[i].id, CANCELLED, str(value).encode())
-                elif kind == _RETRY:
-                    delay, text = value
-                    retries[i] = delay
-                    outcomes[i] = Outcome(requests[i].id, ERROR, text.encode())
-                else:
-                    outcomes[i] = self._outcome(requests[i], kind == _OK, value)
+            self._collect(requests, live, results, outcomes, retries)
         end = self._clock_ms()
+        size = len(requests)
+        if not retries:  # the common case, without a lookup and keywords per request
+            return [Ran(r, outcomes[i], start, end, size) for i, r in enumerate(requests)]
         return [
             Ran(
-                request, outcomes[i], start, end, len(requests),
+                request, outcomes[i], start, end, size,
                 retry=i in retries, retry_delay_s=retries.get(i),
             )
             for i, request in enumerate(requests)
         ]  # fmt: skip
+
+    def _live(
+        self, prepared: Prepared, cancelled: Set[str], start: int, outcomes: dict[int, Outcome]
+    ) -> list[int]:
+        """The positions of the requests to run; the others' outcomes go into ``outcomes``."""
+        requests = prepared.requests
+        # The common case first: nothing to drop (``Request.expired``, inline).
+        if not (
+            cancelled or prepared.undecodable or any(0 < r.deadline <= start for r in requests)
+        ):
+            return list(range(len(requests)))
+        live: list[int] = []
+        for i, request in enumerate(requests):
+            if request.id in cancelled:
+                # Dropped before it costs handler time: nobody waits for it any more.
+                outcomes[i] = Outcome(request.id, CANCELLED, b"cancelled before it ran")
+            elif request.expired(start):
+                # Dropped before it costs handler time.
+                outcomes[i] = Outcome(request.id, EXPIRED, b"deadline passed before it ran")
+            elif i in prepared.undecodable:
+                outcomes[i] = Outcome(request.id, DEAD, prepared.undecodable[i].encode())
+            else:
+                live.append(i)
+        return live
+
+    def _collect(
+        self,
+        requests: list[Request],
+        live: list[int],
+        results: list[tuple[str, Any]],
+        outcomes: dict[int, Outcome],
+        retries: dict[int, float | None],
+    ) -> None:
+        """The outcomes of the requests that ran (``results`` of those at ``live``); the
+        results are encoded together (``codec.encode_many``)."""
+        ok_at: list[int] = []
+        ok_values: list[Any] = []
+        for i, (kind, value) in zip(live, results, strict=True):
+            if kind == _OK:
+                ok_at.append(i)
+                ok_values.append(value)
+            elif kind == CANCELLED_KIND:
+                outcomes[i] = Outcome(requests[i].id, CANCELLED, str(value).encode())
+            elif kind == _RETRY:
+                delay, text = value
+                retries[i] = delay
+                outcomes[i] = Outcome(requests[i].id, ERROR, text.encode())
+            else:
+                outcomes[i] = Outcome(requests[i].id, ERROR, str(value).encode())
+        cts = [requests[i].ct for i in ok_at]
+        bodies = codec.encode_many(ok_values, cts, self._limits, encoder=self._encoder)
+        for i, body in zip(ok_at, bodies, strict=True):
+            if isinstance(body, bytes):
+                outcomes[i] = Outcome(requests[i].id, OK, body)
+            else:
+                outcomes[i] = Outcome(
+                    requests[i].id, ERROR, f"PayloadError: result: {body}".encode()
+                )
 
     @property
     def wants_requests(self) -> bool:
@@ -164,15 +206,6 @@ class Executor:
         if not self._call.wants_requests:
             return []
         return [request_info(r, cancelled) for r in requests]
-
-    def _outcome(self, request: Request, ok: bool, value: Any) -> Outcome:
-        if not ok:
-            return Outcome(request.id, ERROR, str(value).encode())
-        try:
-            body = codec.encode(value, request.ct, self._limits, encoder=self._encoder)
-            return Outcome(request.id, OK, body)
-        except PayloadError as exc:
-            return Outcome(request.id, ERROR, f"PayloadError: result: {exc}".encode())
 
     def _isolated(self, payloads: list[Any], infos: Sequence[RequestInfo]) -> list[tuple[str, Any]]:
         """(_OK, result), (_ERROR, error text) or (_RETRY, (delay, text)) per payload,
