@@ -236,7 +236,8 @@ class Reader:
         before waiting), or ([], how long until one may be due)."""
         now = self._clock()
         waiting = [q for q in self._held if self._held[q]]
-        waiting.sort(key=lambda q: min(h.arrived for h, _ in self._held[q].values()))
+        if len(waiting) > 1:
+            waiting.sort(key=lambda q: min(h.arrived for h, _ in self._held[q].values()))
         wait_s = self.policy.window_s
         rate = self._company.rate_at(now) if self._gated else math.inf
         for queue in waiting:
