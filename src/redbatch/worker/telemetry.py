@@ -207,7 +207,8 @@ class Telemetry:
         """Count one recorded batch: ``ran`` from the handler thread, ``malformed`` entries
         dead-lettered without running, ``service_s`` the handler's time, ``entries`` as read
         (their trace context, if any, for the batch span)."""
-        outcomes = [outcome_of(r, self._max_attempts) for r in ran]
+        most = self._max_attempts
+        outcomes = [outcome_of(r, most) if r.retry else r.outcome.status for r in ran]
         # Clocks of producer and worker hosts differ a little: a wait is never negative.
         waits_ms = [max(0, r.start - r.request.enq) for r in ran if r.request.enq]
         if ran or malformed:

@@ -129,15 +129,15 @@ class Writer:
         short: dict[str, list[tuple[Request, Outcome]]] = {p: [] for p in PRIORITIES}
         # A batch's requests share worker, start, end and batch size: sent once per call.
         common: dict[str, str | int] = {}
-        batch_times = (0, 0, 0)
+        start = end = size = 0
         if ran:
             first = ran[0]
-            common = {"worker": self._worker, "start": first.start, "end": first.end}
-            common["batch"] = first.batch
-            batch_times = (first.start, first.end, first.batch)
+            start, end, size = first.start, first.end, first.batch
+            common = {"worker": self._worker, "start": start, "end": end, "batch": size}
         for r in ran:
             request = r.request
-            if r.retry or r.outcome.status == DEAD or (r.start, r.end, r.batch) != batch_times:
+            odd_times = r.start != start or r.end != end or r.batch != size
+            if r.retry or r.outcome.status == DEAD or odd_times:
                 entry = _raw_entry(raw, request)
                 lanes.setdefault(entry.priority, []).append(self._finished(r, entry))
             else:  # the short form, column-wise (parse_entry gave it the lane it came from)
@@ -214,15 +214,21 @@ class Writer:
         and no request nobody ever ran is dead-lettered for other requests' crashes."""
         keys = self._keyspace.queue(queue)
         by_lane: dict[str, list[str]] = {}
-        for r in requests:
-            # parse_entry gave each request the lane (priority stream) it was read from.
-            by_lane.setdefault(r.priority, []).append(r.entry_id)
+        lanes = {r.priority for r in requests}
+        if len(lanes) == 1:  # the common case: one lane, no dict work per request
+            by_lane[lanes.pop()] = [r.entry_id for r in requests]
+        else:
+            for r in requests:
+                # parse_entry gave each request the lane (priority stream) it was read from.
+                by_lane.setdefault(r.priority, []).append(r.entry_id)
         claims = [(keys.stream_for(priority), ids) for priority, ids in by_lane.items()]
         cancel_at = keys.cancel("")
         flags = claim_then_get(
             self._client, claims, [cancel_at + r.id for r in requests],
             group=GROUP, consumer=self._worker, retry_count=STARTED_DELIVERIES,
         )  # fmt: skip
+        if not any(flags):
+            return frozenset()
         return frozenset(r.id for r, flag in zip(requests, flags, strict=True) if flag)
 
     def hand_back(self, entries: list[RawEntry]) -> int:
