@@ -99,8 +99,11 @@ def finish_batch_args(
     argv += _values(common or {})
     first_reply = len(script_keys) + 2 * len(with_outcome) + 1  # Lua's KEYS is 1-based
     result_at, guard_at = keys.result(""), keys.guard("")
-    for request_id in with_outcome:
-        script_keys += [result_at + request_id, guard_at + request_id]
+    # Each outcome's result and guard keys, interleaved without a list per request.
+    pairs: list[str] = [""] * (2 * len(with_outcome))
+    pairs[0::2] = [result_at + request_id for request_id in with_outcome]
+    pairs[1::2] = [guard_at + request_id for request_id in with_outcome]
+    script_keys += pairs
 
     def reply_index(producer: str) -> int:
         at = reply_keys.get(producer)
@@ -146,11 +149,16 @@ def _short_args(
     """The ``r`` items of ``short``, appended to ``argv`` in one pass. One msgpack Packer
     per call (``packb`` builds one per reply record)."""
     pack = msgpack.Packer(use_bin_type=True).pack
+    # A batch's requests come from a few producers: their indexes looked up, not computed.
+    indexes = {"": 0}  # no reply: 0
     for request, outcome in short:
         status, body, reply = outcome.status, outcome.body, request.reply
         ct = request.ct
+        at = indexes.get(reply)
+        if at is None:
+            at = indexes[reply] = reply_index(reply)
         argv += (
-            "r", request.entry_id, outcome.id, reply_index(reply) if reply else 0,
+            "r", request.entry_id, outcome.id, at,
             pack([outcome.id, status, body]), status, body, request.attempt, request.enq,
             ct if ct != MSGPACK and status == OK else "",
         )  # fmt: skip
