@@ -208,3 +208,23 @@ def test_room_reads_at_most_one_batch_ahead() -> None:
 def test_bad_knobs_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         BatchPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@given(
+    st.lists(st.floats(0, 10, allow_nan=False), max_size=30),
+    st.integers(0, 2),
+    st.floats(0, 20, allow_nan=False),
+    st.sampled_from([0, 1, 250, 1000]),
+)
+def test_one_priority_is_ordered_by_arrival_as_the_aged_order_would(
+    arrivals: list[float], priority: int, now: float, aging_ms: int
+) -> None:
+    """The one-priority shortcut of ``ordered`` gives what the (aged) priority key gives."""
+    held = [Held(key=i, arrived=a, priority=priority) for i, a in enumerate(arrivals)]
+    step = aging_ms / 1000.0
+
+    def aged(h: Held) -> int:
+        return h.priority + (max(0, int((now - h.arrived) // step)) if aging_ms else 0)
+
+    expected = sorted(held, key=lambda h: (-aged(h), h.arrived))
+    assert [h.key for h in ordered(held, now, aging_ms)] == [h.key for h in expected]

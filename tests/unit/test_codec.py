@@ -406,3 +406,21 @@ def test_an_encoder_hook_carries_types_the_codec_does_not_know(ct: str) -> None:
 def test_without_a_hook_an_unknown_type_is_still_a_payload_error() -> None:
     with pytest.raises(PayloadError, match="_Point"):
         codec.encode(_Point(1))
+
+
+def test_encode_many_answers_what_encode_does_each_in_its_place() -> None:
+    """One Packer for a batch: a value it cannot pack (or too big) takes only its own place,
+    with the error ``encode`` raises, and the Packer goes on cleanly after it."""
+    limits = codec.Limits(max_payload_bytes=64)
+    objs = [{"a": 1}, object(), "x" * 100, [1, 2], {"b": 2}, 2**70]
+    cts = [MSGPACK, MSGPACK, MSGPACK, JSON, MSGPACK, MSGPACK]
+    got = codec.encode_many(objs, cts, limits)
+    for obj, ct, answer in zip(objs, cts, got, strict=True):
+        try:
+            expected: bytes | PayloadError = codec.encode(obj, ct, limits)
+        except PayloadError as exc:
+            expected = exc
+        if isinstance(expected, PayloadError):
+            assert type(answer) is type(expected) and str(answer) == str(expected)
+        else:
+            assert answer == expected

@@ -434,3 +434,32 @@ def test_a_bad_integer_field_is_malformed_or_its_default(
     with pytest.raises(MalformedEntry, match=name):
         integer_field({name.encode(): raw}, name)
     assert integer_field_or_default({name.encode(): raw}, name) == default
+
+
+_INTEGER_VALUES = st.one_of(
+    st.none(),
+    st.sampled_from([b"", b"0", b"1", b"007", b"9" * 19, b"9" * 20, b"-1", b"1.5", b"\xd9\xa3"]),
+    st.binary(max_size=21),
+)
+
+
+@given(_INTEGER_VALUES, _INTEGER_VALUES, _INTEGER_VALUES, _INTEGER_VALUES)
+def test_parse_entry_reads_the_integers_as_integer_field_does(
+    enq: bytes | None, deadline: bytes | None, attempt: bytes | None, cost: bytes | None
+) -> None:
+    """parse_entry's one pass over enq, deadline, attempt and cost (its common case without
+    a call per field) answers what ``integer_field`` answers, the first bad one refused."""
+    fields = {b"id": b"r1", b"payload": b"\x80"}
+    given_values = {"enq": enq, "deadline": deadline, "attempt": attempt, "cost": cost}
+    fields.update({name.encode(): raw for name, raw in given_values.items() if raw is not None})
+    expected: list[int] | str = []
+    try:
+        expected = [integer_field(fields, name) for name in given_values]
+    except MalformedEntry as exc:
+        expected = str(exc)
+    try:
+        request = parse_entry("q", "1-0", fields)
+    except MalformedEntry as exc:
+        assert str(exc) == expected
+    else:
+        assert [request.enq, request.deadline, request.attempt, request.cost] == expected

@@ -13,10 +13,12 @@ from redbatch.protocol.fields import (
     MAX_FIELD_BYTES,
     MAX_FIELD_NAME_BYTES,
     bounded_copy,
+    entry_key,
     parse_entry,
 )
+from redbatch.worker.batch import attempt_of
 from redbatch.worker.pending import held_keys, unheld
-from redbatch.worker.reader import RawEntry
+from redbatch.worker.reader import RawEntry, held_of
 from redbatch.worker.recorder import passing_refusal
 
 
@@ -90,3 +92,17 @@ def test_what_a_worker_holds_nowhere_is_taken_back_per_lane() -> None:
     assert unheld("q", "low", ["1-0"], held) == ["1-0"]
     assert unheld("q", "high", ["2-0"], held) == []
     assert unheld("q#1", "normal", ["1-0"], held) == ["1-0"]  # another shard
+
+
+def test_an_entry_is_parsed_once_when_read_and_a_malformed_one_keeps_its_reason() -> None:
+    """The batch former, the suspect check and the batch read the parse made on reading; a
+    malformed entry's fields still count for what they can (its attempt, its defaults)."""
+    fields = {b"id": b"r1", b"payload": b"\x80", b"attempt": b"2", b"cost": b"3"}
+    good = RawEntry("q", "1-0", {**fields, b"deadline": b"5000"}, "high")
+    assert good.request is not None and good.request.priority == "high"
+    assert good.lane_id == entry_key("high", "1-0") and attempt_of(good) == 2
+    held = held_of(good, 1.0, 2)
+    assert (held.key, held.cost, held.deadline, held.priority) == (good.lane_id, 3, 5.0, 2)
+    bad = RawEntry("q", "2-0", {b"id": b"r2", b"attempt": b"3", b"cost": b"x"}, "normal")
+    assert bad.request is None and bad.malformed == "missing field 'payload'"
+    assert attempt_of(bad) == 3 and held_of(bad, 1.0).cost == 1
