@@ -34,6 +34,7 @@ from redbatch.protocol.fields import (
 from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
 from redbatch.transport.connection import Client
+from redbatch.transport.packed import Command, packed_pipeline
 from redbatch.transport.topology import by_node, pipelines_apart, topology_of
 
 log = logging.getLogger(__name__)
@@ -265,11 +266,8 @@ class Reader:
             if block_ms is not None and not self._topology.multi_slot:
                 replies = self._poll_idle(count, block_ms)
             elif block_ms is not None:
-                replies = [
-                    self._client.xreadgroup(
-                        GROUP, self._consumer, self._streams, count=count, block=block_ms
-                    )
-                ]
+                command = _read_command(self._consumer, count, self._streams, block_ms)
+                replies = self._packed([command])
             else:
                 replies = self._read_lanes(self._lane_counts() if counts is None else counts)
         except redis.ResponseError as exc:
@@ -303,11 +301,14 @@ class Reader:
             return []
         if not self._topology.one_node:
             return self._read_per_node(reads)
-        pipe = self._client.pipeline(transaction=False)
-        for read in reads:
-            self._put_read(pipe, read)
-        replies: list[Any] = pipe.execute()
-        return replies
+        return self._packed([_read_command(self._consumer, n, streams) for n, streams in reads])
+
+    def _packed(self, commands: list[Command]) -> list[Any]:
+        """Reads on one node packed by hiredis, the replies as it parsed them (``_hold``
+        reads that form): redis-py's command layer and reply parsing cost about 1 µs an
+        entry. Sent again on a lost connection, as redis-py sends a command again."""
+        assert isinstance(self._client, redis.Redis)
+        return packed_pipeline(self._client, commands)
 
     def _put_read(self, pipe: Any, read: tuple[int, dict[Any, Any]]) -> None:
         count, streams = read
@@ -355,11 +356,17 @@ class Reader:
             pause = min(2 * pause, _IDLE_POLL_MAX_S)
 
     def _hold(self, reply: Any) -> int:
+        """Hold one XREADGROUP reply's entries: redis-py's form (cluster reads) or hiredis's
+        (a dict of streams on RESP3, each entry's fields a flat list of names and values)."""
         now = self._clock()
         got = 0
-        for stream, entries in reply or ():
+        for stream, entries in reply.items() if isinstance(reply, dict) else reply or ():
             queue, priority, level = self._lane_of_stream[stream]
-            for entry_id, fields in entries:
+            for entry_id, raw in entries:
+                fields = raw
+                if type(raw) is list:
+                    pairs = iter(raw)
+                    fields = dict(zip(pairs, pairs, strict=False))
                 if not fields:
                     # Deleted between XADD and delivery: nothing to run or answer; ack it so
                     # it does not sit in our pending list.
@@ -369,6 +376,18 @@ class Reader:
                 self._held[queue][entry.lane_id] = (held_of(entry, now, level), entry)
                 got += 1
         return got
+
+
+def _read_command(
+    consumer: str, count: int, streams: dict[Any, Any], block_ms: int | None = None
+) -> Command:
+    """XREADGROUP of up to ``count`` from each of ``streams`` (``{stream: ">"}``), waiting up
+    to ``block_ms`` for the first entry if given."""
+    block = () if block_ms is None else ("BLOCK", block_ms)
+    return (
+        "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, *block, "STREAMS",
+        *streams, *streams.values(),
+    )  # fmt: skip
 
 
 def _stream_or_group_gone(exc: redis.ResponseError) -> bool:
