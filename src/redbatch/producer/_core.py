@@ -10,12 +10,14 @@ import logging
 import os
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redbatch import tracing
 from redbatch.errors import (
     ConfigError,
+    PayloadError,
     QueueFull,
     RedbatchError,
     RequestCancelled,
@@ -110,7 +112,9 @@ def new_request_id() -> str:
     return _request_ids.next()
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per request, and a frozen dataclass's __init__ sets each field
+# through object.__setattr__. Treat it as immutable.
+@dataclass(slots=True)
 class Submission:
     """One request to admit. ``timeout_ms`` is relative (0 = none): Redis stamps ``enq`` and
     ``deadline`` with its own clock when it admits the request (admit.lua)."""
@@ -204,27 +208,55 @@ class ProducerCore:
         priority: str = DEFAULT_PRIORITY,
         stream: bool = False,
     ) -> Submission:
-        """The one place a request's entry is built (checked, encoded, its fields)."""
+        """One request's entry, checked, encoded and built (``submissions`` with one
+        payload and, optionally, its own id)."""
+        checked = check_request_id(request_id) if request_id is not None else None
+        [sub] = self.submissions(
+            queue, [payload], [cost], timeout=timeout, priority=priority, stream=stream,
+            request_id=checked,
+        )  # fmt: skip
+        return sub
+
+    def submissions(
+        self,
+        queue: str,
+        payloads: Sequence[Any],
+        costs: Sequence[int],
+        *,
+        timeout: float | None = None,
+        priority: str = DEFAULT_PRIORITY,
+        stream: bool = False,
+        request_id: str | None = None,
+    ) -> list[Submission]:
+        """The one place entries are built: every argument checked and every payload
+        encoded before any is sent (one msgpack Packer for them all: ``packb`` builds one
+        per call, which costs more than packing a small payload). ``costs`` in payload
+        order; ``request_id`` (checked by the caller) only for a single payload."""
         keys = self.queue_keys(queue)  # checks the queue name
         if priority != DEFAULT_PRIORITY:
             check_priority(priority)
-        request_id = check_request_id(request_id) if request_id is not None else new_request_id()
-        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-            raise ConfigError(f"cost must be a positive integer, got {cost!r}")
+        for cost in costs:
+            if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+                raise ConfigError(f"cost must be a positive integer, got {cost!r}")
         if timeout is not None and not timeout > 0:
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         timeout_ms = max(1, round(timeout * 1000)) if timeout is not None else 0
-        fields = build_entry(
-            request_id,
-            codec.encode(payload, self.content_type, self.limits, self.encoder),
-            reply=self.producer_id,
-            cost=cost,
-            ct=self.content_type,
-            priority=priority,
-            stream=stream,
-            trace=tracing.entry_fields(keys.name, request_id),
-        )
-        return Submission(keys.name, request_id, fields, priority, timeout_ms)
+        ct = self.content_type
+        encoded: list[bytes] = []
+        for blob in codec.encode_many(payloads, [ct] * len(payloads), self.limits, self.encoder):
+            if isinstance(blob, PayloadError):
+                raise blob  # the first payload that cannot be encoded; nothing was sent
+            encoded.append(blob)
+        name, reply = keys.name, self.producer_id
+        subs = []
+        for data, cost in zip(encoded, costs, strict=True):
+            rid = request_id if request_id is not None else new_request_id()
+            fields = build_entry(
+                rid, data, reply=reply, cost=cost, ct=ct, priority=priority,
+                stream=stream, trace=tracing.entry_fields(name, rid),
+            )  # fmt: skip
+            subs.append(Submission(name, rid, fields, priority, timeout_ms))
+        return subs
 
     def admit_call(
         self, subs: list[Submission], admission: Admission

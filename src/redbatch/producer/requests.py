@@ -27,16 +27,16 @@ def submissions(
     ``cost`` per item: one int for all, a sequence in input order, or a function of each
     payload."""
     check_priority(priority)
-    if isinstance(cost, int):  # the common case: one cost for all, no list of costs built
-        return [core.submission(queue, p, timeout=timeout, priority=priority, cost=cost, stream=stream) for p in payloads]  # fmt: skip  # noqa: E501
-    items = list(payloads)
-    costs = [cost(p) for p in items] if callable(cost) else list(cost)
-    if len(costs) != len(items):
-        raise ConfigError(f"cost has {len(costs)} values for {len(items)} payloads")
-    return [
-        core.submission(queue, p, timeout=timeout, priority=priority, cost=c, stream=stream)
-        for p, c in zip(items, costs, strict=True)
-    ]
+    items = payloads if isinstance(payloads, Sequence) else list(payloads)
+    if isinstance(cost, int):  # the common case: one cost for all
+        costs: Sequence[int] = [cost] * len(items)
+    else:
+        costs = [cost(p) for p in items] if callable(cost) else list(cost)
+        if len(costs) != len(items):
+            raise ConfigError(f"cost has {len(costs)} values for {len(items)} payloads")
+    return core.submissions(
+        queue, items, costs, timeout=timeout, priority=priority, stream=stream
+    )  # fmt: skip
 
 
 def check_new_ids(waiting: Container[str], ids: list[str]) -> None:
