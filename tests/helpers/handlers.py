@@ -123,3 +123,12 @@ def record_echo(payloads: list[Any], log: str = "") -> list[Any]:
     with open(log, "a", encoding="utf-8") as f:
         f.writelines(json.dumps(p) + "\n" for p in payloads)
     return list(payloads)
+
+
+def record_and_hold(payloads: list[Any], log: str = "", release: str = "") -> list[Any]:
+    """``record_echo``, then a batch holding "hold" waits for the file ``release``: batch N
+    kept running while a test acts on N+1."""
+    record_echo(payloads, log)
+    if "hold" in payloads:
+        block_until_file(payloads, release)
+    return list(payloads)

@@ -3,6 +3,7 @@ loop, the ``requests`` context, ``--path``, tensors and unencodable results."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +15,8 @@ import redis
 
 from helpers import optional
 from helpers.entries import add_atomically, now_ms, pack, wait_results, wait_started
-from helpers.workers import WorkerProcess, start_worker, wait_serving
-from redbatch import Producer, RequestFailed
+from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
+from redbatch import Producer, RequestCancelled, RequestFailed
 from redbatch.embedded import EmbeddedRedis
 from redbatch.protocol.keys import KeySpace
 from redbatch.protocol.streams import ensure_queue
@@ -175,3 +176,38 @@ def test_an_unencodable_result_fails_alone(
         assert handles[0].result(timeout=WAIT_S) == "x"
         with pytest.raises(RequestFailed, match="cannot serialize object of type set"):
             handles[1].result(timeout=WAIT_S)
+
+
+def test_a_request_cancelled_while_the_batch_before_runs_ends_cancelled(
+    redis_client: redis.Redis, redis_url: str, namespace: str, queue: str,
+    worker_factory: WorkerFactory, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Batch N+1, read ahead while N runs, has its cancel keys checked then; when N ends it
+    is marked started and handed to the handler without waiting for the mark's second
+    check. A request cancelled between the two checks reaches the handler, and still ends
+    ``cancelled`` (wire contract, "Cancellation")."""
+    log, release = tmp_path / "seen.jsonl", tmp_path / "release"
+    worker_factory(
+        [queue], "helpers.handlers:record_and_hold", "--max-batch-size", "1",
+        "--handler-option", f"log={log}", "--handler-option", f"release={release}",
+    )  # fmt: skip
+    keys = KeySpace(namespace).queue(queue)
+    with Producer.from_url(redis_url, namespace=namespace) as producer:
+        held = producer.submit(queue, "hold", timeout=60)
+        wait_started(redis_client, keys.stream, 1)
+        checks = _mget_calls(redis_client)  # the started mark's check of "hold" is in
+        victim = producer.submit(queue, "victim", timeout=60)
+        wait_until(lambda: _mget_calls(redis_client) > checks, WAIT_S, "the early check")
+        victim.cancel()
+        release.touch()
+        assert held.result(timeout=WAIT_S) == "hold"
+        with pytest.raises(RequestCancelled):
+            victim.result(timeout=WAIT_S)
+    seen = [json.loads(line) for line in log.read_text().splitlines()]
+    assert seen == ["hold", "victim"]  # given to the handler: cancelled after its check
+    stored = redis_client.hgetall(keys.result(victim.id))
+    assert stored[b"status"] == b"cancelled" and b"payload" not in stored
+
+
+def _mget_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0))

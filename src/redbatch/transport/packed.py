@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -49,12 +49,51 @@ def packed_pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[An
         pool.release(conn)
 
 
+def packed_send(client: redis.Redis, commands: Sequence[Command]) -> Callable[[], list[Any]]:
+    """Send ``commands`` in one write now; the call returned reads their replies (an error
+    reply raises, as ``packed_pipeline``) and gives the connection back. For a caller with
+    work to start before it needs the answer: once this returns, the commands are in the
+    socket, and the kernel delivers them even if this process dies next. A lost connection
+    while sending is retried as ``packed_pipeline`` does; one while reading raises (the
+    commands may have run)."""
+    packed = [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    failures = 0
+    while True:
+        try:
+            conn.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+            break
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            failures += 1
+            if 0 <= conn.retry.get_retries() < failures:
+                pool.release(conn)
+                raise
+            time.sleep(_BACKOFF.compute(failures))
+
+    def read() -> list[Any]:
+        try:
+            return _read_replies(conn, len(packed))
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(conn)
+
+    return read
+
+
 def _send_and_read(conn: Connection, packed: list[bytes]) -> list[Any]:
     # No health check: its PING would be answered between our replies.
     conn.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+    return _read_replies(conn, len(packed))
+
+
+def _read_replies(conn: Connection, count: int) -> list[Any]:
     replies: list[Any] = []
     refused: redis.ResponseError | None = None
-    for _ in packed:
+    for _ in range(count):
         try:
             replies.append(conn.read_response())
         except redis.ResponseError as exc:
@@ -80,17 +119,43 @@ def claim_then_get(
     by its key)."""
     if not topology_of(client).cluster:
         assert isinstance(client, redis.Redis)
-        commands: list[Command] = [
-            ("XCLAIM", stream, group, consumer, 0, *ids, "RETRYCOUNT", retry_count, "JUSTID")
-            for stream, ids in claims
-        ]
-        commands.append(("MGET", *keys))
+        commands = _claim_commands(claims, keys, group, consumer, retry_count)
         return list(packed_pipeline(client, commands)[-1])
     pipe = client.pipeline(transaction=False)
     for stream, ids in claims:
         pipe.xclaim(stream, group, consumer, 0, ids, justid=True, retrycount=retry_count)
     pipe.mget(keys)
     return list(pipe.execute()[-1])
+
+
+def claim_then_get_later(
+    client: redis.Redis,
+    claims: Sequence[tuple[str, Sequence[str]]],
+    keys: Sequence[str],
+    *,
+    group: str,
+    consumer: str,
+    retry_count: int,
+) -> Callable[[], list[Any]]:
+    """``claim_then_get`` sent now (``packed_send``), its MGET's reply read by the call
+    returned. One node only."""
+    read = packed_send(client, _claim_commands(claims, keys, group, consumer, retry_count))
+    return lambda: list(read()[-1])
+
+
+def _claim_commands(
+    claims: Sequence[tuple[str, Sequence[str]]],
+    keys: Sequence[str],
+    group: str,
+    consumer: str,
+    retry_count: int,
+) -> list[Command]:
+    commands: list[Command] = [
+        ("XCLAIM", stream, group, consumer, 0, *ids, "RETRYCOUNT", retry_count, "JUSTID")
+        for stream, ids in claims
+    ]
+    commands.append(("MGET", *keys))
+    return commands
 
 
 class AsyncPackedScript:

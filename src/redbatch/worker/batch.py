@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from redbatch.protocol.fields import ATTEMPT, Request, integer_field_or_default
 from redbatch.worker.executor import Executor, Prepared, Ran
 from redbatch.worker.reader import RawEntry
-from redbatch.worker.writer import Malformed
+from redbatch.worker.writer import Malformed, StartArgs
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ class Batch:
     running: threading.Event = field(default_factory=threading.Event)
     written: bool = False  # its outcomes are recorded in Redis
     counted: bool = False  # in the worker's statistics (once, however often it is written)
+    # The ids found cancelled by the early check (made while the batch before ran); None
+    # when there was none: the started mark then waits for its own check (worker.starting).
+    early: frozenset[str] | None = None
+    start_args: StartArgs | None = None  # its started mark, built with the early check
 
     def finished(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` s (None: for ever) for the handler to finish this batch;

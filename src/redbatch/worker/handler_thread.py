@@ -22,6 +22,7 @@ from redbatch.worker.cancel_watch import CancelWatch
 from redbatch.worker.chunk_sender import ChunkSender
 from redbatch.worker.executor import Executor, Ran
 from redbatch.worker.heartbeat import Progress
+from redbatch.worker.late_cancels import LateCancels, cancel_late
 from redbatch.worker.loader import warm_up_all
 
 # How long a launch waits for the handler thread to pick its batch up (it normally takes
@@ -46,9 +47,16 @@ class HandlerThread:
     def warm_up(self, executors: Iterable[Executor]) -> None:
         warm_up_all(executors, self._compute, self.loop)
 
-    def launch(self, executor: Executor, batch: Batch, cancelled: frozenset[str]) -> None:
-        """Run ``batch`` (marked started; ``cancelled``: its requests cancelled already)."""
-        batch.future = self._compute.submit(self._execute, executor, batch, cancelled)
+    def launch(
+        self,
+        executor: Executor,
+        batch: Batch,
+        cancelled: frozenset[str],
+        late: LateCancels | None = None,
+    ) -> None:
+        """Run ``batch`` (marked started; ``cancelled``: its requests cancelled already;
+        ``late``: those its started mark's check finds, still on their way)."""
+        batch.future = self._compute.submit(self._execute, executor, batch, cancelled, late)
         # Let the handler thread take the GIL now: otherwise it waits until the loop's
         # thread, busy building the previous batch's writes, next blocks on I/O.
         batch.running.wait(_HANDOFF_WAIT_S)
@@ -61,7 +69,13 @@ class HandlerThread:
         self._chunks.close()
         self._cancel_watch.close()
 
-    def _execute(self, executor: Executor, batch: Batch, cancelled: frozenset[str]) -> list[Ran]:
+    def _execute(
+        self,
+        executor: Executor,
+        batch: Batch,
+        cancelled: frozenset[str],
+        late: LateCancels | None,
+    ) -> list[Ran]:
         self._progress.batch_queue = logical_name(batch.queue)
         self._progress.batch_items = len(batch.prepared.requests)
         began = self._progress.batch_started = time.monotonic()
@@ -72,10 +86,15 @@ class HandlerThread:
         watching = executor.wants_requests
         if watching:
             seen = set(cancelled)
+            if late is not None:
+                late.watch(seen)
             ids = [r.id for r in batch.prepared.requests]
             self._cancel_watch.watch(self._chunks.keys(batch.queue), ids, seen)
         try:
-            return executor.execute(batch.prepared, seen, publish)
+            ran = executor.execute(batch.prepared, seen, publish)
+            if late is not None:
+                cancel_late(ran, late.wait())
+            return ran
         finally:
             if watching:
                 self._cancel_watch.done()

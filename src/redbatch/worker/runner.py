@@ -46,6 +46,7 @@ from redbatch.worker.probes import Bounds, WorkerHealth
 from redbatch.worker.reader import RawEntry, Reader
 from redbatch.worker.recorder import Recorder, passing_refusal
 from redbatch.worker.shards import ShardWatch
+from redbatch.worker.starting import Starter
 from redbatch.worker.telemetry import Telemetry
 from redbatch.worker.writer import Writer
 
@@ -129,6 +130,7 @@ class Worker:
             max_attempts=config.max_attempts,
             retry_delay_s=config.retry_delay_s,
         )
+        self._starter = Starter(self._writer, self._handler, self._executors)
         self._recorder = Recorder(self._writer, self._counted)
         self._audit = PendingAudit(self._client, self._keyspace, config.name, self._writer)
         # Entries taken from the reader but never started (a stop came first): handed back.
@@ -318,6 +320,7 @@ class Worker:
             if not running.finished(0) and not self._stop.is_set():
                 # A full batch is held while N still runs: decode it now.
                 turn.following = self._prepare(self._reader.due_batch(read=False))
+                self._starter.check_early(turn.following)
         running.finished(None)
         if turn.following is None and not running.alone and not self._stop.is_set():
             # Only what is already held: a read here would delay N's results by a round
@@ -362,14 +365,8 @@ class Worker:
         return [suspect], True
 
     def _launch(self, batch: Batch | None) -> Batch | None:
-        """Mark the batch started and hand it to the handler thread."""
-        if batch is None:
-            return None
-        requests = batch.prepared.requests
-        if requests:
-            cancelled = self._writer.start(batch.queue, requests)
-            self._handler.launch(self._executors[logical_name(batch.queue)], batch, cancelled)
-        return batch
+        """Mark the batch started and hand it to the handler thread (``worker.starting``)."""
+        return self._starter.launch(batch)
 
     def _tune(self, batch: Batch, ran: list[Ran]) -> None:
         """Tell the tuner how the batch went; the reader uses the knobs it answers."""
