@@ -41,7 +41,7 @@ class Starter:
 
     def check_early(self, batch: Batch | None) -> None:
         """Read ``batch``'s cancel keys now, while the batch before it runs."""
-        if batch is not None and batch.prepared.requests:
+        if batch is not None and batch.prepared.requests and self._writer.starts_unconfirmed:
             requests = batch.prepared.requests
             batch.early = self._writer.cancelled_now(batch.queue, requests)
             batch.start_args = self._writer.start_args(batch.queue, requests)

@@ -238,6 +238,11 @@ class Writer:
         )  # fmt: skip
         return lambda: _flagged(requests, read())
 
+    @property
+    def starts_unconfirmed(self) -> bool:
+        """Whether ``start_unconfirmed`` can send (one node, not a cluster)."""
+        return not self._topology.cluster
+
     def start_args(self, queue: str, requests: list[Request]) -> StartArgs:
         """What ``start_unconfirmed`` sends, built ahead (while the batch before runs)."""
         return (requests, *self._start_args(queue, requests))
