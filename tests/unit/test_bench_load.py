@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redbatch.bench.load import OK, Tally, arrival_offsets, payload, sample_stride
+from redbatch.bench.load import LOST, OK, Tally, arrival_offsets, payload, sample_stride
 from redbatch.bench.settings import Settings
 from redbatch.errors import ConfigError
 
@@ -62,6 +62,24 @@ def test_tally_samples_every_kth_ok_request() -> None:
         tally.record(i, OK, began, f"r{i}")
     assert tally.sampled_ids == ["r0", "r3", "r6"]
     assert len(tally.latencies_ms) == 7 and min(tally.latencies_ms) >= 0
+
+
+def test_a_group_lost_at_once_does_not_restart_the_stall_clock() -> None:
+    """bench records a submitted group's unanswered requests lost together, which empties
+    the window: the refill must not count as the end of an idle spell, or a run that nobody
+    answers is never called stalled."""
+    tally = Tally(stride=0)
+    tally.sending()
+    tally.last_answer -= 10  # sent 10 s ago, unanswered
+    tally.record(0, LOST, tally.last_answer, None)
+    tally.sending()  # the refill, with nothing in flight
+    assert tally.stalled_s() >= 10
+    tally.record(1, OK, time.perf_counter(), "r1")  # an answer ends the stall
+    tally.sending()
+    assert tally.stalled_s() < 1
+    tally.record(2, OK, time.perf_counter(), "r2")
+    tally.sending()  # after an answer and an empty window: an idle spell ends here
+    assert tally.stalled_s() < 1
 
 
 @pytest.mark.parametrize(

@@ -99,9 +99,12 @@ class Tally:
     # perf_counter of the last outcome, or of the send that ended an idle spell: requests
     # have been in flight since then with no answer (see stalled_s).
     last_answer: float = field(default_factory=time.perf_counter)
+    # Requests were lost since the last answer: the next send does not restart the clock,
+    # though nothing is in flight once a whole group is lost at once.
+    lost_since_answer: bool = False
 
     def sending(self) -> None:
-        if not self.in_flight:
+        if not self.in_flight and not self.lost_since_answer:
             self.last_answer = time.perf_counter()
         self.in_flight += 1
 
@@ -112,7 +115,10 @@ class Tally:
     def record(self, i: int, status: str, began: float, request_id: str | None) -> None:
         self.in_flight -= 1
         self.outcomes[status] += 1
-        if status != LOST:
+        if status == LOST:
+            self.lost_since_answer = True
+        else:
+            self.lost_since_answer = False
             self.last_answer = time.perf_counter()
             self.latencies_ms.append((self.last_answer - began) * 1000)
         if status == OK and request_id is not None and self.stride and i % self.stride == 0:
