@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
+import pytest
+import redis
+
 from redbatch.protocol.fields import CANCELLED, ERROR, EXPIRED, OK, Outcome, Request
-from redbatch.worker.executor import Ran
+from redbatch.worker.batch import Batch
+from redbatch.worker.executor import Prepared, Ran
 from redbatch.worker.late_cancels import LateCancels, cancel_late
+from redbatch.worker.starting import Starter
 
 
 def ran(request_id: str, status: str, retry: bool = False) -> Ran:
@@ -42,3 +48,45 @@ def test_an_answer_before_the_watch_still_reaches_it() -> None:
     seen: set[str] = set()
     late.watch(seen)
     assert seen == {"x"} and late.wait() == frozenset({"x"})
+
+
+class _Writer:
+    starts_unconfirmed = True
+
+    def cancelled_now(self, queue: str, requests: list[Request]) -> frozenset[str]:
+        return frozenset()
+
+    def start_args(self, queue: str, requests: list[Request]) -> object:
+        return (requests, [], [])
+
+    def start_unconfirmed(self, ahead: object) -> object:
+        def lost() -> frozenset[str]:
+            raise redis.ConnectionError("connection reset")
+
+        return lost
+
+
+class _Handler:
+    late: LateCancels | None = None
+
+    def launch(self, executor: object, batch: object, cancelled: object, late=None) -> None:  # type: ignore[no-untyped-def]
+        self.late = late
+
+
+def test_a_lost_answer_to_an_unconfirmed_mark_lets_the_batch_run_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The mark was sent and the batch handed to the handler: a lost reply must not leave
+    the handler thread waiting, nor raise into the loop (which would hold the running batch
+    again); one warning line says it."""
+    handler = _Handler()
+    starter = Starter(_Writer(), handler, {"q": object()})  # type: ignore[arg-type,dict-item]
+    request = Request("q", "1-0", "a", b"")
+    batch = Batch("q", [], [], Prepared([request], {0: None}, {}))
+    starter.check_early(batch)
+    assert batch.early == frozenset()
+    with caplog.at_level(logging.WARNING):
+        assert starter.launch(batch) is batch
+    assert handler.late is not None and handler.late.wait() == frozenset()
+    [record] = [r for r in caplog.records if getattr(r, "event", "") == "start_check_lost"]
+    assert "connection reset" in record.getMessage()
