@@ -13,6 +13,7 @@ from redbatch.protocol.fields import CANCELLED, ERROR, EXPIRED, OK, Outcome, Req
 from redbatch.worker.batch import Batch
 from redbatch.worker.executor import Prepared, Ran
 from redbatch.worker.late_cancels import LateCancels, cancel_late
+from redbatch.worker.marks import StartArgs
 from redbatch.worker.starting import Starter
 
 
@@ -50,16 +51,16 @@ def test_an_answer_before_the_watch_still_reaches_it() -> None:
     assert seen == {"x"} and late.wait() == frozenset({"x"})
 
 
-class _Writer:
+class _Marks:
     starts_unconfirmed = True
 
     def cancelled_now(self, queue: str, requests: list[Request]) -> frozenset[str]:
         return frozenset()
 
-    def start_args(self, queue: str, requests: list[Request]) -> object:
-        return (requests, [], [])
+    def start_args(self, queue: str, requests: list[Request]) -> StartArgs:
+        return StartArgs(requests, [])
 
-    def start_unconfirmed(self, ahead: object) -> object:
+    def start_unconfirmed(self, ahead: object, *, retry: bool = True) -> object:
         def lost() -> frozenset[str]:
             raise redis.ConnectionError("connection reset")
 
@@ -80,7 +81,7 @@ def test_a_lost_answer_to_an_unconfirmed_mark_lets_the_batch_run_and_says_so(
     the handler thread waiting, nor raise into the loop (which would hold the running batch
     again); one warning line says it."""
     handler = _Handler()
-    starter = Starter(_Writer(), handler, {"q": object()})  # type: ignore[arg-type,dict-item]
+    starter = Starter(_Marks(), handler, {"q": object()})  # type: ignore[arg-type,dict-item]
     request = Request("q", "1-0", "a", b"")
     batch = Batch("q", [], [], Prepared([request], {0: None}, {}))
     starter.check_early(batch)

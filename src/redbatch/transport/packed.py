@@ -31,7 +31,7 @@ def packed_pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[An
     """The replies of ``commands``, sent in one write on one connection of ``client``'s pool.
     An error reply raises once every reply is read (the connection stays in step); a lost
     connection is retried with the client's number of retries and ``reconnect_backoff``."""
-    packed = [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
+    packed = pack(commands)
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
@@ -56,7 +56,19 @@ def packed_send(client: redis.Redis, commands: Sequence[Command]) -> Callable[[]
     socket, and the kernel delivers them even if this process dies next. A lost connection
     while sending is retried as ``packed_pipeline`` does; one while reading raises (the
     commands may have run)."""
-    packed = [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
+    return send_packed(client, pack(commands))
+
+
+def pack(commands: Sequence[Command]) -> list[bytes]:
+    """``commands`` as hiredis packs them: built ahead of a ``send_packed``."""
+    return [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
+
+
+def send_packed(
+    client: redis.Redis, packed: list[bytes], *, retry: bool = True
+) -> Callable[[], list[Any]]:
+    """``packed_send`` of commands already packed (``pack``). ``retry=False``: a lost
+    connection raises at once, for a caller that has another way to send them."""
     pool = client.connection_pool
     conn = pool.get_connection()
     failures = 0
@@ -67,7 +79,7 @@ def packed_send(client: redis.Redis, commands: Sequence[Command]) -> Callable[[]
         except (redis.ConnectionError, redis.TimeoutError):
             conn.disconnect()  # type: ignore[no-untyped-call]
             failures += 1
-            if 0 <= conn.retry.get_retries() < failures:
+            if not retry or 0 <= conn.retry.get_retries() < failures:
                 pool.release(conn)
                 raise
             time.sleep(_BACKOFF.compute(failures))
@@ -119,7 +131,7 @@ def claim_then_get(
     by its key)."""
     if not topology_of(client).cluster:
         assert isinstance(client, redis.Redis)
-        commands = _claim_commands(claims, keys, group, consumer, retry_count)
+        commands = claim_commands(claims, keys, group, consumer, retry_count)
         return list(packed_pipeline(client, commands)[-1])
     pipe = client.pipeline(transaction=False)
     for stream, ids in claims:
@@ -128,22 +140,7 @@ def claim_then_get(
     return list(pipe.execute()[-1])
 
 
-def claim_then_get_later(
-    client: redis.Redis,
-    claims: Sequence[tuple[str, Sequence[str]]],
-    keys: Sequence[str],
-    *,
-    group: str,
-    consumer: str,
-    retry_count: int,
-) -> Callable[[], list[Any]]:
-    """``claim_then_get`` sent now (``packed_send``), its MGET's reply read by the call
-    returned. One node only."""
-    read = packed_send(client, _claim_commands(claims, keys, group, consumer, retry_count))
-    return lambda: list(read()[-1])
-
-
-def _claim_commands(
+def claim_commands(
     claims: Sequence[tuple[str, Sequence[str]]],
     keys: Sequence[str],
     group: str,

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 from redbatch.protocol.fields import ATTEMPT, Request, integer_field_or_default
 from redbatch.worker.executor import Executor, Prepared, Ran
+from redbatch.worker.marks import StartArgs
 from redbatch.worker.reader import RawEntry
-from redbatch.worker.writer import Malformed, StartArgs
+from redbatch.worker.writer import Malformed
 
 log = logging.getLogger(__name__)
 

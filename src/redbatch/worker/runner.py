@@ -41,6 +41,7 @@ from redbatch.worker.executor import Ran
 from redbatch.worker.handler_thread import HandlerThread
 from redbatch.worker.heartbeat import Heartbeat, Progress
 from redbatch.worker.loader import load_executors
+from redbatch.worker.marks import Marks
 from redbatch.worker.pending import PendingAudit, held_keys
 from redbatch.worker.probes import Bounds, WorkerHealth
 from redbatch.worker.reader import RawEntry, Reader
@@ -130,7 +131,9 @@ class Worker:
             max_attempts=config.max_attempts,
             retry_delay_s=config.retry_delay_s,
         )
-        self._starter = Starter(self._writer, self._handler, self._executors)
+        self._starter = Starter(
+            Marks(self._client, self._keyspace, config.name), self._handler, self._executors
+        )
         self._recorder = Recorder(self._writer, self._counted)
         self._audit = PendingAudit(self._client, self._keyspace, config.name, self._writer)
         # Entries taken from the reader but never started (a stop came first): handed back.

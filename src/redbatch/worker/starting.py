@@ -26,25 +26,25 @@ from redbatch.worker.batch import Batch
 from redbatch.worker.executor import Executor
 from redbatch.worker.handler_thread import HandlerThread
 from redbatch.worker.late_cancels import LateCancels
-from redbatch.worker.writer import Writer
+from redbatch.worker.marks import Marks
 
 log = logging.getLogger(__name__)
 
 
 class Starter:
     def __init__(
-        self, writer: Writer, handler: HandlerThread, executors: Mapping[str, Executor]
+        self, marks: Marks, handler: HandlerThread, executors: Mapping[str, Executor]
     ) -> None:
-        self._writer = writer
+        self._marks = marks
         self._handler = handler
         self._executors = executors
 
     def check_early(self, batch: Batch | None) -> None:
         """Read ``batch``'s cancel keys now, while the batch before it runs."""
-        if batch is not None and batch.prepared.requests and self._writer.starts_unconfirmed:
+        if batch is not None and batch.prepared.requests and self._marks.starts_unconfirmed:
             requests = batch.prepared.requests
-            batch.early = self._writer.cancelled_now(batch.queue, requests)
-            batch.start_args = self._writer.start_args(batch.queue, requests)
+            batch.early = self._marks.cancelled_now(batch.queue, requests)
+            batch.start_args = self._marks.start_args(batch.queue, requests)
 
     def launch(self, batch: Batch | None) -> Batch | None:
         """Mark the batch started and hand it to the handler thread."""
@@ -53,9 +53,9 @@ class Starter:
         requests = batch.prepared.requests
         executor = self._executors[logical_name(batch.queue)]
         early, ahead = batch.early, batch.start_args
-        confirm = None if ahead is None else self._writer.start_unconfirmed(ahead)
+        confirm = None if ahead is None else self._marks.start_unconfirmed(ahead)
         if early is None or confirm is None:
-            self._handler.launch(executor, batch, self._writer.start(batch.queue, requests))
+            self._handler.launch(executor, batch, self._marks.start(batch.queue, requests))
             return batch
         late = LateCancels()
         self._handler.launch(executor, batch, early, late)

@@ -8,7 +8,6 @@ acking in the stream its entries were read from (``RawEntry.priority``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,7 +16,6 @@ import redis
 from redbatch.clock import now_ms
 from redbatch.protocol.fields import (
     DEAD,
-    STARTED_DELIVERIES,
     Outcome,
     Request,
     bounded_copy,
@@ -26,7 +24,7 @@ from redbatch.protocol.fields import (
     result_fields,
 )
 from redbatch.protocol.finish_args import Finished, finish_batch_args
-from redbatch.protocol.keys import GROUP, PRIORITIES, KeySpace, QueueKeys
+from redbatch.protocol.keys import PRIORITIES, KeySpace, QueueKeys
 from redbatch.protocol.scripts import (
     HANDBACK,
     RETRY,
@@ -40,7 +38,6 @@ from redbatch.protocol.scripts import (
 )
 from redbatch.transport.connection import Client
 from redbatch.transport.deferred import deferred_for
-from redbatch.transport.packed import claim_then_get, claim_then_get_later
 from redbatch.transport.topology import topology_of
 from redbatch.worker.executor import Ran
 from redbatch.worker.reader import RawEntry
@@ -208,68 +205,6 @@ class Writer:
             self._scripts.tell_followers(keys, followers, ttl_ms=self._ttl_ms)
         return int(existed)
 
-    def start(self, queue: str, requests: list[Request]) -> frozenset[str]:
-        """Mark the batch started and return the ids cancelled meanwhile (one round trip).
-
-        Started = delivery count 2 in the group's pending list: the scheduler counts an
-        attempt against a dead worker's entry only when it was started, so entries a worker
-        merely held (read, or about to be handed back) when it was killed keep their attempt
-        and no request nobody ever ran is dead-lettered for other requests' crashes."""
-        claims, cancel_keys = self._start_args(queue, requests)
-        flags = claim_then_get(
-            self._client, claims, cancel_keys,
-            group=GROUP, consumer=self._worker, retry_count=STARTED_DELIVERIES,
-        )  # fmt: skip
-        return _flagged(requests, flags)
-
-    def start_unconfirmed(self, prepared: StartArgs) -> Callable[[], frozenset[str]] | None:
-        """``start`` of ``prepared`` (``start_args``) sent now and answered later: the call
-        returned reads the ids cancelled since the early check. The mark is in the socket
-        when this returns, so the handler may start at once: a crash from then on still
-        counts the attempt. None on a Redis Cluster (redis-py's pipeline routes the
-        commands; ``start`` it is)."""
-        if self._topology.cluster:
-            return None
-        assert isinstance(self._client, redis.Redis)
-        requests, claims, cancel_keys = prepared
-        read = claim_then_get_later(
-            self._client, claims, cancel_keys,
-            group=GROUP, consumer=self._worker, retry_count=STARTED_DELIVERIES,
-        )  # fmt: skip
-        return lambda: _flagged(requests, read())
-
-    @property
-    def starts_unconfirmed(self) -> bool:
-        """Whether ``start_unconfirmed`` can send (one node, not a cluster)."""
-        return not self._topology.cluster
-
-    def start_args(self, queue: str, requests: list[Request]) -> StartArgs:
-        """What ``start_unconfirmed`` sends, built ahead (while the batch before runs)."""
-        return (requests, *self._start_args(queue, requests))
-
-    def cancelled_now(self, queue: str, requests: list[Request]) -> frozenset[str]:
-        """The ids of ``requests`` cancelled by now (one ``MGET``): the early check of batch
-        N+1, made while N runs, so that N+1 can start without waiting for its mark."""
-        cancel_at = self._keyspace.queue(queue).cancel("")
-        return _flagged(requests, self._client.mget([cancel_at + r.id for r in requests]))
-
-    def _start_args(
-        self, queue: str, requests: list[Request]
-    ) -> tuple[list[tuple[str, list[str]]], list[str]]:
-        """(stream, entry ids) per lane to claim, and the requests' cancel keys."""
-        keys = self._keyspace.queue(queue)
-        by_lane: dict[str, list[str]] = {}
-        lanes = {r.priority for r in requests}
-        if len(lanes) == 1:  # the common case: one lane, no dict work per request
-            by_lane[lanes.pop()] = [r.entry_id for r in requests]
-        else:
-            for r in requests:
-                # parse_entry gave each request the lane (priority stream) it was read from.
-                by_lane.setdefault(r.priority, []).append(r.entry_id)
-        claims = [(keys.stream_for(priority), ids) for priority, ids in by_lane.items()]
-        cancel_at = keys.cancel("")
-        return claims, [cancel_at + r.id for r in requests]
-
     def hand_back(self, entries: list[RawEntry]) -> int:
         """Return entries read but never started to their streams at once (same attempt):
         one requeue call per queue and lane, each entry back into the lane it came from."""
@@ -390,14 +325,3 @@ def _valid_reply(fields: dict[bytes, bytes]) -> str:
     # Reuse the id rule: a reply field that is not a valid producer id cannot name a key.
     raw = fields.get(b"reply", b"")
     return entry_request_id({b"id": raw}) or ""
-
-
-# (requests, (stream, entry ids) per lane, cancel keys): a started mark built ahead.
-StartArgs = tuple[list[Request], list[tuple[str, list[str]]], list[str]]
-
-
-def _flagged(requests: list[Request], flags: list[Any]) -> frozenset[str]:
-    """The ids of ``requests`` whose cancel key (``flags``, an MGET's reply) is set."""
-    if not any(flags):
-        return frozenset()
-    return frozenset(r.id for r, flag in zip(requests, flags, strict=True) if flag)
