@@ -4,6 +4,7 @@ loop, the ``requests`` context, ``--path``, tensors and unencodable results."""
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -182,8 +183,8 @@ def test_a_request_cancelled_while_the_batch_before_runs_ends_cancelled(
     redis_client: redis.Redis, redis_url: str, namespace: str, queue: str,
     worker_factory: WorkerFactory, tmp_path: Path,
 ) -> None:  # fmt: skip
-    """Batch N+1, read ahead while N runs, has its cancel keys checked then; when N ends it
-    is marked started and handed to the handler without waiting for the mark's second
+    """Batch N+1, read ahead while N runs, has its cancel keys checked then; when N ends the
+    handler thread marks it started and runs it without waiting for the mark's second
     check. A request cancelled between the two checks reaches the handler, and still ends
     ``cancelled`` (wire contract, "Cancellation")."""
     log, release = tmp_path / "seen.jsonl", tmp_path / "release"
@@ -207,6 +208,38 @@ def test_a_request_cancelled_while_the_batch_before_runs_ends_cancelled(
     assert seen == ["hold", "victim"]  # given to the handler: cancelled after its check
     stored = redis_client.hgetall(keys.result(victim.id))
     assert stored[b"status"] == b"cancelled" and b"payload" not in stored
+
+
+def test_a_stop_while_the_batch_before_runs_hands_the_next_back_unstarted(
+    redis_client: redis.Redis, redis_url: str, namespace: str, queue: str,
+    worker_factory: WorkerFactory, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Batch N+1 was given to the handler thread to start when N ends; a stop came first:
+    N ends and is answered, N+1 is never started (its attempt not counted) and goes back to
+    the stream, where the next worker runs it."""
+    log, release = tmp_path / "seen.jsonl", tmp_path / "release"
+    first = worker_factory(
+        [queue], "helpers.handlers:record_and_hold", "--max-batch-size", "1",
+        "--handler-option", f"log={log}", "--handler-option", f"release={release}",
+    )  # fmt: skip
+    keys = KeySpace(namespace).queue(queue)
+    with Producer.from_url(redis_url, namespace=namespace) as producer:
+        held = producer.submit(queue, "hold", timeout=60)
+        wait_started(redis_client, keys.stream, 1)
+        checks = _mget_calls(redis_client)
+        following = producer.submit(queue, "next", timeout=60)
+        wait_until(lambda: _mget_calls(redis_client) > checks, WAIT_S, "the early check")
+        first.proc.send_signal(signal.SIGTERM)
+        # The heartbeat thread says so once the stop is set, while N still runs.
+        wait_until(lambda: "finishing the running batch" in first.log(), WAIT_S, "the stop")
+        release.touch()
+        assert first.proc.wait(timeout=WAIT_S) == 0
+        assert held.result(timeout=WAIT_S) == "hold"
+        assert "handed 1 unstarted entries back" in first.log()
+        assert [json.loads(line) for line in log.read_text().splitlines()] == ["hold"]
+        worker_factory([queue])
+        assert following.result(timeout=WAIT_S) == "next"
+    assert redis_client.hget(keys.result(following.id), "attempt") == b"1"
 
 
 def _mget_calls(client: redis.Redis) -> int:

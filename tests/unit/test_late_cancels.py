@@ -70,6 +70,12 @@ class _Marks:
 class _Handler:
     late: LateCancels | None = None
 
+    def relay(self, relay: object) -> None:
+        pass  # never started by the handler thread: the loop launches it
+
+    def take_back(self) -> None:
+        pass
+
     def launch(self, executor: object, batch: object, cancelled: object, late=None) -> None:  # type: ignore[no-untyped-def]
         self.late = late
 
@@ -84,8 +90,9 @@ def test_a_lost_answer_to_an_unconfirmed_mark_lets_the_batch_run_and_says_so(
     starter = Starter(_Marks(), handler, {"q": object()})  # type: ignore[arg-type,dict-item]
     request = Request("q", "1-0", "a", b"")
     batch = Batch("q", [], [], Prepared([request], {0: None}, {}))
-    starter.check_early(batch)
+    starter.follow(batch)
     assert batch.early == frozenset()
+    assert not starter.relayed(batch)
     with caplog.at_level(logging.WARNING):
         assert starter.launch(batch) is batch
     assert handler.late is not None and handler.late.wait() == frozenset()

@@ -2,9 +2,10 @@
 
 I/O and compute overlap. The handler runs on one thread of its own (always the same one, as
 CUDA contexts like); this loop does all Redis work meanwhile. While batch N runs, the loop
-reads batch N+1 (at most one batch ahead) and decodes it; when N ends, N+1 is marked started
-and handed to the handler at once, and only then are N's results written. With a handler
-that takes t per batch, throughput approaches max_batch_size / t.
+reads batch N+1 (at most one batch ahead), decodes it and hands it to the handler thread,
+which marks it started and runs it the moment N ends (``worker.starting``); only then are N's
+results written. With a handler that takes t per batch, throughput approaches
+max_batch_size / t.
 
 States: starting -> serving -> draining -> stopped. ``stop()`` may be called from a signal
 handler or another thread: the loop notices it within ``block_ms`` (or when the running batch
@@ -119,7 +120,11 @@ class Worker:
         self.progress = Progress()
         # One thread runs every handler call, so the loop can do Redis work meanwhile.
         self._handler = HandlerThread(
-            self._client, self._keyspace, self.progress, result_ttl_s=config.result_ttl_s
+            self._client,
+            self._keyspace,
+            self.progress,
+            result_ttl_s=config.result_ttl_s,
+            stopping=self._stop,
         )
         self._executors = load_executors(config, handler, self._handler.loop)
         self._writer = Writer(
@@ -323,17 +328,20 @@ class Worker:
             if not running.finished(0) and not self._stop.is_set():
                 # A full batch is held while N still runs: decode it now.
                 turn.following = self._prepare(self._reader.due_batch(read=False))
-                self._starter.check_early(turn.following)
+                self._starter.follow(turn.following)
         running.finished(None)
-        if turn.following is None and not running.alone and not self._stop.is_set():
-            # Only what is already held: a read here would delay N's results by a round
-            # trip, and at low load (nothing held) the results matter more.
-            turn.following = self._prepare(self._reader.due_batch(read=False))
-        if turn.following is not None and self._stop.is_set():
-            # Stopping while N ran: N+1 was decoded but never started; it goes back.
-            self._unstarted += turn.following.entries
-            turn.following = None
-        turn.launched, turn.following = self._launch(turn.following), None
+        if self._starter.relayed(turn.following):  # the handler thread started it
+            turn.launched, turn.following = turn.following, None
+        else:
+            if turn.following is None and not running.alone and not self._stop.is_set():
+                # Only what is already held: a read here would delay N's results by a round
+                # trip, and at low load (nothing held) the results matter more.
+                turn.following = self._prepare(self._reader.due_batch(read=False))
+            if turn.following is not None and self._stop.is_set():
+                # Stopping while N ran: N+1 was decoded but never started; it goes back.
+                self._unstarted += turn.following.entries
+                turn.following = None
+            turn.launched, turn.following = self._launch(turn.following), None
         if turn.launched is not None and not turn.launched.alone and not self._stop.is_set():
             # Read ahead before N's results go out: Redis runs their script for a while, and
             # a read sent after it would wait for it instead of feeding the next decode.
