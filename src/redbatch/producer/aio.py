@@ -11,9 +11,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from redbatch.producer import options as opt
-from redbatch.producer._core import ProducerCore, Submission
+from redbatch.producer._core import ProducerCore
 from redbatch.producer.admission import Deadline
 from redbatch.producer.engine import Engine
+from redbatch.producer.entries import Submission
 from redbatch.producer.gather import gather_async
 from redbatch.producer.handle import AsyncHandle
 from redbatch.producer.listener import Listening, TaskListener

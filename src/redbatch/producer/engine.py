@@ -21,8 +21,9 @@ from redbatch.errors import (
     ResultTimeout,
 )
 from redbatch.producer import plans
-from redbatch.producer._core import ProducerCore, Submission
+from redbatch.producer._core import ProducerCore
 from redbatch.producer.admission import Admissions, Deadline
+from redbatch.producer.entries import Submission
 from redbatch.producer.handle import BaseHandle
 from redbatch.producer.listener import Listening
 from redbatch.producer.options import WORKERS_FRESH_S, ManyOptions, SubmitOptions

@@ -21,8 +21,8 @@ from redbatch.producer._core import (
     WAKE,
     WAKE_TTL_MS,
     ProducerCore,
-    Submission,
 )
+from redbatch.producer.entries import Submission
 from redbatch.protocol.fields import outcome_from_result
 from redbatch.protocol.keys import GROUP, KeySpace, QueueKeys, check_request_id
 from redbatch.protocol.scripts import Admission, Scripts

@@ -8,8 +8,9 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from redbatch.errors import ConfigError, DuplicateRequestId
-from redbatch.producer._core import ProducerCore, Submission
+from redbatch.producer._core import ProducerCore
 from redbatch.producer.admission import Deadline
+from redbatch.producer.entries import Submission
 from redbatch.producer.options import MapOptions, PerItem
 from redbatch.protocol.keys import check_priority
 

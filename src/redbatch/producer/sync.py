@@ -10,9 +10,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from redbatch.producer import options as opt
-from redbatch.producer._core import ProducerCore, Submission
+from redbatch.producer._core import ProducerCore
 from redbatch.producer.admission import Deadline
 from redbatch.producer.engine import Engine
+from redbatch.producer.entries import Submission
 from redbatch.producer.gather import gather
 from redbatch.producer.handle import Handle
 from redbatch.producer.latch import Latch
