@@ -50,6 +50,7 @@ from redbatch.worker.recorder import Recorder, passing_refusal
 from redbatch.worker.shards import ShardWatch
 from redbatch.worker.starting import Starter
 from redbatch.worker.telemetry import Telemetry
+from redbatch.worker.tuning import tune
 from redbatch.worker.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -321,7 +322,7 @@ class Worker:
             self._recorder.settle()  # before a read that may block: nothing unconfirmed
             batch = self._reader.next_batch()
             turn.following = self._prepare(batch) if batch else None
-            turn.launched, turn.following = self._launch(turn.following), None
+            turn.launched, turn.following = self._starter.launch(turn.following), None
             return turn.launched
         if not running.alone and self._reads_ahead(running):
             self._reader.read_ahead(lambda t: running.finished(t) or self._stop.is_set())
@@ -341,7 +342,7 @@ class Worker:
                 # Stopping while N ran: N+1 was decoded but never started; it goes back.
                 self._unstarted += turn.following.entries
                 turn.following = None
-            turn.launched, turn.following = self._launch(turn.following), None
+            turn.launched, turn.following = self._starter.launch(turn.following), None
         if turn.launched is not None and not turn.launched.alone and not self._stop.is_set():
             # Read ahead before N's results go out: Redis runs their script for a while, and
             # a read sent after it would wait for it instead of feeding the next decode.
@@ -375,29 +376,10 @@ class Worker:
             self._writer.hand_back(others)
         return [suspect], True
 
-    def _launch(self, batch: Batch | None) -> Batch | None:
-        """Mark the batch started and hand it to the handler thread (``worker.starting``)."""
-        return self._starter.launch(batch)
-
-    def _tune(self, batch: Batch, ran: list[Ran]) -> None:
-        """Tell the tuner how the batch went; the reader uses the knobs it answers."""
-        if self._tuner is None or not ran:
-            return
-        enqueued = [r.request.enq for r in ran if r.request.enq]
-        wait_ms = ran[0].start - min(enqueued) if enqueued else 0
-        self._tuner.observe(
-            size=len(ran),
-            queue_wait_s=max(0, wait_ms) / 1000,
-            service_s=batch.service_s,
-            now=ran[0].end / 1000,
-        )
-        before, self._reader.policy = self._reader.policy, self._tuner.policy
-        if self._reader.policy != before:
-            log.debug("%s", self._tuner.status_line(), extra={"event": "window_tuned"})
-
     def _counted(self, batch: Batch, ran: list[Ran]) -> None:
         """A batch's results are on their way to Redis: count it, tune the window."""
-        self._tune(batch, ran)
+        if self._tuner is not None and ran:
+            tune(self._tuner, self._reader, batch, ran)
         self.telemetry.batch_done(
             batch.queue, ran, len(batch.malformed), batch.service_s, batch.entries
         )
