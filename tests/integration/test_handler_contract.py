@@ -19,7 +19,8 @@ from helpers.entries import add_atomically, now_ms, pack, wait_results, wait_sta
 from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
 from redbatch import Producer, RequestCancelled, RequestFailed
 from redbatch.embedded import EmbeddedRedis
-from redbatch.protocol.keys import KeySpace
+from redbatch.producer.handle import Handle
+from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
 
 WorkerFactory = Callable[..., WorkerProcess]
@@ -188,17 +189,11 @@ def test_a_request_cancelled_while_the_batch_before_runs_ends_cancelled(
     check. A request cancelled between the two checks reaches the handler, and still ends
     ``cancelled`` (wire contract, "Cancellation")."""
     log, release = tmp_path / "seen.jsonl", tmp_path / "release"
-    worker_factory(
-        [queue], "helpers.handlers:record_and_hold", "--max-batch-size", "1",
-        "--handler-option", f"log={log}", "--handler-option", f"release={release}",
-    )  # fmt: skip
     keys = KeySpace(namespace).queue(queue)
     with Producer.from_url(redis_url, namespace=namespace) as producer:
-        held = producer.submit(queue, "hold", timeout=60)
-        wait_started(redis_client, keys.stream, 1)
-        checks = _mget_calls(redis_client)  # the started mark's check of "hold" is in
-        victim = producer.submit(queue, "victim", timeout=60)
-        wait_until(lambda: _mget_calls(redis_client) > checks, WAIT_S, "the early check")
+        _, held, victim = _hold_and_follow(
+            redis_client, producer, worker_factory, queue, keys, log, release, "victim"
+        )
         victim.cancel()
         release.touch()
         assert held.result(timeout=WAIT_S) == "hold"
@@ -218,17 +213,11 @@ def test_a_stop_while_the_batch_before_runs_hands_the_next_back_unstarted(
     N ends and is answered, N+1 is never started (its attempt not counted) and goes back to
     the stream, where the next worker runs it."""
     log, release = tmp_path / "seen.jsonl", tmp_path / "release"
-    first = worker_factory(
-        [queue], "helpers.handlers:record_and_hold", "--max-batch-size", "1",
-        "--handler-option", f"log={log}", "--handler-option", f"release={release}",
-    )  # fmt: skip
     keys = KeySpace(namespace).queue(queue)
     with Producer.from_url(redis_url, namespace=namespace) as producer:
-        held = producer.submit(queue, "hold", timeout=60)
-        wait_started(redis_client, keys.stream, 1)
-        checks = _mget_calls(redis_client)
-        following = producer.submit(queue, "next", timeout=60)
-        wait_until(lambda: _mget_calls(redis_client) > checks, WAIT_S, "the early check")
+        first, held, following = _hold_and_follow(
+            redis_client, producer, worker_factory, queue, keys, log, release, "next"
+        )
         first.proc.send_signal(signal.SIGTERM)
         # The heartbeat thread says so once the stop is set, while N still runs.
         wait_until(lambda: "finishing the running batch" in first.log(), WAIT_S, "the stop")
@@ -240,6 +229,24 @@ def test_a_stop_while_the_batch_before_runs_hands_the_next_back_unstarted(
         worker_factory([queue])
         assert following.result(timeout=WAIT_S) == "next"
     assert redis_client.hget(keys.result(following.id), "attempt") == b"1"
+
+
+def _hold_and_follow(
+    client: redis.Redis, producer: Producer, worker_factory: WorkerFactory, queue: str,
+    keys: QueueKeys, log: Path, release: Path, following: str,
+) -> tuple[WorkerProcess, Handle, Handle]:  # fmt: skip
+    """A worker of batches of one runs "hold" until ``release`` exists; ``following`` is
+    read ahead meanwhile and has had its early cancel check (the ``MGET`` after the mark's)."""
+    worker = worker_factory(
+        [queue], "helpers.handlers:record_and_hold", "--max-batch-size", "1",
+        "--handler-option", f"log={log}", "--handler-option", f"release={release}",
+    )  # fmt: skip
+    held = producer.submit(queue, "hold", timeout=60)
+    wait_started(client, keys.stream, 1)
+    checks = _mget_calls(client)  # the started mark's check of "hold" is in
+    second = producer.submit(queue, following, timeout=60)
+    wait_until(lambda: _mget_calls(client) > checks, WAIT_S, "the early check")
+    return worker, held, second
 
 
 def _mget_calls(client: redis.Redis) -> int:

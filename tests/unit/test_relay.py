@@ -92,21 +92,16 @@ def test_a_mark_that_cannot_be_sent_leaves_the_batch_to_the_loop(setup: Setup) -
     assert setup.events == ["ran hold"]
 
 
-def test_a_stop_or_a_take_back_keeps_the_batch_from_starting(setup: Setup) -> None:
-    first, second = setup.batch("hold"), setup.batch("next")
-    setup.thread.launch(setup.executor, first, frozenset())
-    stopped = setup.relay(second, setup.sent_from_handler_thread)
-    setup.stopping.set()
+@pytest.mark.parametrize("why", ["a stop", "taken back by the loop"])
+def test_a_stop_or_a_take_back_keeps_the_batch_from_starting(setup: Setup, why: str) -> None:
+    running, following = setup.batch("hold"), setup.batch("next")
+    setup.thread.launch(setup.executor, running, frozenset())
+    relay = setup.relay(following, setup.sent_from_handler_thread)
+    if why == "a stop":
+        setup.stopping.set()
+    else:
+        setup.thread.take_back()
     setup.release.set()
-    assert first.finished(WAIT_S)
-    assert stopped.answer is None and second.future is None
-    setup.stopping.clear()
-    setup.release.clear()
-    third, fourth = setup.batch("hold"), setup.batch("after")
-    setup.thread.launch(setup.executor, third, frozenset())
-    taken = setup.relay(fourth, setup.sent_from_handler_thread)
-    setup.thread.take_back()
-    setup.release.set()
-    assert third.finished(WAIT_S)
-    assert taken.answer is None and fourth.future is None
-    assert setup.events == ["ran hold", "ran hold"]  # no mark sent, nothing else ran
+    assert running.finished(WAIT_S)
+    assert relay.answer is None and following.future is None
+    assert setup.events == ["ran hold"]  # no mark sent, nothing else ran
