@@ -88,6 +88,10 @@ def start_worker(
     return WorkerProcess(name, proc, log_path, args)
 
 
+# The type of the ``worker_factory`` fixture (conftest): start a worker, stopped at teardown.
+WorkerFactory = Callable[..., WorkerProcess]
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
     """Bounded polling of a condition no event announces; returns its first truthy value."""
     deadline = time.monotonic() + timeout

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 
 from helpers.entries import wait_cancel_key, wait_cancel_key_async
-from helpers.workers import WorkerProcess, assert_drained, wait_until
+from helpers.workers import WorkerFactory, assert_drained, wait_until
 from redbatch import (
     AsyncProducer,
     Producer,
@@ -32,7 +31,6 @@ from redbatch.producer._core import CANCEL_TTL_MS
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.scripts import Admission, Scripts, admit_args
 
-WorkerFactory = Callable[..., WorkerProcess]
 WAIT = 30.0
 
 

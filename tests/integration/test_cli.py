@@ -8,17 +8,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
 
 from helpers import subprocess_env
-from helpers.workers import WorkerProcess, assert_drained, wait_until
+from helpers.workers import WorkerFactory, assert_drained, wait_until
 from redbatch import Producer
 from redbatch.protocol.keys import KeySpace
 
-WorkerFactory = Callable[..., WorkerProcess]
 RUN_TIMEOUT_S = 60.0  # a bound for a hung command, far above what any of them takes
 
 

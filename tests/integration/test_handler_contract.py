@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -16,14 +16,13 @@ import redis
 
 from helpers import optional
 from helpers.entries import add_atomically, now_ms, pack, wait_results, wait_started
-from helpers.workers import WorkerProcess, start_worker, wait_serving, wait_until
+from helpers.workers import WorkerFactory, WorkerProcess, start_worker, wait_serving, wait_until
 from redbatch import Producer, RequestCancelled, RequestFailed
 from redbatch.embedded import EmbeddedRedis
 from redbatch.producer.handle import Handle
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
 
-WorkerFactory = Callable[..., WorkerProcess]
 WAIT_S = 30.0
 
 

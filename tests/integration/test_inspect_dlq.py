@@ -12,12 +12,11 @@ import redis
 
 from helpers import cli
 from helpers.entries import now_ms, pack, queue_keys, wait_results
-from helpers.workers import WorkerProcess, wait_serving, wait_until
+from helpers.workers import WorkerFactory, WorkerProcess, wait_serving, wait_until
 from redbatch import Producer
 from redbatch.protocol.fields import build_entry
 from redbatch.protocol.keys import GROUP, QueueKeys
 
-WorkerFactory = Callable[..., WorkerProcess]
 HANDLERS = "helpers.handlers"
 
 

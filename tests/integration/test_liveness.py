@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 
 import msgpack
 import redis
 
 from helpers.entries import WAIT_S, add_atomically, pack, text, wait_results
-from helpers.workers import WorkerProcess, assert_drained, wait_serving, wait_until
+from helpers.workers import WorkerFactory, assert_drained, wait_serving, wait_until
 from redbatch import Producer, RequestCancelled
 from redbatch.cli import EXIT_INTERRUPTED
 from redbatch.protocol.keys import KeySpace
 from redbatch.protocol.streams import ensure_queue
 from redbatch.worker.heartbeat import EXIT_BATCH_TIMEOUT, EXIT_DRAIN_TIMEOUT
-
-WorkerFactory = Callable[..., WorkerProcess]
 
 
 def consumers(client: redis.Redis, stream: str) -> set[str]:

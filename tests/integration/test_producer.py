@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import redis
 
-from helpers.workers import WorkerProcess, assert_drained, wait_serving
+from helpers.workers import WorkerFactory, assert_drained, wait_serving
 from redbatch import (
     AsyncProducer,
     Producer,
@@ -32,7 +31,6 @@ from redbatch.protocol import codec
 from redbatch.protocol.fields import OK, decode_reply
 from redbatch.protocol.keys import KeySpace
 
-WorkerFactory = Callable[..., WorkerProcess]
 WAIT = 30.0  # a generous bound on waits that should end in well under a second
 
 

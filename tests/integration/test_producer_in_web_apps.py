@@ -15,12 +15,11 @@ import pytest
 import redis
 
 from helpers.entries import wait_cancel_key_async
-from helpers.workers import WorkerProcess
+from helpers.workers import WorkerFactory
 from redbatch import AsyncProducer, Producer, RequestCancelled
 from redbatch.errors import ConnectionFailed, WrongEventLoop
 from redbatch.protocol.keys import KeySpace
 
-WorkerFactory = Callable[..., WorkerProcess]
 WAIT = 30.0
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +14,11 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from helpers.workers import WorkerProcess
+from helpers.workers import WorkerFactory
 from redbatch import AsyncProducer, NoWorker, Producer, ResultTimeout
 from redbatch.producer import Priority
 from redbatch.protocol.keys import KeySpace
 
-WorkerFactory = Callable[..., WorkerProcess]
 WAIT = 30.0
 
 

@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -19,15 +18,13 @@ import pytest
 import redis
 
 from helpers.entries import add_atomically, id_entries, now_ms, pack, text, wait_results
-from helpers.workers import WorkerProcess, assert_drained, wait_serving, wait_until
+from helpers.workers import WorkerFactory, assert_drained, wait_serving, wait_until
 from redbatch import Producer
 from redbatch.embedded import EmbeddedRedis
 from redbatch.errors import RequestDead, RequestExpired
 from redbatch.protocol.fields import decode_reply
 from redbatch.protocol.keys import KeySpace, QueueKeys
 from redbatch.protocol.streams import ensure_queue
-
-WorkerFactory = Callable[..., WorkerProcess]
 
 # Bound of every wait for an outcome: generous, only reached when something is broken.
 WAIT_S = 30.0
