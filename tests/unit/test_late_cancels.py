@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from redbatch.protocol.fields import CANCELLED, ERROR, EXPIRED, OK, Outcome, Request
+from redbatch.transport.packed import Packed
 from redbatch.worker.batch import Batch
 from redbatch.worker.executor import Prepared, Ran
 from redbatch.worker.late_cancels import LateCancels, cancel_late
@@ -58,7 +59,7 @@ class _Marks:
         return frozenset()
 
     def start_args(self, queue: str, requests: list[Request]) -> StartArgs:
-        return StartArgs(requests, [])
+        return StartArgs(requests, Packed(b"", 0))
 
     def start_unconfirmed(self, ahead: object, *, retry: bool = True) -> object:
         def lost() -> frozenset[str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from concurrent.futures import Future
-from concurrent.futures import wait as wait_for
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
 from redbatch.protocol.fields import ATTEMPT, Request, integer_field_or_default
@@ -47,9 +47,16 @@ class Batch:
     def finished(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` s (None: for ever) for the handler to finish this batch;
         True once it has."""
-        if self.future is None:
+        future = self.future
+        if future is None or future.done():
             return True
-        return bool(wait_for([self.future], timeout=timeout).done)
+        if timeout == 0:
+            return False
+        # The future's own condition: ``concurrent.futures.wait`` would build a waiter (an
+        # event and its locks) on every call, and the loop asks after every read-ahead.
+        with contextlib.suppress(TimeoutError, CancelledError):
+            future.exception(timeout)
+        return future.done()
 
 
 @dataclass

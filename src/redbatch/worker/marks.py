@@ -17,7 +17,13 @@ import redis
 from redbatch.protocol.fields import STARTED_DELIVERIES, Request
 from redbatch.protocol.keys import GROUP, KeySpace
 from redbatch.transport.connection import Client
-from redbatch.transport.packed import claim_commands, claim_then_get, pack, send_packed
+from redbatch.transport.packed import (
+    Packed,
+    claim_commands,
+    claim_then_get,
+    pack,
+    send_packed,
+)
 from redbatch.transport.topology import topology_of
 
 
@@ -98,7 +104,7 @@ class StartArgs:
     the ``MGET`` of the cancel keys)."""
 
     requests: list[Request]
-    packed: list[bytes]
+    packed: Packed
 
 
 def _flagged(requests: list[Request], flags: list[Any]) -> frozenset[str]:
