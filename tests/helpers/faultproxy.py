@@ -9,7 +9,10 @@ It forwards bytes both ways until told to misbehave:
 - ``cut()``: close every connection at once (the client sees a reset);
 - ``swallow(command, count)``: the reply to the next ``count`` commands named ``command``
   (e.g. ``EVALSHA``) is discarded and that connection cut, so the command ran but its reply
-  was lost; redis-py then reconnects and re-sends it.
+  was lost; redis-py then reconnects and re-sends it;
+- ``stall_new()``: connections opened from now on forward nothing (the connections already
+  open go on as before): a client's new connection hangs, as when the server's name stops
+  resolving. ``accepted`` counts every connection opened.
 
 RESP is parsed just enough: command names from the client's arrays, reply boundaries from
 the server's stream (RESP2 and RESP3 types). One selector thread runs every connection.
@@ -79,6 +82,7 @@ class _Link:
         self.to_client = bytearray()
         self.commands: collections.deque[str] = collections.deque()
         self.closed = False
+        self.stalled = False  # opened after stall_new(): forwards nothing
 
 
 class FaultProxy:
@@ -96,6 +100,8 @@ class FaultProxy:
         self._mode = "pass"
         self._swallow: dict[str, int] = {}
         self.swallowed = 0  # replies discarded so far
+        self.accepted = 0  # connections opened so far
+        self._stall_new = False
         self.commands_seen: collections.Counter[str] = collections.Counter()
         self._waker_r, self._waker_w = socket.socketpair()
         self._selector.register(self._waker_r, selectors.EVENT_READ, "wake")
@@ -127,6 +133,10 @@ class FaultProxy:
             self._cuts.append(done)
         self._wake()
         done.wait(5)
+
+    def stall_new(self) -> None:
+        with self._lock:
+            self._stall_new = True
 
     def swallow(self, command: str, count: int = 1) -> None:
         with self._lock:
@@ -196,6 +206,8 @@ class FaultProxy:
             sock.setblocking(False)
             self._selector.register(sock, selectors.EVENT_READ, (link, from_client))
         with self._lock:
+            link.stalled = self._stall_new
+            self.accepted += 1
             self._links.append(link)
 
     def _read(self, link: _Link, from_client: bool) -> None:
@@ -262,7 +274,7 @@ class FaultProxy:
     def _flush(self, link: _Link, force: bool = False) -> None:
         with self._lock:
             holding = self._mode == "hold"
-        if link.closed or (holding and not force):
+        if link.closed or link.stalled or (holding and not force):
             return
         for sock, buf in ((link.server, link.to_server), (link.client, link.to_client)):
             while buf:

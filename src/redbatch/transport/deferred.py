@@ -66,9 +66,14 @@ class Deferred:
         return reply
 
     def close(self) -> None:
+        """Give the connection back to the pool: as it is when every reply was read, so
+        whoever takes it next (the pool hands out the last one given back first) need not
+        connect again; disconnected when replies are still unread, or the next command
+        would read one of them as its own."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            conn.disconnect()  # type: ignore[no-untyped-call]
+            if self.unread:
+                conn.disconnect()  # type: ignore[no-untyped-call]
             self._pool.release(conn)
         self.unread = 0
 
