@@ -27,6 +27,13 @@ def compose_value(key: str, service: str = "worker") -> str:
     return found[1].strip("\"'")
 
 
+def env_value(key: str) -> str:
+    """A setting's value in .env.example (what the stack's containers get)."""
+    found = re.search(rf"^{re.escape(key)}=(.*)$", ENV_FILE.read_text(), re.MULTILINE)
+    assert found, f"no {key} in {ENV_FILE.name}"
+    return found[1].strip()
+
+
 def seconds(duration: str) -> int:
     units = {"h": 3600, "m": 60, "s": 1}
     parts = re.findall(r"(\d+)([hms])", duration)
