@@ -50,16 +50,6 @@ def packed_pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[An
         pool.release(conn)
 
 
-def packed_send(client: redis.Redis, commands: Sequence[Command]) -> Callable[[], list[Any]]:
-    """Send ``commands`` in one write now; the call returned reads their replies (an error
-    reply raises, as ``packed_pipeline``) and gives the connection back. For a caller with
-    work to start before it needs the answer: once this returns, the commands are in the
-    socket, and the kernel delivers them even if this process dies next. A lost connection
-    while sending is retried as ``packed_pipeline`` does; one while reading raises (the
-    commands may have run)."""
-    return send_packed(client, pack(commands))
-
-
 @dataclass(frozen=True, slots=True)
 class Packed:
     """Commands packed by hiredis into one buffer: one ``sendall``, so one system call (a
@@ -71,7 +61,8 @@ class Packed:
 
 
 def pack(commands: Sequence[Command]) -> Packed:
-    """``commands`` as hiredis packs them: built ahead of a ``send_packed``."""
+    """``commands`` as hiredis packs them, for ``packed_pipeline`` or built ahead of a
+    ``send_packed``."""
     packed = [hiredis.pack_command(command) for command in commands]  # type: ignore[arg-type]
     return Packed(b"".join(packed), len(packed))
 
@@ -79,8 +70,13 @@ def pack(commands: Sequence[Command]) -> Packed:
 def send_packed(
     client: redis.Redis, packed: Packed, *, retry: bool = True
 ) -> Callable[[], list[Any]]:
-    """``packed_send`` of commands already packed (``pack``). ``retry=False``: a lost
-    connection raises at once, for a caller that has another way to send them."""
+    """Send ``packed`` (``pack``) in one write now; the call returned reads the replies (an
+    error reply raises, as ``packed_pipeline``) and gives the connection back. For a caller
+    with work to start before it needs the answer: once this returns, the commands are in
+    the socket, and the kernel delivers them even if this process dies next. A lost
+    connection while sending is retried as ``packed_pipeline`` does (``retry=False``: raises
+    at once, for a caller that has another way to send them); one while reading raises (the
+    commands may have run)."""
     pool = client.connection_pool
     conn = pool.get_connection()
     failures = 0

@@ -16,6 +16,7 @@ cycle. The loop reads the mark's answer later, as for any mark sent without wait
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -170,5 +171,7 @@ class HandlerThread:
                 self._execute, relay.executor, relay.batch, relay.cancelled, relay.late
             )
         except RuntimeError:  # shut down meanwhile: the worker is closing
+            with contextlib.suppress(redis.RedisError):
+                answer()  # the reply read, so its connection goes back to the pool
             return
         relay.answer = answer
