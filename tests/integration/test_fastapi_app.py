@@ -38,8 +38,11 @@ def test_concurrent_requests_each_get_their_own_answer(
     wait_serving(worker_factory([QUEUE]))
 
     async def main() -> list[httpx.Response | BaseException]:
-        # All at once: 500 endpoint tasks share one producer.
-        limits = httpx.Limits(max_connections=CONCURRENT, max_keepalive_connections=CONCURRENT)
+        # One connection per request, all at once: 500 endpoint tasks share one producer.
+        # None is kept alive: with keep-alive, httpx's pool sent 300 of the 500 one after
+        # another on reused connections (50/s) until its 5 s keep-alive expiry, and one sent
+        # as uvicorn's own 5 s timer closed its connection was reset (httpx.ReadError in CI).
+        limits = httpx.Limits(max_connections=CONCURRENT, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=app.url, limits=limits, timeout=60) as client:
             health = await client.get("/healthz")
             assert (health.status_code, health.json()) == (200, {"status": "ok"})
