@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import click
 import redis
 
+from redbatch import stop_signals
 from redbatch.config import SchedulerConfig, check_environment
 from redbatch.errors import ConfigError, ConnectionFailed, RedbatchError
 from redbatch.protocol.keys import KeySpace
@@ -112,17 +111,12 @@ def opened(redis_url: str, namespace: str, command: str) -> Iterator[tuple[redis
 def on_stop_signals(stop: Callable[[], None]) -> None:
     """First SIGTERM/SIGINT: ``stop`` (drain and exit 0). A second one: exit at once (the
     scheduler re-queues whatever this process still held)."""
-    seen: list[int] = []
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if seen:
-            sys.stderr.write("redbatch: second signal, exiting at once\n")
-            os._exit(EXIT_INTERRUPTED)
-        seen.append(signum)
-        stop()
+    def quit_now() -> NoReturn:
+        sys.stderr.write("redbatch: second signal, exiting at once\n")
+        os._exit(EXIT_INTERRUPTED)
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    stop_signals.on_stop_signals(stop, quit_now)
 
 
 def _option(one: Declared, resolve: bool) -> Callable[[Command], Command]:

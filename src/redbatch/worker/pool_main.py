@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
-from types import FrameType
+from typing import NoReturn
 
 from redbatch.config import WorkerConfig
+from redbatch.stop_signals import on_stop_signals
 from redbatch.worker import pool_http
 from redbatch.worker.pool import Pool, parse_gpus, plan
 
@@ -40,12 +40,9 @@ def _on_signals(pool: Pool, stop: threading.Event) -> None:
     """First SIGTERM/SIGINT: every child drains. A second: every child is killed at once
     (the scheduler re-queues what they held), and the pool exits 130."""
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            sys.stderr.write("redbatch: second signal, killing the pool's workers\n")
-            pool.kill()
-            os._exit(EXIT_INTERRUPTED)
-        stop.set()
+    def quit_now() -> NoReturn:
+        sys.stderr.write("redbatch: second signal, killing the pool's workers\n")
+        pool.kill()
+        os._exit(EXIT_INTERRUPTED)
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    on_stop_signals(stop.set, quit_now)
